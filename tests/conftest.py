@@ -7,6 +7,9 @@ import redis
 
 from tests.servers import RedisServer
 
+# The simulator's fixtures live in their own module so that the simulator can evolve without touching this file.
+pytest_plugins = ["tests.fixtures_sim"]
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:

@@ -1,0 +1,1 @@
+"""Fixtures that start the ESL simulator (owned by the simulator's work)."""
