@@ -1,0 +1,100 @@
+"""Pure builders of the ESL command lines Redswitch sends: the last gate before FreeSWITCH.
+
+Every value is checked against the alphabet its position allows, and a value that cannot be made safe is
+refused with :class:`~redswitch.errors.PayloadError` rather than passed on. Positions and their hazards:
+
+* channel variables ``{k=v,...}``: ``,`` separates pairs (escaped as ``\\,``), ``}`` ends the block;
+* endpoints: ``,`` and ``|`` separate legs, ``[``/``{`` open variable blocks;
+* app arguments ``&app(arg)``: ``)`` ends the argument;
+* anywhere: a space splits originate's arguments, ``'`` groups them, and a newline ends the ESL command
+  (``\\n\\napi ...`` would run a second command).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from redswitch.errors import PayloadError
+
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
+_VAR_VALUE = re.compile(r"[A-Za-z0-9_\-.+@:/=,]{0,256}")
+_ENDPOINT = re.compile(r"[A-Za-z0-9_\-.+@:/=]{1,300}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_DTMF = re.compile(r"[0-9*#A-D]{1,32}")
+_CAUSE = re.compile(r"[A-Z_]{1,40}|[0-9]{1,3}")
+_APP = re.compile(r"[a-z_]{1,32}")
+
+
+def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
+    if not pattern.fullmatch(value):
+        raise PayloadError(f"unsafe {what} for an ESL command: {value[:60]!r}")
+    return value
+
+
+def check_uuid(value: str) -> str:
+    return _check(_UUID, value, "uuid")
+
+
+def variables(values: Mapping[str, str]) -> str:
+    """``{k=v,...}`` with commas in values escaped; empty string for no variables."""
+    if not values:
+        return ""
+    pairs = []
+    for name, value in values.items():
+        _check(_VAR_NAME, name, "channel variable name")
+        _check(_VAR_VALUE, value, f"value of channel variable {name}")
+        pairs.append(f"{name}={value.replace(',', chr(92) + ',')}")
+    return "{" + ",".join(pairs) + "}"
+
+
+def dial_string(endpoint: str, values: Mapping[str, str]) -> str:
+    """One leg: its variables, then its endpoint (``{k=v}sofia/gateway/gw/123``)."""
+    return variables(values) + _check(_ENDPOINT, endpoint, "endpoint")
+
+
+def app(name: str, argument: str = "") -> str:
+    """``&name(argument)``; the argument may not hold a space, a quote, a newline or a closing parenthesis."""
+    _check(_APP, name, "application name")
+    if re.search(r"[\s')]", argument) or "(" in argument:
+        raise PayloadError(f"unsafe argument for application {name}: {argument[:60]!r}")
+    return f"&{name}({argument})"
+
+
+def originate(leg: str, application: str) -> str:
+    """``originate <leg> <&app(...)>``; ``leg`` and ``application`` come from :func:`dial_string` and :func:`app`."""
+    if re.search(r"\s|'", leg + application):
+        raise PayloadError("originate arguments may not hold white space or quotes")
+    return f"originate {leg} {application}"
+
+
+def uuid_kill(uuid: str, cause: str = "NORMAL_CLEARING") -> str:
+    return f"uuid_kill {check_uuid(uuid)} {_check(_CAUSE, cause, 'hangup cause')}"
+
+
+def uuid_recv_dtmf(uuid: str, digits: str) -> str:
+    return f"uuid_recv_dtmf {check_uuid(uuid)} {_check(_DTMF, digits, 'DTMF digits')}"
+
+
+def uuid_exists(uuid: str) -> str:
+    return f"uuid_exists {check_uuid(uuid)}"
+
+
+def uuid_getvar(uuid: str, name: str) -> str:
+    return f"uuid_getvar {check_uuid(uuid)} {_check(_VAR_NAME, name, 'channel variable name')}"
+
+
+def bgapi(command: str, job_uuid: str) -> str:
+    """A ``bgapi`` request choosing its own Job-UUID, so the result can be matched before it is even sent."""
+    _single_line(command)
+    return f"bgapi {command}\nJob-UUID: {check_uuid(job_uuid)}"
+
+
+def api(command: str) -> str:
+    _single_line(command)
+    return f"api {command}"
+
+
+def _single_line(command: str) -> None:
+    if any(char in command for char in "\r\n\0"):
+        raise PayloadError("an ESL command may not hold a line break")
