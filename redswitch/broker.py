@@ -1,0 +1,45 @@
+"""The Dramatiq broker, built from the settings before any actor is declared.
+
+Dramatiq falls back to a broker of its own choosing when an actor is declared before ``set_broker``; the
+actors package imports this module first so that never happens. ``BROKER_URL=stub://`` gives a StubBroker
+for unit tests of single actors.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage
+
+from redswitch.config import Settings
+from redswitch.errors import ConfigError
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    url = settings.effective_broker_url
+    broker: dramatiq.Broker
+    if url.startswith("stub://"):
+        broker = StubBroker()
+        broker.emit_after("process_boot")
+    elif url.startswith(("amqp://", "amqps://")):
+        try:
+            from dramatiq.brokers.rabbitmq import RabbitmqBroker
+        except ImportError:  # pragma: no cover - depends on the installed extras
+            raise ConfigError(
+                "BROKER_URL is amqp:// but pika is not installed (pip install 'dramatiq[rabbitmq]')"
+            ) from None
+        broker = RabbitmqBroker(url=url)
+    else:
+        broker = RedisBroker(
+            url=url, socket_timeout=settings.pubsub_redis_timeout, socket_connect_timeout=settings.pubsub_redis_timeout
+        )
+    broker.add_middleware(CurrentMessage())
+    return broker
+
+
+def setup_broker(settings: Settings | None = None) -> dramatiq.Broker:
+    """Build the broker for ``settings`` (default: from the environment) and make it Dramatiq's global one."""
+    broker = build_broker(settings or Settings.from_env())
+    dramatiq.set_broker(broker)
+    return broker

@@ -1,0 +1,192 @@
+"""The subcommands of ``redswitch``: each registers its parser and its handler ``(args, settings) -> int``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from redswitch.config import Settings
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def _stop_on_signals() -> threading.Event:
+    """An Event set by SIGINT/SIGTERM, so long-running processes stop cleanly."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def add_simulate(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("simulate", help="run the FreeSWITCH ESL simulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8021)
+    parser.add_argument("--password", default="ClueCon")
+    parser.add_argument("--scenario", default=None, help="scenario file (JSON), see docs/simulator.md")
+    parser.set_defaults(handler=run_simulate)
+
+
+def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from redswitch.simulator import serve
+
+    return serve(args.host, args.port, args.password, args.scenario)
+
+
+def add_bridge(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("bridge", help="move legacy asp-call jobs from Redis to the actors")
+    parser.set_defaults(handler=run_bridge)
+
+
+def run_bridge(args: argparse.Namespace, settings: Settings) -> int:
+    import redis
+
+    from redswitch.actors import asp_call
+    from redswitch.bridge import Bridge
+
+    client = redis.Redis.from_url(settings.pubsub_redis_url, socket_timeout=settings.pubsub_redis_timeout + 2,
+                                  socket_connect_timeout=settings.pubsub_redis_timeout)
+    Bridge(settings, client, asp_call.send).run(_stop_on_signals())
+    return 0
+
+
+def add_listen(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("listen", help="republish FreeSWITCH events on Redis")
+    parser.set_defaults(handler=run_listen)
+
+
+def run_listen(args: argparse.Namespace, settings: Settings) -> int:
+    from redswitch.listener import Listener
+    from redswitch.redis_client import redis_from_settings
+
+    Listener(settings, redis_from_settings(settings)).run(_stop_on_signals())
+    return 0
+
+
+def add_push(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("push", help="push a test job the legacy way (RPUSH on the jobs list)")
+    parser.add_argument("kind", choices=["asp-call"])
+    parser.add_argument("--caller", required=True, help="side 0: the caller's phone, rung first")
+    parser.add_argument("--callee", required=True, help="side 1: the number called")
+    parser.add_argument("--caller-id-lega", default=None)
+    parser.add_argument("--caller-id-legb", default=None)
+    parser.add_argument("--call-provider", default="talk_call_provider")
+    parser.add_argument("--dial-id", default=None)
+    parser.add_argument("--org-id", default="demo_org")
+    parser.add_argument("--user-id", default="demo_user")
+    parser.set_defaults(handler=run_push)
+
+
+def sample_job(caller: str, callee: str, dial_id: str | None = None, **fields: str | None) -> dict[str, str]:
+    job = {
+        "type": "asp-call",
+        "call_provider": fields.get("call_provider") or "talk_call_provider",
+        "callee_number": callee,
+        "caller_id_lega": fields.get("caller_id_lega") or callee,
+        "caller_id_legb": fields.get("caller_id_legb") or caller,
+        "caller_number": caller,
+        "dial_id": dial_id or f"dial_{uuid.uuid4().hex[:12]}",
+        "org_id": fields.get("org_id") or "demo_org",
+        "user_id": fields.get("user_id") or "demo_user",
+    }
+    return job
+
+
+def run_push(args: argparse.Namespace, settings: Settings) -> int:
+    from redswitch.redis_client import redis_from_settings
+
+    job = sample_job(args.caller, args.callee, args.dial_id, call_provider=args.call_provider,
+                     caller_id_lega=args.caller_id_lega, caller_id_legb=args.caller_id_legb,
+                     org_id=args.org_id, user_id=args.user_id)
+    redis_from_settings(settings).rpush(settings.jobs_key, json.dumps(job))
+    print(job["dial_id"])
+    return 0
+
+
+def add_watch(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("watch", help="print the events of a call as they come")
+    parser.add_argument("dial_id")
+    parser.add_argument("--until-hangup", action="store_true", help="exit after side 0 hangs up or a failure")
+    parser.add_argument("--timeout", type=float, default=0, help="give up after this many seconds (0: never)")
+    parser.set_defaults(handler=run_watch)
+
+
+def run_watch(args: argparse.Namespace, settings: Settings) -> int:
+    from redswitch.redis_client import redis_from_settings
+
+    pubsub = redis_from_settings(settings).pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(args.dial_id)
+    deadline = time.monotonic() + args.timeout if args.timeout else float("inf")
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.2)
+        if message is None:
+            continue
+        print(message["data"], flush=True)
+        if args.until_hangup and _ends_call(str(message["data"])):
+            return 0
+    return 1
+
+
+def _ends_call(data: str) -> bool:
+    try:
+        event = json.loads(data)
+    except ValueError:
+        return False
+    return event.get("type") == "failure" or (event.get("type") == "hangup-event" and event.get("side") == "0")
+
+
+def add_run(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("run", help="run bridge, listener and a worker together (and the simulator)")
+    parser.add_argument("--simulate", action="store_true", help="also start the simulator on ESL_URL:ESL_PORT")
+    parser.set_defaults(handler=run_run)
+
+
+def run_run(args: argparse.Namespace, settings: Settings) -> int:
+    from redswitch.launcher import Stack
+
+    with Stack(settings, simulate=args.simulate) as stack:
+        stop = _stop_on_signals()
+        while not stop.wait(0.5):
+            if not stack.alive():
+                print("redswitch run: a process exited; stopping", file=sys.stderr)
+                return 1
+    return 0
+
+
+def add_demo(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("demo", help="run a sample call through the whole pipeline and show its events")
+    parser.set_defaults(handler=run_demo_command)
+
+
+def run_demo_command(args: argparse.Namespace, settings: Settings) -> int:
+    from redswitch.launcher import run_demo
+
+    return run_demo(settings)
+
+
+def add_check(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("check", help="check Redis and FreeSWITCH; exit 0 when both answer")
+    parser.set_defaults(handler=run_check)
+
+
+def run_check(args: argparse.Namespace, settings: Settings) -> int:
+    from redswitch.health import check
+
+    problems = check(settings)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if not problems:
+        print("ok: Redis and FreeSWITCH answer")
+    return 1 if problems else 0
+
+
+REGISTRY: list[Callable[[Subparsers], None]] = [
+    add_simulate, add_bridge, add_listen, add_run, add_demo, add_push, add_watch, add_check,
+]

@@ -1,0 +1,196 @@
+"""Settings: the one place that reads the environment.
+
+Every process builds a :class:`Settings` at start with :meth:`Settings.from_env`; a bad value fails there with
+a :class:`~redswitch.errors.ConfigError` that names the variable, instead of surfacing later as a confusing
+runtime error in the middle of a call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from redswitch.errors import ConfigError
+
+T = TypeVar("T")
+
+#: The original code wrote ``redswitch.<org_id>.<user_id>.<dial_id>`` although its README documents
+#: ``redswitch.<dial_id>.<org_id>.<user_id>``; ``ACTIVE_KEY_ORDER`` chooses.
+ACTIVE_KEY_ORDERS = ("dial_org_user", "org_user_dial")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every setting Redswitch knows, with the original Redswitch's defaults where it had one."""
+
+    esl_password: str = "ClueCon"
+    esl_port: int = 8021
+    esl_url: str = "127.0.0.1"
+    esl_timeout: float = 5.0
+    pubsub_redis_timeout: float = 10.0
+    pubsub_redis_url: str = "redis://127.0.0.1:6379"
+    broker_url: str = ""
+    jobs_key: str = "talkiq-asp.calls"
+    dead_key: str = ""
+    endpoint_template: str = "sofia/gateway/{call_provider}/{number}"
+    sip_endpoint_template: str = "sofia/external/{address}"
+    originate_timeout: int = 60
+    sip_headers: bool = True
+    active_key_order: str = "dial_org_user"
+    dedup_ttl: int = 86400
+    bridge_heartbeat: float = 2.0
+    bridge_dead_after: float = 10.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+    metrics_port: int = 0
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The Dramatiq broker's URL: ``BROKER_URL`` or, when unset, the pub/sub Redis."""
+        return self.broker_url or self.pubsub_redis_url
+
+    @property
+    def effective_dead_key(self) -> str:
+        return self.dead_key or f"{self.jobs_key}.dead"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); raise ConfigError naming a bad variable."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            name = field.name.upper()
+            if name in env:
+                values[field.name] = _PARSERS[field.name](name, env[name])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check the cross-field rules that single-value parsers cannot."""
+        if self.active_key_order not in ACTIVE_KEY_ORDERS:
+            raise ConfigError(
+                f"ACTIVE_KEY_ORDER must be one of {', '.join(ACTIVE_KEY_ORDERS)}: {self.active_key_order!r}"
+            )
+        _check_template("ENDPOINT_TEMPLATE", self.endpoint_template, {"call_provider", "number"}, required={"number"})
+        _check_template("SIP_ENDPOINT_TEMPLATE", self.sip_endpoint_template, {"address"}, required={"address"})
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"LOG_FORMAT must be 'text' or 'json': {self.log_format!r}")
+
+    def env(self) -> dict[str, str]:
+        """These settings as environment variables, for starting child processes with the same configuration."""
+        out: dict[str, str] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            out[field.name.upper()] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        return out
+
+
+def setting_names() -> set[str]:
+    """Every environment variable :meth:`Settings.from_env` reads."""
+    return {field.name.upper() for field in dataclasses.fields(Settings)}
+
+
+_KIND_NAMES: dict[object, str] = {int: "a whole number", float: "a number"}
+
+
+def _number(kind: Callable[[str], T], low: float, high: float) -> Callable[[str, str], T]:
+    def parse(name: str, raw: str) -> T:
+        try:
+            value = kind(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be {_KIND_NAMES.get(kind, 'a number')}: {raw!r}") from None
+        if not low <= value <= high:  # type: ignore[operator]
+            raise ConfigError(f"{name} must be between {low:g} and {high:g}: {raw!r}")
+        return value
+
+    return parse
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise ConfigError(f"{name} must not be empty")
+    return raw.strip()
+
+
+def _optional_text(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _boolean(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false: {raw!r}")
+
+
+def _redis_url(name: str, raw: str) -> str:
+    url = raw.strip()
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss", "unix") or (parsed.scheme != "unix" and not parsed.hostname):
+        raise ConfigError(f"{name} must be a redis://host:port URL: {raw!r}")
+    try:
+        parsed.port  # noqa: B018 - urlparse validates the port lazily
+    except ValueError:
+        raise ConfigError(f"{name} has a bad port: {raw!r}") from None
+    return url
+
+
+def _broker_url(name: str, raw: str) -> str:
+    if not raw.strip():
+        return ""
+    if raw.strip().startswith(("amqp://", "amqps://", "stub://")):
+        return raw.strip()
+    return _redis_url(name, raw)
+
+
+def _host(name: str, raw: str) -> str:
+    host = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9.:\-\[\]_]{1,253}", host):
+        raise ConfigError(f"{name} must be a host name or address: {raw!r}")
+    return host
+
+
+def _key(name: str, raw: str) -> str:
+    key = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9._:\-{}]{1,200}", key):
+        raise ConfigError(f"{name} must be a Redis key of letters, digits and . _ : - {{ }}: {raw!r}")
+    return key
+
+
+def _check_template(name: str, template: str, allowed: set[str], required: set[str]) -> None:
+    fields = set(re.findall(r"{(\w*)}", template))
+    if fields - allowed or not required <= fields:
+        raise ConfigError(f"{name} may use {sorted(allowed)} and must use {sorted(required)}: {template!r}")
+    if re.search(r"[\s,{}\[\]&'()]", re.sub(r"{\w+}", "", template)):
+        raise ConfigError(f"{name} must not hold spaces or any of , {{ }} [ ] & ' ( ): {template!r}")
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "esl_password": _text,
+    "esl_port": _number(int, 1, 65535),
+    "esl_url": _host,
+    "esl_timeout": _number(float, 0.1, 600),
+    "pubsub_redis_timeout": _number(float, 0.1, 600),
+    "pubsub_redis_url": _redis_url,
+    "broker_url": _broker_url,
+    "jobs_key": _key,
+    "dead_key": lambda name, raw: _key(name, raw) if raw.strip() else "",
+    "endpoint_template": _text,
+    "sip_endpoint_template": _text,
+    "originate_timeout": _number(int, 1, 3600),
+    "sip_headers": _boolean,
+    "active_key_order": _text,
+    "dedup_ttl": _number(int, 1, 30 * 86400),
+    "bridge_heartbeat": _number(float, 0.05, 60),
+    "bridge_dead_after": _number(float, 0.2, 600),
+    "log_format": _text,
+    "log_level": _text,
+    "metrics_port": _number(int, 0, 65535),
+}

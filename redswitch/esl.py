@@ -1,0 +1,157 @@
+"""The ESL client: the only module that touches greenswitch.
+
+greenswitch is gevent-based and not thread-safe: replies are matched to callers purely by order, and its
+greenlets run in the hub of the thread that connected (see ``docs/architecture.md``). Dramatiq runs actors
+in plain threads, so :class:`EslPool` gives every thread its own connection, used strictly for
+request/response, with every exchange bounded by a ``gevent.Timeout`` (greenswitch itself never times out a
+reply) and a fresh connection after any failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.exceptions
+import greenswitch
+from greenswitch.esl import NotConnectedError
+
+from redswitch.errors import EslAuthError, EslCommandError, EslConnectionError
+
+logger = logging.getLogger(__name__)
+
+EventHandler = Callable[[dict[str, str], str], None]
+
+_TRANSIENT = (OSError, NotConnectedError, gevent.exceptions.LoopExit, socket.error, EOFError)
+
+
+def bgapi_result(headers: dict[str, str]) -> str:
+    """The body of a BACKGROUND_JOB event as greenswitch delivers it.
+
+    greenswitch does not expose an event body: it ends up appended to the inner ``Content-Length`` header
+    (``'41\\n\\n+OK <uuid>\\n'``). Split it off there.
+    """
+    raw = headers.get("Content-Length", "")
+    _, _, body = raw.partition("\n\n")
+    return body
+
+
+class EslClient:
+    """One authenticated ESL connection; every call raises EslConnectionError/EslAuthError on failure."""
+
+    def __init__(self, host: str, port: int, password: str, timeout: float = 5.0) -> None:
+        self.host, self.port, self.password, self.timeout = host, port, password, timeout
+        self._conn: Any = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and bool(self._conn.connected)
+
+    def connect(self) -> None:
+        conn = greenswitch.InboundESL(host=self.host, port=self.port, password=self.password, timeout=self.timeout)
+        try:
+            with gevent.Timeout(self.timeout, EslConnectionError(f"ESL handshake timed out after {self.timeout}s")):
+                conn.connect()
+        except ValueError:
+            _close_quietly(conn)
+            raise EslAuthError(f"FreeSWITCH at {self.host}:{self.port} rejected the ESL password") from None
+        except _TRANSIENT as exc:
+            _close_quietly(conn)
+            raise EslConnectionError(f"cannot connect to FreeSWITCH at {self.host}:{self.port}: {exc}") from exc
+        except EslConnectionError:
+            _close_quietly(conn)
+            raise
+        self._conn = conn
+
+    def send(self, command: str, timeout: float | None = None) -> Any:
+        """Send one command and wait for its reply (a greenswitch ESLEvent) at most ``timeout`` seconds."""
+        if not self.connected:
+            self.connect()
+        limit = self.timeout if timeout is None else timeout
+        try:
+            with gevent.Timeout(limit, EslConnectionError(f"no reply from FreeSWITCH within {limit}s")):
+                return self._conn.send(command)
+        except _TRANSIENT as exc:
+            self.close()
+            raise EslConnectionError(f"ESL connection lost: {exc!r}") from exc
+        except EslConnectionError:
+            # The connection may still deliver the late reply to the abandoned waiter; start clean instead.
+            self.close()
+            raise
+
+    def api(self, command: str, timeout: float | None = None) -> str:
+        """Run ``api <command>`` and return its body; ``-ERR`` bodies raise EslCommandError."""
+        body = str(self.send(f"api {command}", timeout).data or "")
+        if body.startswith("-ERR") or body.startswith("-USAGE"):
+            raise EslCommandError(body.strip())
+        return body
+
+    def bgapi(self, command: str, job_uuid: str) -> str:
+        """Hand ``command`` to FreeSWITCH as a background job with our own Job-UUID; return the Job-UUID."""
+        reply = self.send(f"bgapi {command}\nJob-UUID: {job_uuid}")
+        text = str(reply.headers.get("Reply-Text", ""))
+        if not text.startswith("+OK"):
+            raise EslCommandError(text)
+        return str(reply.headers.get("Job-UUID", job_uuid))
+
+    def subscribe(self, events: list[str], handler: EventHandler) -> None:
+        """Receive ``events`` (plain format) through ``handler(headers, body)`` in this thread's gevent hub."""
+        if not self.connected:
+            self.connect()
+
+        def dispatch(event: Any) -> None:
+            headers = dict(event.headers)
+            handler(headers, bgapi_result(headers) if headers.get("Event-Name") == "BACKGROUND_JOB" else "")
+
+        self._conn.register_handle("*", dispatch)
+        self.send("event plain " + " ".join(events))
+
+    def on_disconnect(self, handler: Callable[[], None]) -> None:
+        if self._conn is not None:
+            self._conn.register_handle("DISCONNECT", lambda event: handler())
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _close_quietly(conn)
+
+
+def _close_quietly(conn: Any) -> None:
+    """Drop a connection without sending ``exit``: it may be the connection that just failed."""
+    conn.connected = False
+    conn._run = False
+    for closable in (getattr(conn, "sock_file", None), getattr(conn, "sock", None)):
+        try:
+            if closable is not None:
+                closable.close()
+        except OSError:
+            pass
+
+
+class EslPool:
+    """One EslClient per thread, created on first use: greenswitch connections must not cross threads."""
+
+    def __init__(self, host: str, port: int, password: str, timeout: float = 5.0) -> None:
+        self._args = (host, port, password, timeout)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._clients: list[EslClient] = []
+
+    def client(self) -> EslClient:
+        client: EslClient | None = getattr(self._local, "client", None)
+        if client is None:
+            client = EslClient(*self._args)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def close_all(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()

@@ -1,0 +1,42 @@
+"""``redswitch check``: can this process reach Redis and FreeSWITCH with the configured settings?"""
+
+from __future__ import annotations
+
+import redis
+
+from redswitch.config import Settings
+from redswitch.errors import EslAuthError, EslError
+from redswitch.esl import EslClient
+from redswitch.redis_client import redis_from_settings
+
+
+def check(settings: Settings) -> list[str]:
+    """Return one line per failed part (empty when all is well), saying which part failed and why."""
+    return [problem for problem in (check_redis(settings), check_esl(settings)) if problem]
+
+
+def check_redis(settings: Settings) -> str:
+    try:
+        redis_from_settings(settings).ping()
+    except redis.exceptions.AuthenticationError as exc:
+        return f"redis: authentication failed at {settings.pubsub_redis_url}: {exc}"
+    except redis.exceptions.RedisError as exc:
+        return f"redis: cannot reach {settings.pubsub_redis_url}: {exc}"
+    return ""
+
+
+def check_esl(settings: Settings) -> str:
+    client = EslClient(settings.esl_url, settings.esl_port, settings.esl_password, settings.esl_timeout)
+    where = f"{settings.esl_url}:{settings.esl_port}"
+    try:
+        client.connect()
+        status = client.api("status")
+    except EslAuthError:
+        return f"freeswitch: wrong ESL password at {where}"
+    except EslError as exc:
+        return f"freeswitch: {exc}"
+    finally:
+        client.close()
+    if "is ready" not in status:
+        return f"freeswitch: status does not say ready at {where}: {status.splitlines()[:2]}"
+    return ""

@@ -1,0 +1,219 @@
+"""Typed models of every job, control message and event of the Redswitch protocol, with strict validation.
+
+The protocol is the original Redswitch's (``docs/protocol.md``). Validation is the first line of defence
+against ESL command injection: every value that can end up on an ESL command line has an explicit alphabet
+and length here, so nothing with a space, a newline, a brace, a bracket, a comma, a quote or an ampersand
+ever gets past :func:`parse_job` or :func:`parse_control`. ``redswitch.protocol.commands`` checks again.
+
+Rules that hold for every message: the payload must be a JSON object of at most :data:`MAX_PAYLOAD_BYTES`;
+``type`` must be known; each field must have the right JSON type (a number where a string is expected is
+rejected, not coerced); unknown extra fields are ignored, so newer producers keep working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any, Literal, Union
+
+from redswitch.errors import PayloadError
+
+MAX_PAYLOAD_BYTES = 16 * 1024
+
+#: ``dial_id``, ``org_id`` and ``user_id``: they become Redis key parts and channel names, so no dots.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+#: A gateway (sofia gateway name) as FreeSWITCH's configuration allows it.
+GATEWAY_PATTERN = re.compile(r"[A-Za-z0-9_\-.]{1,64}")
+#: A phone number or caller id as seen in the wild: digits with an optional ``+`` and ``-``/``.`` separators.
+PHONE_PATTERN = re.compile(r"\+?[0-9](?:[0-9\-.]{0,38}[0-9])?")
+PHONE_DIGITS = (3, 20)
+#: A SIP address ``user@host[:port]`` for a barger dialled directly, as the original allowed.
+SIP_ADDRESS_PATTERN = re.compile(
+    r"[A-Za-z0-9_.+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63}){0,8}(?::[0-9]{1,5})?"
+)
+
+CONTROL_TYPES = ("hangup", "barge", "whisper", "mute", "threeway", "unthreeway")
+EVENT_TYPES = ("call-start", "answer-event", "hangup-event", "failure", "ack", "error", "queued")
+
+
+@dataclasses.dataclass(frozen=True)
+class AspCall:
+    """An ``asp-call`` job: ring side 0 (``caller_number``), then bridge it to side 1 (``callee_number``)."""
+
+    call_provider: str
+    callee_number: str
+    caller_id_lega: str
+    caller_id_legb: str
+    caller_number: str
+    dial_id: str
+    org_id: str
+    user_id: str
+    type: Literal["asp-call"] = "asp-call"
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Control:
+    """A call-control message published on a call's ``dial_id`` channel (the dial_id is the channel itself)."""
+
+    type: str
+    phone_number: str = ""
+    caller_id: str = ""
+
+    @property
+    def is_sip_address(self) -> bool:
+        return "@" in self.phone_number
+
+    def to_dict(self) -> dict[str, str]:
+        data = {"type": self.type}
+        if self.type == "barge":
+            data.update(phone_number=self.phone_number, caller_id=self.caller_id)
+        return data
+
+
+Message = Union[AspCall, Control]
+
+
+def load_object(raw: bytes | str) -> dict[str, Any]:
+    """Decode a payload into a JSON object, refusing oversized, non-UTF-8, non-JSON and non-object input."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload is {len(raw)} bytes, more than the {MAX_PAYLOAD_BYTES} allowed")
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PayloadError("payload is not UTF-8") from None
+    try:
+        data = _loads_lenient(raw)
+    except RecursionError:
+        raise PayloadError("payload is nested too deeply") from None
+    except ValueError as exc:
+        raise PayloadError(f"payload is not JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise PayloadError(f"payload must be a JSON object, not {_json_type(data)}")
+    return data
+
+
+def _loads_lenient(text: str) -> Any:
+    """``json.loads``, also accepting trailing commas (the original README's examples have them)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        relaxed = _drop_trailing_commas(text)
+        if relaxed == text:
+            raise
+        return json.loads(relaxed)
+
+
+_CLOSING_AHEAD = re.compile(r"\s*[}\]]")
+
+
+def _drop_trailing_commas(text: str) -> str:
+    """Remove each comma that is followed (after white space) by ``}`` or ``]``, outside strings."""
+    out: list[str] = []
+    in_string = escaped = False
+    for index, char in enumerate(text):
+        if in_string:
+            in_string, escaped = (not (char == '"' and not escaped)), (char == "\\" and not escaped)
+        elif char == '"':
+            in_string = True
+        elif char == "," and _CLOSING_AHEAD.match(text, index + 1):
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+def parse_job(raw: bytes | str) -> AspCall:
+    """Parse and validate a job from the legacy list (or a Dramatiq message's argument)."""
+    return job_from_dict(load_object(raw))
+
+
+def job_from_dict(data: dict[str, Any]) -> AspCall:
+    kind = _string(data, "type", re.compile(r".{1,64}"), "a message type")
+    if kind != "asp-call":
+        raise PayloadError(f"unknown job type {kind!r}: expected 'asp-call'")
+    return AspCall(
+        call_provider=_string(data, "call_provider", GATEWAY_PATTERN, "a gateway name of letters, digits, _ - ."),
+        callee_number=_phone(data, "callee_number"),
+        caller_id_lega=_phone(data, "caller_id_lega"),
+        caller_id_legb=_phone(data, "caller_id_legb"),
+        caller_number=_phone(data, "caller_number"),
+        dial_id=_id(data, "dial_id"),
+        org_id=_id(data, "org_id"),
+        user_id=_id(data, "user_id"),
+    )
+
+
+def parse_control(raw: bytes | str) -> Control:
+    """Parse and validate a call-control message."""
+    data = load_object(raw)
+    kind = _string(data, "type", re.compile(r".{1,64}"), "a message type")
+    if kind not in CONTROL_TYPES:
+        raise PayloadError(f"unknown control type {kind!r}: expected one of {', '.join(CONTROL_TYPES)}")
+    if kind != "barge":
+        return Control(type=kind)
+    return Control(type=kind, phone_number=_phone_or_sip(data, "phone_number"), caller_id=_phone(data, "caller_id"))
+
+
+def peek_field(raw: bytes | str, name: str) -> str | None:
+    """Best effort: the valid id in field ``name`` of a payload that may be otherwise invalid, else None.
+
+    Used to tell the right ``dial_id`` channel why its job was refused, without trusting anything else in it.
+    """
+    try:
+        data = load_object(raw)
+        return _id(data, name)
+    except PayloadError:
+        return None
+
+
+def _json_type(value: object) -> str:
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _string(data: dict[str, Any], name: str, pattern: re.Pattern[str], what: str) -> str:
+    if name not in data:
+        raise PayloadError(f"missing field {name!r}")
+    value = data[name]
+    if not isinstance(value, str):
+        raise PayloadError(f"field {name!r} must be a string, not {_json_type(value)}")
+    if not pattern.fullmatch(value):
+        raise PayloadError(f"field {name!r} must be {what}: {_preview(value)}")
+    return value
+
+
+def _id(data: dict[str, Any], name: str) -> str:
+    return _string(data, name, ID_PATTERN, "1 to 64 letters, digits, _ or -")
+
+
+def _phone(data: dict[str, Any], name: str) -> str:
+    value = _string(data, name, PHONE_PATTERN, "a phone number: digits, optional leading +, - or . separators")
+    digits = re.sub(r"[\-.]", "", value)
+    low, high = PHONE_DIGITS
+    if not low <= len(digits.lstrip("+")) <= high:
+        raise PayloadError(f"field {name!r} must have {low} to {high} digits: {_preview(value)}")
+    return digits
+
+
+def _phone_or_sip(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if isinstance(value, str) and "@" in value:
+        return _string(data, name, SIP_ADDRESS_PATTERN, "a phone number or a SIP address user@host")
+    return _phone(data, name)
+
+
+def _preview(value: str, limit: int = 40) -> str:
+    shown = value if len(value) <= limit else value[:limit] + "..."
+    return json.dumps(shown)

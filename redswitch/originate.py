@@ -1,0 +1,75 @@
+"""Pure translation of jobs into originate command lines.
+
+Kept apart from the actors so the same command can be built, inspected and tested without a broker, an
+ESL connection or Redis; every value goes through :mod:`redswitch.protocol.commands`, which refuses
+anything unsafe for its position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from redswitch.config import Settings
+from redswitch.messages import AspCall
+from redswitch.protocol import commands
+
+#: Channel variables that tie every leg (and so every event) to its call; the listener reads them back.
+VAR_DIAL_ID = "redswitch_dial_id"
+VAR_ORG_ID = "redswitch_org_id"
+VAR_USER_ID = "redswitch_user_id"
+VAR_SIDE = "redswitch_side"
+#: SIP headers carrying the same ids to the carrier (as the original did), when SIP_HEADERS is on.
+SIP_HEADERS = {VAR_DIAL_ID: "sip_h_X-Dial-Id", VAR_ORG_ID: "sip_h_X-Org-Id", VAR_USER_ID: "sip_h_X-User-Id"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Leg:
+    """One side of a call: who is dialled, what they are shown, and the uuid FreeSWITCH must give the leg."""
+
+    side: str
+    number: str
+    caller_id: str
+    uuid: str
+
+
+def endpoint(settings: Settings, call_provider: str, number: str) -> str:
+    """The dial endpoint of ``number`` through ``call_provider``, from ENDPOINT_TEMPLATE."""
+    return settings.endpoint_template.format(call_provider=call_provider, number=number)
+
+
+def sip_endpoint(settings: Settings, address: str) -> str:
+    """The endpoint for a SIP address ``user@host``, dialled without the gateway."""
+    return settings.sip_endpoint_template.format(address=address)
+
+
+def leg_variables(settings: Settings, ids: dict[str, str], leg: Leg) -> dict[str, str]:
+    values = {
+        "origination_uuid": leg.uuid,
+        **ids,
+        VAR_SIDE: leg.side,
+        "origination_caller_id_number": leg.caller_id,
+        "origination_caller_id_name": leg.caller_id,
+        "originate_timeout": str(settings.originate_timeout),
+    }
+    if settings.sip_headers:
+        values.update({header: ids[var] for var, header in SIP_HEADERS.items() if var in ids})
+        values["sip_h_X-Call-Side"] = leg.side
+    return values
+
+
+def call_ids(job: AspCall) -> dict[str, str]:
+    return {VAR_DIAL_ID: job.dial_id, VAR_ORG_ID: job.org_id, VAR_USER_ID: job.user_id}
+
+
+def click_to_call(settings: Settings, job: AspCall, uuid0: str, uuid1: str) -> str:
+    """``originate {side 0}caller &bridge({side 1}callee)``: ring the caller first, then bridge the callee."""
+    ids = call_ids(job)
+    side0 = Leg("0", job.caller_number, job.caller_id_lega, uuid0)
+    side1 = Leg("1", job.callee_number, job.caller_id_legb, uuid1)
+    a_leg = commands.dial_string(
+        endpoint(settings, job.call_provider, side0.number), leg_variables(settings, ids, side0)
+    )
+    b_leg = commands.dial_string(
+        endpoint(settings, job.call_provider, side1.number), leg_variables(settings, ids, side1)
+    )
+    return commands.originate(a_leg, commands.app("bridge", b_leg))

@@ -1,0 +1,190 @@
+"""Redis key names, channel names and the state transitions Redswitch writes.
+
+The names marked *contract* are the original Redswitch's and existing clients read them; the others are
+Redswitch's own bookkeeping under the ``redswitch:`` prefix (a colon, so they can never collide with the
+dotted contract names). Every state change that is also announced on pub/sub is written in the same
+MULTI/EXEC as its PUBLISH: a consumer that reacts to an event and then reads the active list or the history
+finds the change already there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+
+from redswitch.config import Settings
+
+ACTIVE_TTL = 24 * 3600  # contract: active calls expire after 24 h
+HISTORY_TTL = 4 * 3600  # contract: event histories expire after 4 h
+CALL_TTL = 24 * 3600
+
+JsonDict = Mapping[str, Any]
+
+
+class Keys:
+    """Builds every Redis key and channel name from the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.jobs = settings.jobs_key  # contract: the legacy list
+        self.dead = settings.effective_dead_key
+        self._org_first = settings.active_key_order == "org_user_dial"
+
+    def channel(self, dial_id: str) -> str:
+        """Contract: events, control messages and acks of a call travel on a channel named after its dial_id."""
+        return dial_id
+
+    def active(self, dial_id: str, org_id: str, user_id: str) -> str:
+        """Contract: the list of ``ACTIVE.<side>`` items of a call."""
+        if self._org_first:
+            return f"redswitch.{org_id}.{user_id}.{dial_id}"
+        return f"redswitch.{dial_id}.{org_id}.{user_id}"
+
+    def history(self, org_id: str, user_id: str) -> str:
+        """Contract: every event of a user's current call."""
+        return f"redswitch_history.{org_id}.{user_id}"
+
+    def processing(self, bridge_id: str) -> str:
+        """A bridge's in-flight jobs; the hash tag keeps it in the jobs list's cluster slot."""
+        return f"{{{self.jobs}}}.processing.{bridge_id}"
+
+    def processing_pattern(self) -> str:
+        return f"{{{self.jobs}}}.processing.*"
+
+    @staticmethod
+    def bridge_alive(bridge_id: str) -> str:
+        return f"redswitch:bridge:{bridge_id}"
+
+    @staticmethod
+    def dialled(dial_id: str) -> str:
+        """Set when a bridge accepts a dial_id: the 24 h duplicate guard."""
+        return f"redswitch:dialled:{dial_id}"
+
+    @staticmethod
+    def call(dial_id: str) -> str:
+        """Hash describing a call Redswitch placed (ids, leg uuids, job uuid)."""
+        return f"redswitch:call:{dial_id}"
+
+    @staticmethod
+    def job(job_uuid: str) -> str:
+        """Maps a bgapi Job-UUID to its dial_id, so the listener can report a call FreeSWITCH refused."""
+        return f"redswitch:job:{job_uuid}"
+
+    @staticmethod
+    def active_calls() -> str:
+        """Set of dial_ids with a call in progress (for the control relay and the reconciler)."""
+        return "redswitch:active"
+
+
+_CLAIM_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, redis.call('HGETALL', KEYS[1])}
+end
+local record = {}
+for i = 6, #ARGV do record[#record + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(record))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[4])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+return {1, redis.call('HGETALL', KEYS[1])}
+"""
+
+
+def encode(event: JsonDict) -> str:
+    return json.dumps(event, separators=(", ", ": "))
+
+
+class CallState:
+    """The transitions of a call's Redis state, each one atomic with the event that announces it."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.keys = Keys(settings)
+
+    def claim_call(
+        self, dial_id: str, org_id: str, user_id: str, record: Mapping[str, str]
+    ) -> tuple[bool, dict[str, str]]:
+        """Record a new call and announce ``call-start`` unless the call exists; return (created, record).
+
+        One script, so a worker killed at any instant leaves either no trace or the whole record: the user's
+        history starts afresh (contract), the Job-UUID maps back to the dial_id, and call-start is published.
+        """
+        history = self.keys.history(org_id, user_id)
+        event = encode({"type": "call-start", "dial_id": dial_id})
+        flat = [item for pair in record.items() for item in pair]
+        keys = [Keys.call(dial_id), Keys.active_calls(), history, Keys.job(record["job_uuid"])]
+        args = [dial_id, event, self.keys.channel(dial_id), CALL_TTL, HISTORY_TTL, *flat]
+        created, values = self.client.eval(_CLAIM_SCRIPT, len(keys), *keys, *args)
+        return bool(created), dict(zip(values[::2], values[1::2]))
+
+    def side_answered(self, dial_id: str, org_id: str, user_id: str, side: str) -> None:
+        active = self.keys.active(dial_id, org_id, user_id)
+        item = f"ACTIVE.{side}"
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lrem(active, 0, item)
+        pipe.rpush(active, item)
+        pipe.expire(active, ACTIVE_TTL)
+        self._announce(pipe, dial_id, org_id, user_id, {"type": "answer-event", "side": side})
+        pipe.execute()
+
+    def side_hung_up(self, dial_id: str, org_id: str, user_id: str, side: str, extra: JsonDict) -> bool:
+        """Remove the side from the active list and announce it; True when the call has no side left."""
+        active = self.keys.active(dial_id, org_id, user_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lrem(active, 0, f"ACTIVE.{side}")
+        self._announce(pipe, dial_id, org_id, user_id, {"type": "hangup-event", "side": side, **extra})
+        pipe.llen(active)
+        remaining = pipe.execute()[-1]
+        return int(remaining) == 0
+
+    def fail(
+        self,
+        dial_id: str,
+        org_id: str | None,
+        user_id: str | None,
+        cause: str,
+        *,
+        reason: str = "",
+        end_call: bool = True,
+    ) -> None:
+        """Announce ``failure``: FreeSWITCH never attempted the call (or the job was refused).
+
+        ``reason`` (an extension beside the contract's ``cause``) says why in words.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        event = {"type": "failure", "cause": cause, **({"reason": reason} if reason else {})}
+        if org_id is not None and user_id is not None:
+            self._announce(pipe, dial_id, org_id, user_id, event)
+        else:
+            pipe.publish(self.keys.channel(dial_id), encode(event))
+        if end_call:
+            pipe.srem(Keys.active_calls(), dial_id)
+        pipe.execute()
+
+    def end_call(self, dial_id: str) -> None:
+        self.client.srem(Keys.active_calls(), dial_id)
+
+    def call_record(self, dial_id: str) -> dict[str, str]:
+        return {
+            k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+            for k, v in self.client.hgetall(Keys.call(dial_id)).items()
+        }
+
+    def _announce(self, pipe: Any, dial_id: str, org_id: str, user_id: str, event: JsonDict) -> None:
+        """Append to the user's history, then publish: one transaction with the state change before it."""
+        history = self.keys.history(org_id, user_id)
+        payload = encode(event)
+        pipe.rpush(history, payload)
+        pipe.expire(history, HISTORY_TTL)
+        pipe.publish(self.keys.channel(dial_id), payload)
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
