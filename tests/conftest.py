@@ -4,11 +4,17 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
+
 
 from tests.servers import RedisServer
 
 # The simulator's fixtures live in their own module so that the simulator can evolve without touching this file.
 pytest_plugins = ["tests.fixtures_sim"]
+
+# A shared 2-core machine is noisy: judge properties by what they find, never by how fast examples are drawn.
+settings.register_profile("redswitch", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("redswitch")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import redis
+
+from redswitch.bridge import Bridge
+from redswitch.config import Settings
+from tests.payloads import job_json, next_event
+from tests.servers import RedisServer
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer) -> Settings:
+    return Settings(pubsub_redis_url=redis_server.url, bridge_heartbeat=0.05, bridge_dead_after=0.3)
+
+
+@pytest.fixture
+def raw_client(redis_server: RedisServer, redis_client: redis.Redis) -> redis.Redis:
+    return redis.Redis(host=redis_server.host, port=redis_server.port)  # bytes, as the bridge reads them
+
+
+def make_bridge(settings: Settings, client: redis.Redis, sent: list[dict[str, str]], name: str = "b1") -> Bridge:
+    return Bridge(settings, client, sent.append, bridge_id=name)
+
+
+def test_bridge_sends_jobs_in_fifo_order_and_leaves_nothing_behind(settings, raw_client) -> None:
+    # Given three jobs pushed the legacy way (RPUSH)
+    for n in range(3):
+        raw_client.rpush("talkiq-asp.calls", job_json(dial_id=f"d{n}"))
+    sent: list[dict[str, str]] = []
+    # When the bridge drains the list
+    assert make_bridge(settings, raw_client, sent).drain() == 3
+    # Then they were sent in push order and no list holds them any more
+    assert [job["dial_id"] for job in sent] == ["d0", "d1", "d2"]
+    assert raw_client.llen("talkiq-asp.calls") == 0
+    assert raw_client.keys("{talkiq-asp.calls}.processing.*") == []
+
+
+def test_bridge_parks_invalid_job_with_reason_and_tells_its_channel(settings, raw_client) -> None:
+    pubsub = raw_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("bad1")
+    raw_client.rpush("talkiq-asp.calls", job_json(dial_id="bad1", callee_number="1;2"))
+    sent: list[dict[str, str]] = []
+    make_bridge(settings, raw_client, sent).drain()
+    assert sent == []
+    dead = json.loads(raw_client.lindex("talkiq-asp.calls.dead", 0))  # type: ignore[arg-type]
+    assert "callee_number" in dead["reason"] and dead["dial_id"] == "bad1" and dead["time"].endswith("Z")
+    assert json.loads(dead["payload"])["callee_number"] == "1;2"
+    event = next_event(pubsub)
+    assert event is not None
+    assert event["type"] == "failure" and event["cause"] == "INVALID_JOB" and "callee_number" in event["reason"]
+
+
+def test_bridge_parks_non_utf8_payload_losslessly(settings, raw_client) -> None:
+    raw_client.rpush("talkiq-asp.calls", b"\xff\xfe\x00garbage")
+    make_bridge(settings, raw_client, []).drain()
+    dead = json.loads(raw_client.lindex("talkiq-asp.calls.dead", 0))  # type: ignore[arg-type]
+    assert dead["payload_base64"] == "//4AZ2FyYmFnZQ==" and dead["reason"] == "payload is not UTF-8"
+
+
+def test_bridge_parks_a_duplicate_dial_id(settings, raw_client) -> None:
+    raw_client.rpush("talkiq-asp.calls", job_json(dial_id="dup"), job_json(dial_id="dup", callee_number="1555"))
+    sent: list[dict[str, str]] = []
+    make_bridge(settings, raw_client, sent).drain()
+    assert len(sent) == 1
+    dead = json.loads(raw_client.lindex("talkiq-asp.calls.dead", 0))  # type: ignore[arg-type]
+    assert dead["reason"].startswith("duplicate dial_id 'dup'")
+
+
+def test_bridge_adopts_the_jobs_of_a_dead_bridge(settings, raw_client) -> None:
+    # Given a bridge that died holding a job it had already marked as accepted
+    dead_bridge = make_bridge(settings, raw_client, [], name="dead")
+    raw = job_json(dial_id="orphan").encode()
+    raw_client.rpush(dead_bridge.processing, raw)
+    dead_bridge.client.set("redswitch:dialled:orphan", __import__("hashlib").sha256(raw).hexdigest())
+    # When a live bridge heartbeats
+    sent: list[dict[str, str]] = []
+    make_bridge(settings, raw_client, sent, name="alive").beat()
+    # Then it sends the orphan (the actor's claim keeps it from dialling twice) and the dead list is empty
+    assert [job["dial_id"] for job in sent] == ["orphan"]
+    assert raw_client.llen(dead_bridge.processing) == 0
+    assert raw_client.llen("talkiq-asp.calls.dead") == 0
+
+
+def test_bridge_keeps_a_job_whose_send_failed_and_sends_it_again(settings, raw_client) -> None:
+    attempts: list[dict[str, str]] = []
+
+    def flaky_send(job: dict[str, str]) -> None:
+        attempts.append(job)
+        if len(attempts) == 1:
+            raise redis.exceptions.ConnectionError("broker went away")
+
+    bridge = Bridge(settings, raw_client, flaky_send, bridge_id="flaky")
+    raw_client.rpush("talkiq-asp.calls", job_json(dial_id="retry1"))
+    with pytest.raises(redis.exceptions.ConnectionError):
+        bridge.drain()
+    assert raw_client.llen(bridge.processing) == 1  # not lost
+    bridge._next_heartbeat = 0
+    bridge.beat()
+    assert [job["dial_id"] for job in attempts] == ["retry1", "retry1"]
+    assert raw_client.llen(bridge.processing) == 0
+
+
+def test_bridge_run_loop_serves_until_stopped(settings, raw_client) -> None:
+    sent: list[dict[str, str]] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=make_bridge(settings, raw_client, sent).run, args=(stop, 0.1))
+    thread.start()
+    raw_client.rpush("talkiq-asp.calls", job_json(dial_id="loop1"))
+    for _ in range(100):
+        if sent:
+            break
+        stop.wait(0.05)
+    stop.set()
+    thread.join(5)
+    assert [job["dial_id"] for job in sent] == ["loop1"]

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from redswitch.config import Settings
+from redswitch.errors import PayloadError
+from redswitch.messages import parse_job
+from redswitch.originate import click_to_call
+from redswitch.protocol import commands
+from tests.payloads import INJECTIONS, job_json
+
+UUID0 = "11111111-1111-4111-8111-111111111111"
+UUID1 = "22222222-2222-4222-8222-222222222222"
+
+
+def test_click_to_call_rings_side_0_and_bridges_side_1_with_ids_on_both_legs() -> None:
+    command = click_to_call(Settings(), parse_job(job_json()), UUID0, UUID1)
+    a_vars, a_endpoint, b_vars, b_endpoint = re.fullmatch(
+        r"originate \{(.*?)\}(\S+) &bridge\(\{(.*?)\}(\S+)\)", command).groups()  # type: ignore[union-attr]
+    assert a_endpoint == "sofia/gateway/talk_call_provider/15105625882"
+    assert b_endpoint == "sofia/gateway/talk_call_provider/1415697098"
+    a, b = dict(p.split("=", 1) for p in a_vars.split(",")), dict(p.split("=", 1) for p in b_vars.split(","))
+    assert a["origination_uuid"] == UUID0 and b["origination_uuid"] == UUID1
+    assert a["origination_caller_id_number"] == "15105625882" and b["origination_caller_id_number"] == "14157697098"
+    assert (a["redswitch_side"], b["redswitch_side"]) == ("0", "1")
+    for leg in (a, b):
+        assert leg["redswitch_dial_id"] == "talkiq_dial_id" and leg["sip_h_X-Dial-Id"] == "talkiq_dial_id"
+        assert leg["redswitch_org_id"] == "talkiq_org_id" and leg["redswitch_user_id"] == "talkiq_user_id"
+
+
+def test_click_to_call_follows_the_endpoint_template() -> None:
+    settings = Settings(endpoint_template="sofia/gateway/flowroute/{number}", sip_headers=False)
+    command = click_to_call(settings, parse_job(job_json()), UUID0, UUID1)
+    assert "sofia/gateway/flowroute/15105625882 &bridge(" in command
+    assert "sip_h_" not in command
+
+
+def test_variables_escape_commas_in_values() -> None:
+    assert commands.variables({"a": "x,y"}) == "{a=x\\,y}"
+
+
+@pytest.mark.parametrize("fragment", INJECTIONS)
+def test_builders_refuse_every_injection_fragment(fragment: str) -> None:
+    try:
+        block = commands.variables({"v": "1" + fragment})
+    except PayloadError:
+        pass
+    else:  # only "," and "=" are let through, and then as one pair: the comma escaped, "=" inert after the first
+        assert set(fragment) <= set("=,_dialxy") and block == "{v=1" + fragment.replace(",", "\\,") + "}"
+    with pytest.raises(PayloadError):
+        commands.dial_string("sofia/gateway/gw/1" + fragment, {})
+    with pytest.raises(PayloadError):
+        commands.uuid_kill(UUID0 + fragment)
+    with pytest.raises(PayloadError):
+        commands.uuid_recv_dtmf(UUID0, "1" + fragment)
+
+
+@given(st.text())
+def test_built_variable_blocks_always_parse_back_to_one_pair(value: str) -> None:
+    try:
+        block = commands.variables({"v": value})
+    except PayloadError:
+        return
+    # One block, one pair, no way out of it: unescaped separators never appear.
+    inner = block[1:-1]
+    assert block[0] == "{" and block[-1] == "}" and "}" not in inner and "{" not in inner
+    assert re.sub(r"\\,", "", inner).count(",") == 0
+    assert not any(ch.isspace() for ch in block)
+
+
+def test_bgapi_carries_its_own_job_uuid_header() -> None:
+    assert commands.bgapi("status", UUID0) == f"bgapi status\nJob-UUID: {UUID0}"
+    with pytest.raises(PayloadError):
+        commands.bgapi("status\n\napi hupall", UUID0)

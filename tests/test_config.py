@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from redswitch.config import Settings, setting_names
+from redswitch.errors import ConfigError
+
+
+def test_defaults_match_the_original_readme() -> None:
+    settings = Settings.from_env({})
+    assert (settings.esl_password, settings.esl_port, settings.esl_url) == ("ClueCon", 8021, "127.0.0.1")
+    assert settings.pubsub_redis_timeout == 10
+    assert settings.pubsub_redis_url == "redis://127.0.0.1:6379"
+    assert settings.jobs_key == "talkiq-asp.calls" and settings.effective_dead_key == "talkiq-asp.calls.dead"
+    assert settings.effective_broker_url == settings.pubsub_redis_url
+
+
+def test_values_are_read_from_the_environment() -> None:
+    settings = Settings.from_env({"ESL_PORT": "18021", "PUBSUB_REDIS_URL": "redis://user:pw@10.0.0.1:7000/2",
+                                  "BROKER_URL": "amqp://guest:guest@127.0.0.1:5672", "SIP_HEADERS": "off"})
+    assert settings.esl_port == 18021 and settings.sip_headers is False
+    assert settings.effective_broker_url.startswith("amqp://")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("ESL_PORT", "eighty"), ("ESL_PORT", "70000"), ("PUBSUB_REDIS_TIMEOUT", "-1"),
+     ("PUBSUB_REDIS_URL", "http://x"), ("ENDPOINT_TEMPLATE", "sofia/gateway/{gw}/{number}"),
+     ("ENDPOINT_TEMPLATE", "sofia/gateway/x y/{number}"), ("ACTIVE_KEY_ORDER", "random"), ("SIP_HEADERS", "maybe"),
+     ("ESL_URL", "host;rm"), ("JOBS_KEY", "a b")],
+)
+def test_a_bad_value_fails_at_start_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({name: value})
+    assert name in str(caught.value)
+
+
+def test_env_round_trips_through_from_env() -> None:
+    settings = Settings(esl_port=9000, sip_headers=False, endpoint_template="loopback/{number}/default")
+    assert Settings.from_env(settings.env()) == settings
+    assert set(settings.env()) == setting_names()
