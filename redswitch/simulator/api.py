@@ -1,0 +1,270 @@
+"""``api``/``bgapi`` command implementations with FreeSWITCH's exact result strings (``mod_commands.c``).
+
+A handler returns the response body directly, or a coroutine for commands that take time (``originate``): the
+coroutine yields the body plus an optional action to run once the body has been delivered (the new leg's app).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from redswitch.protocol import cause_name
+from redswitch.simulator.calls import CallEngine
+from redswitch.simulator.channels import Channel
+from redswitch.simulator.dialstring import OriginateRequest, UsageError, parse_originate
+
+__all__ = ["VERSION", "Api", "ApiResult", "Controls"]
+
+VERSION = "1.11.3-dev"
+After = Callable[[], None] | None
+Deferred = Coroutine[Any, Any, tuple[str, After]]
+ApiResult = str | Deferred
+
+CHANNEL_COLUMNS = (
+    "uuid,direction,created,created_epoch,name,state,cid_name,cid_num,ip_addr,dest,application,application_data,"
+    "dialplan,context,read_codec,read_rate,read_bit_rate,write_codec,write_rate,write_bit_rate,secure,hostname,"
+    "presence_id,presence_data,accountcode,callstate,callee_name,callee_num,callee_direction,call_uuid,"
+    "sent_callee_name,sent_callee_num,initial_cid_name,initial_cid_num,initial_ip_addr,initial_dest,"
+    "initial_dialplan,initial_context"
+).split(",")
+
+
+_SHOW_USAGE = "-USAGE: calls [count]|channels [count] [as json]|...\n"
+
+
+class Controls(Protocol):
+    """The simulator-only knobs reachable over ESL (``sim_*`` commands)."""
+
+    started: float
+    hostname: str
+
+    def record_originate(self, req: OriginateRequest) -> None: ...
+    def commands(self) -> list[str]: ...
+    def originates_json(self) -> list[dict[str, object]]: ...
+    def drop_soon(self) -> None: ...
+    def set_refuse(self, on: bool) -> None: ...
+    def set_delay(self, seconds: float) -> None: ...
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+class Api:
+    def __init__(self, engine: CallEngine, controls: Controls) -> None:
+        self.engine = engine
+        self.controls = controls
+        self._table: dict[str, Callable[[str], ApiResult]] = {
+            name[4:]: getattr(self, name) for name in dir(self) if name.startswith("cmd_")
+        }
+
+    def dispatch(self, cmd: str, args: str, command: str = "api") -> ApiResult:
+        if cmd == "originate":
+            return self.originate(args, command)
+        handler = self._table.get(cmd)
+        if handler is None:
+            return f"-ERR {cmd} Command not found!\n"
+        return handler(args) or "-ERR no reply\n"
+
+    def _channel(self, uid: str) -> Channel | None:
+        return self.engine.channels.get(uid.strip())
+
+    # ---------------------------------------------------------------------------------------- calls
+
+    def originate(self, args: str, command: str) -> ApiResult:
+        try:
+            req = parse_originate(args, command)
+        except UsageError as exc:
+            return str(exc)
+        self.controls.record_originate(req)
+        return self.engine.originate(req)
+
+    def cmd_uuid_kill(self, args: str) -> str:
+        parts = args.split()
+        if not parts:
+            return "-USAGE: <uuid> [cause]\n"
+        cause = cause_name(parts[1]) if len(parts) > 1 else "NORMAL_CLEARING"
+        return "+OK\n" if self.engine.hangup(parts[0], cause) else "-ERR No such channel!\n"
+
+    def cmd_uuid_bridge(self, args: str) -> str:
+        parts = args.split()
+        if len(parts) < 2:
+            return "-USAGE: <uuid> <other_uuid>\n"
+        return self.engine.uuid_bridge(parts[0], parts[1])
+
+    def _dtmf(self, args: str, verb: str) -> tuple[Channel | None, str, str]:
+        parts = args.split()
+        if len(parts) < 2:
+            return None, "", "-USAGE: <uuid> <dtmf_data>\n"
+        ch = self._channel(parts[0])
+        if ch is None:
+            return None, "", "-ERR Cannot locate session!\n"
+        return ch, parts[1], f"+OK {ch.uuid} {verb} DTMF {parts[1]}.\n"
+
+    def cmd_uuid_recv_dtmf(self, args: str) -> str:
+        ch, digits, reply = self._dtmf(args, "received")
+        if ch is not None:
+            self.engine.recv_dtmf(ch, digits)
+        return reply
+
+    def cmd_uuid_send_dtmf(self, args: str) -> str:
+        return self._dtmf(args, "sent")[2]  # goes out to the endpoint: eavesdrop never sees it
+
+    def cmd_uuid_exists(self, args: str) -> str:
+        return "true" if self._channel(args) is not None else "false"
+
+    def cmd_uuid_getvar(self, args: str) -> str:
+        parts = args.split()
+        if len(parts) < 2:
+            return "-USAGE: <uuid> <var>\n"
+        ch = self._channel(parts[0])
+        if ch is None:
+            return "-ERR No such channel!\n"
+        return ch.variables.get(parts[1]) or "_undef_"
+
+    def cmd_uuid_setvar(self, args: str) -> str:
+        parts = args.split(" ", 2)
+        if len(parts) < 2 or not parts[0]:
+            return "-USAGE: <uuid> <var> [value]\n"
+        ch = self._channel(parts[0])
+        if ch is None:
+            return "-ERR No such channel!\n"
+        if not parts[1]:
+            return "-ERR No variable specified\n"
+        if len(parts) > 2 and parts[2] not in ("", "undef"):
+            ch.variables[parts[1]] = parts[2]
+        else:
+            ch.variables.pop(parts[1], None)
+        return "+OK\n"
+
+    def cmd_uuid_dump(self, args: str) -> str:
+        parts = args.split()
+        ch = self._channel(parts[0]) if parts else None
+        if ch is None:
+            return "-ERR No such channel!\n" if parts else "-USAGE: <uuid> [format]\n"
+        from redswitch.simulator.channels import channel_headers
+
+        other = self.engine.channels.get(ch.other_uuid) if ch.other_uuid else None
+        rows = [("Event-Name", "CHANNEL_DATA"), *channel_headers(ch, other)]
+        if len(parts) > 1 and parts[1] == "json":
+            return json.dumps(dict(rows), separators=(",", ":"))
+        return "".join(f"{k}: {v}\n" for k, v in rows)
+
+    def cmd_hupall(self, args: str) -> str:
+        cause = cause_name(args.split()[0]) if args.split() else "NORMAL_CLEARING"
+        self.engine.hupall(cause)
+        return f"+OK hangup all channels with cause {cause}\n"
+
+    # ---------------------------------------------------------------------------------------- info
+
+    def _row(self, ch: Channel) -> dict[str, str]:
+        row = dict.fromkeys(CHANNEL_COLUMNS, "")
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ch.created))
+        row.update(uuid=ch.uuid, direction="outbound", created=created, created_epoch=str(int(ch.created)))
+        row.update(name=ch.name, state=ch.state, cid_name=ch.cid_name or "", cid_num=ch.cid_num, dest=ch.number)
+        row.update(application=ch.app, application_data=ch.app_arg, context="default", callstate=ch.callstate)
+        row.update(hostname=self.controls.hostname, call_uuid=ch.variables.get("call_uuid", ch.uuid))
+        row.update(initial_dest=ch.number, initial_context="default", callee_num=ch.number)
+        if ch.answered:
+            for side in ("read", "write"):
+                row.update({f"{side}_codec": "PCMU", f"{side}_rate": "8000", f"{side}_bit_rate": "64000"})
+        return row
+
+    def cmd_show(self, args: str) -> str:
+        words = args.split()
+        what = words[0] if words else ""
+        if what not in ("channels", "calls"):
+            return _SHOW_USAGE
+        chans = list(self.engine.channels.values())
+        if what == "calls":
+            chans = [c for c in chans if not (c.bridged and c.other_type == "originator")]
+        if "count" in words:
+            return f"\n{len(chans)} total.\n"
+        rows = [self._row(c) for c in chans]
+        if words[-2:] == ["as", "json"]:
+            if not rows:
+                return '{"row_count": 0}\n'
+            return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":"))
+        if not rows:
+            return "\n0 total.\n"
+        lines = [",".join(CHANNEL_COLUMNS), *(",".join(r.values()) for r in rows)]
+        return "\n".join(lines) + f"\n\n{len(rows)} total.\n"
+
+    def cmd_status(self, args: str) -> str:
+        up = time.time() - self.controls.started
+        us = int(up * 1_000_000)
+        secs, micro = divmod(us, 1_000_000)
+        mins, sec = divmod(secs, 60)
+        hours, minute = divmod(mins, 60)
+        days, hour = divmod(hours, 24)
+        years, day = divmod(days, 365)
+        milli, micro = divmod(micro, 1000)
+        parts = [_plural(years, "year"), _plural(day, "day"), _plural(hour, "hour"), _plural(minute, "minute")]
+        parts += [_plural(sec, "second"), _plural(milli, "millisecond"), _plural(micro, "microsecond")]
+        eng = self.engine
+        sps = eng.scenario.sessions_per_second or 30
+        max_sessions = eng.scenario.max_sessions or 1000
+        return (
+            f"UP {', '.join(parts)}\n"
+            f"FreeSWITCH (Version {VERSION}  64bit) is ready\n"
+            f"{eng.sessions_since_startup} session(s) since startup\n"
+            f"{len(eng.channels)} session(s) - peak {eng.peak}, last 5min {eng.peak} \n"
+            f"0 session(s) per Sec out of max {sps}, peak 0, last 5min 0 \n"
+            f"{max_sessions} session(s) max\n"
+            "min idle cpu 0.00/99.60\n"
+            "Current Stack Size/Max 240K/8192K\n"
+        )
+
+    def cmd_version(self, args: str) -> str:
+        return f"FreeSWITCH Version {VERSION}~64bit ( 64bit)\n"
+
+    def cmd_reloadxml(self, args: str) -> str:
+        return "+OK [Success]\n"
+
+    def cmd_global_getvar(self, args: str) -> str:
+        known = {"hostname": self.controls.hostname, "switchname": self.controls.hostname}
+        name = args.strip()
+        if not name:
+            return "".join(f"{k}={v}\n" for k, v in known.items())
+        return known.get(name, "")
+
+    # ---------------------------------------------------------------------------------------- simulator-only
+
+    def cmd_sim_eavesdrop_mode(self, args: str) -> str:
+        ch = self._channel(args)
+        if ch is None or ch.eavesdrop_mode is None:
+            return "-ERR not eavesdropping\n"
+        return ch.eavesdrop_mode
+
+    def cmd_sim_commands(self, args: str) -> str:
+        return json.dumps(self.controls.commands())
+
+    def cmd_sim_originates(self, args: str) -> str:
+        return json.dumps(self.controls.originates_json())
+
+    def cmd_sim_drop(self, args: str) -> str:
+        self.controls.drop_soon()
+        return "+OK\n"
+
+    def cmd_sim_refuse(self, args: str) -> str:
+        on = args.strip().lower() in ("on", "true", "1", "yes")
+        self.controls.set_refuse(on)
+        return f"+OK refuse {'on' if on else 'off'}\n"
+
+    def cmd_sim_delay(self, args: str) -> str:
+        try:
+            seconds = float(args.strip() or "0")
+        except ValueError:
+            return "-USAGE: sim_delay <seconds>\n"
+        self.controls.set_delay(seconds)
+        return f"+OK delay {seconds:g}\n"
+
+    def cmd_sim_hangup(self, args: str) -> str:
+        parts = args.split()
+        if not parts:
+            return "-USAGE: sim_hangup <uuid> [cause]\n"
+        cause = cause_name(parts[1]) if len(parts) > 1 else "NORMAL_CLEARING"
+        return "+OK\n" if self.engine.hangup(parts[0], cause) else "-ERR No such channel!\n"

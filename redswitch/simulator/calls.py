@@ -1,0 +1,323 @@
+"""The call engine: originate, ringing outcomes, apps (park, bridge, eavesdrop), hangup cascades, DTMF.
+
+Runs only on the simulator's event-loop thread. Event order follows the carrier_* transcripts: a sofia leg fires
+CHANNEL_OUTGOING, CHANNEL_CREATE, CHANNEL_ORIGINATE, [CHANNEL_PROGRESS], CHANNEL_ANSWER (or CHANNEL_HANGUP),
+and the originate result is available *before* the leg's application starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+
+from redswitch.protocol import cause_name
+from redswitch.simulator.bus import EventBus
+from redswitch.simulator.channels import Channel, channel_headers
+from redswitch.simulator.dialstring import Leg, OriginateRequest, parse_dial_string
+from redswitch.simulator.scenario import FAIL, NO_ANSWER, Outcome, Scenario
+
+__all__ = ["CallEngine"]
+
+_CALLERS = {
+    "CHANNEL_OUTGOING": ("switch_core_session.c", "switch_core_session_outgoing_channel", 739),
+    "CHANNEL_CREATE": ("switch_core_state_machine.c", "switch_core_session_run", 626),
+    "CHANNEL_ORIGINATE": ("switch_ivr_originate.c", "switch_ivr_originate", 3918),
+    "CHANNEL_PROGRESS": ("switch_channel.c", "switch_channel_perform_mark_ring_ready_value", 3488),
+    "CHANNEL_ANSWER": ("switch_channel.c", "switch_channel_perform_mark_answered", 3848),
+    "CHANNEL_EXECUTE": ("switch_core_session.c", "switch_core_session_exec", 2949),
+    "CHANNEL_PARK": ("switch_ivr.c", "switch_ivr_park", 1002),
+    "CHANNEL_UNPARK": ("switch_ivr.c", "switch_ivr_park", 1205),
+    "CHANNEL_BRIDGE": ("switch_ivr_bridge.c", "switch_ivr_multi_threaded_bridge", 1689),
+    "CHANNEL_UNBRIDGE": ("switch_ivr_bridge.c", "switch_ivr_multi_threaded_bridge", 1799),
+    "CHANNEL_HANGUP": ("switch_channel.c", "switch_channel_perform_hangup", 3447),
+    "CHANNEL_HANGUP_COMPLETE": ("switch_core_state_machine.c", "switch_core_session_reporting_state", 943),
+    "CHANNEL_DESTROY": ("switch_core_session.c", "switch_core_session_perform_destroy", 1721),
+    "DTMF": ("switch_channel.c", "switch_channel_dequeue_dtmf", 678),
+}
+_EAVESDROP_DIGITS = {"0": "listen", "1": "talk_other", "2": "talk_target", "3": "threeway"}
+OUT_OF_ORDER = "-ERR DESTINATION_OUT_OF_ORDER\n"
+
+
+class CallEngine:
+    def __init__(self, bus: EventBus, scenario: Scenario) -> None:
+        self.bus = bus
+        self.scenario = scenario
+        self.channels: dict[str, Channel] = {}
+        self.sessions_since_startup = 0
+        self.peak = 0
+        self._recent: collections.deque[float] = collections.deque()
+        self._session_id = 0
+
+    # ------------------------------------------------------------------------------------------- events
+
+    def emit(
+        self,
+        name: str,
+        ch: Channel,
+        *,
+        variables: bool = True,
+        extra: tuple[tuple[str, str], ...] = (),
+        tail: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        other = self.channels.get(ch.other_uuid) if ch.other_uuid else None
+        headers = [*extra, *channel_headers(ch, other, variables=variables), *tail]
+        self.bus.fire(name, _CALLERS.get(name, ("switch_channel.c", "switch_channel_event", 1)), headers)
+
+    # ------------------------------------------------------------------------------------------- originate
+
+    def _admit(self) -> bool:
+        """FreeSWITCH's session throttle: refuse past sessions-per-second or max-sessions, with no channel."""
+        now = time.monotonic()
+        while self._recent and now - self._recent[0] >= 1.0:
+            self._recent.popleft()
+        sps, max_sessions = self.scenario.sessions_per_second, self.scenario.max_sessions
+        if sps is not None and len(self._recent) >= sps:
+            return False
+        return max_sessions is None or len(self.channels) < max_sessions
+
+    def _precheck(self, leg: Leg) -> str | None:
+        gateways = self.scenario.gateways
+        ep = leg.endpoint
+        if ep.kind == "sofia" and ep.gateway is not None and gateways and ep.gateway not in gateways:
+            return "-ERR INVALID_GATEWAY\n"
+        if ep.kind not in ("sofia", "loopback", "user", "error"):
+            return "-ERR CHAN_NOT_IMPLEMENTED\n"
+        if not self._admit():
+            return OUT_OF_ORDER
+        return None
+
+    def create_channel(self, leg: Leg, variables: dict[str, str], other: Channel | None = None) -> Channel:
+        ep = leg.endpoint
+        uid = variables.get("origination_uuid") or str(uuidlib.uuid4())
+        if uid in self.channels:
+            uid = str(uuidlib.uuid4())
+        if ep.kind == "sofia":
+            name = f"sofia/{ep.profile or self.scenario.profile}/{ep.number}"
+        elif ep.kind == "loopback":
+            name = f"loopback/{ep.number}-a"
+        else:
+            name = ep.url
+        self._session_id += 1
+        base = {"direction": "outbound", "is_outbound": "true", "uuid": uid, "call_uuid": uid}
+        base["session_id"] = str(self._session_id)
+        if ep.gateway:
+            base["sip_gateway_name"] = ep.gateway
+        base["channel_name"] = name
+        base.update(variables)
+        base.update({"originate_early_media": "true", "originate_endpoint": ep.kind})
+        if ep.kind == "sofia":
+            base["sofia_profile_name"] = ep.profile or self.scenario.profile
+        cid_num = variables.get("origination_caller_id_number", "0000000000")
+        ch = Channel(uid, name, ep.number, ep.url, variables.get("origination_caller_id_name"), cid_num, base)
+        if other is not None:
+            ch.other_uuid, ch.other_type = other.uuid, "originator"
+        self.channels[uid] = ch
+        self._recent.append(time.monotonic())
+        self.sessions_since_startup += 1
+        self.peak = max(self.peak, len(self.channels))
+        for name_ in ("CHANNEL_OUTGOING", "CHANNEL_CREATE", "CHANNEL_ORIGINATE"):
+            self.emit(name_, ch)
+        return ch
+
+    async def originate(self, req: OriginateRequest) -> tuple[str, Callable[[], None] | None]:
+        """Dial the first leg; return the api body and the action that starts the app once the result is out."""
+        if not req.legs:
+            return "-ERR INVALID_URL\n", None
+        leg = req.legs[0]
+        refused = self._precheck(leg)
+        if refused:
+            return refused, None
+        variables = req.leg_variables
+        if req.cid_num and "origination_caller_id_number" not in variables:
+            variables["origination_caller_id_number"] = req.cid_num
+        ch = self.create_channel(leg, variables)
+        timeout = _timeout(variables, req.timeout, self.scenario.originate_timeout)
+        cause = await self.ring(ch, self._outcome(leg), timeout)
+        if cause is not None:
+            return f"-ERR {cause}\n", None
+        return f"+OK {ch.uuid}\n", lambda: self.start_app(ch, req.app or "park", req.app_arg)
+
+    def _outcome(self, leg: Leg) -> Outcome:
+        if leg.endpoint.kind == "error":
+            return Outcome(kind=FAIL, cause=cause_name(leg.endpoint.number), ring=0.0, progress=False)
+        return self.scenario.outcome_for(leg.endpoint.number)
+
+    async def ring(self, ch: Channel, outcome: Outcome, timeout: float) -> str | None:
+        """Let the far end do ``outcome``; returns None once answered, else the hangup cause."""
+        loop = asyncio.get_running_loop()
+        ch.waiter = loop.create_future()
+        if outcome.progress and outcome.kind != FAIL:
+            ch.times["progress"] = time.time()
+            ch.callstate, ch.state = "RINGING", "CS_CONSUME_MEDIA"
+            self.emit("CHANNEL_PROGRESS", ch)
+        if outcome.kind == FAIL:
+            ch.timers.append(loop.call_later(outcome.ring, self.hangup, ch.uuid, outcome.cause))
+        elif outcome.kind != NO_ANSWER and outcome.ring < timeout:
+            ch.timers.append(loop.call_later(outcome.ring, self.answer, ch, outcome))
+        ch.timers.append(loop.call_later(timeout, self.hangup, ch.uuid, "NO_ANSWER"))
+        return await ch.waiter
+
+    def answer(self, ch: Channel, outcome: Outcome) -> None:
+        if not ch.alive or ch.answered:
+            return
+        ch.cancel_timers()
+        ch.times["answered"] = time.time()
+        ch.state = "CS_CONSUME_MEDIA"
+        self.emit("CHANNEL_ANSWER", ch)
+        ch.callstate, ch.state = "ACTIVE", "CS_EXECUTE"
+        if outcome.hangup_after is not None:
+            loop = asyncio.get_running_loop()
+            ch.timers.append(loop.call_later(outcome.hangup_after, self.hangup, ch.uuid, "NORMAL_CLEARING"))
+        if ch.waiter is not None and not ch.waiter.done():
+            ch.waiter.set_result(None)
+
+    # ------------------------------------------------------------------------------------------- apps
+
+    def start_app(self, ch: Channel, app: str, arg: str) -> None:
+        if not ch.alive:
+            return
+        ch.app, ch.app_arg = app, arg
+        if arg:
+            ch.variables["current_application_data"] = arg
+        ch.variables["current_application"] = app
+        self.emit("CHANNEL_EXECUTE", ch)
+        if app == "park":
+            self.emit("CHANNEL_PARK", ch)
+        elif app == "bridge":
+            asyncio.get_running_loop().create_task(self._bridge_app(ch, arg))
+        elif app == "eavesdrop":
+            self._eavesdrop_app(ch, arg)
+
+    async def _bridge_app(self, a: Channel, dial: str) -> None:
+        variables, legs = parse_dial_string(dial)
+        if not legs:
+            self.hangup(a.uuid, "INVALID_URL")
+            return
+        leg = legs[0]
+        refused = self._precheck(leg)
+        if refused:
+            self.hangup(a.uuid, refused[5:].strip())
+            return
+        b = self.create_channel(leg, {**variables, **leg.variables}, other=a)
+        a.pending_b = b.uuid
+        cause = await self.ring(b, self._outcome(leg), _timeout(b.variables, None, self.scenario.originate_timeout))
+        a.pending_b = None
+        if cause is not None:
+            a.variables.update({"originate_disposition": cause, "DIALSTATUS": cause})
+            self.hangup(a.uuid, cause)
+            return
+        self._link(a, b)
+
+    def _link(self, a: Channel, b: Channel) -> None:
+        """Bridge ``a`` (originator, fires the single CHANNEL_BRIDGE) with ``b``."""
+        now = time.time()
+        a.other_uuid, a.other_type, a.bridged = b.uuid, "originatee", True
+        b.other_uuid, b.other_type, b.bridged = a.uuid, "originator", True
+        a.times["bridged"] = now
+        for x, y in ((a, b), (b, a)):
+            x.variables.update({"bridge_uuid": y.uuid, "signal_bond": y.uuid, "last_bridge_to": y.uuid})
+        a.variables.update({"originate_disposition": "SUCCESS", "DIALSTATUS": "SUCCESS"})
+        bridge_ids = (("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid))
+        self.emit("CHANNEL_BRIDGE", a, extra=bridge_ids)
+
+    def uuid_bridge(self, a_uuid: str, b_uuid: str) -> str:
+        a, b = self.channels.get(a_uuid), self.channels.get(b_uuid)
+        if a is None or b is None or a is b:
+            return "-ERR Invalid uuid\n"
+        for ch in (a, b):
+            if ch.app == "park":
+                self.emit("CHANNEL_UNPARK", ch)
+        self._link(a, b)
+        return f"+OK {b.uuid}\n"
+
+    def _eavesdrop_app(self, spy: Channel, target_uuid: str) -> None:
+        target = self.channels.get(target_uuid.strip())
+        if target is None or target is spy:
+            asyncio.get_running_loop().call_soon(self.hangup, spy.uuid, "NORMAL_CLEARING")
+            return
+        v = spy.variables
+        spy.eavesdrop_target = target.uuid
+        spy.eavesdrop_dtmf = v.get("eavesdrop_enable_dtmf", "true").lower() != "false"
+        read, write = _truthy(v.get("eavesdrop_whisper_aleg")), _truthy(v.get("eavesdrop_whisper_bleg"))
+        spy.eavesdrop_mode = (
+            "threeway" if read and write else "talk_other" if read else "talk_target" if write else "listen"
+        )
+
+    # ------------------------------------------------------------------------------------------- dtmf
+
+    def recv_dtmf(self, ch: Channel, digits: str) -> None:
+        for digit in digits:
+            if not ch.alive:
+                return
+            tail = (("DTMF-Digit", digit), ("DTMF-Duration", "2000"), ("DTMF-Source", "APP"))
+            self.emit("DTMF", ch, variables=False, tail=tail)
+            if ch.eavesdrop_target is not None and ch.eavesdrop_dtmf:
+                if digit == "*":
+                    ch.eavesdrop_target = ch.eavesdrop_mode = None
+                    asyncio.get_running_loop().call_soon(self.hangup, ch.uuid, "NORMAL_CLEARING")
+                elif digit in _EAVESDROP_DIGITS:
+                    ch.eavesdrop_mode = _EAVESDROP_DIGITS[digit]
+
+    # ------------------------------------------------------------------------------------------- hangup
+
+    def hangup(self, uid: str, cause: str = "NORMAL_CLEARING") -> bool:
+        """Hang ``uid`` up and cascade: bridged partner, ringing bridge leg, eavesdroppers (NORMAL_CLEARING)."""
+        first = self.channels.get(uid)
+        if first is None or not first.alive:
+            return False
+        group: list[tuple[Channel, str]] = [(first, cause)]
+        partner = self.channels.get(first.other_uuid) if first.bridged and first.other_uuid else None
+        if partner is not None and partner.alive:
+            group.append((partner, cause if first.other_type == "originatee" else "NORMAL_CLEARING"))
+        ringing_b = self.channels.get(first.pending_b) if first.pending_b else None
+        if ringing_b is not None and ringing_b.alive:
+            group.append((ringing_b, "ORIGINATOR_CANCEL"))
+        ended = {c.uuid for c, _ in group}
+        spies = [s for s in self.channels.values() if s.eavesdrop_target in ended and s.uuid not in ended]
+        group += [(s, "NORMAL_CLEARING") for s in spies]
+        self._end(group)
+        return True
+
+    def _end(self, group: list[tuple[Channel, str]]) -> None:
+        now = time.time()
+        for ch, cause in group:
+            ch.cancel_timers()
+            ch.cause = cause
+            ch.times["hangup"] = now
+            self.emit("CHANNEL_HANGUP", ch)
+            if ch.waiter is not None and not ch.waiter.done():
+                ch.waiter.set_result(cause)
+        for ch, _ in group:
+            if ch.bridged and ch.other_type == "originatee":
+                self.emit("CHANNEL_UNBRIDGE", ch)
+            if ch.app == "park" and ch.answered:
+                self.emit("CHANNEL_UNPARK", ch)
+        for ch, _ in group:
+            ch.set_hangup_vars(now)
+            ch.state, ch.callstate = "CS_REPORTING", "HANGUP"
+            self.emit("CHANNEL_HANGUP_COMPLETE", ch, extra=(("Hangup-Cause", ch.cause or ""),))
+        for ch, _ in group:
+            ch.state = "CS_DESTROY"
+            self.emit("CHANNEL_DESTROY", ch)
+            self.channels.pop(ch.uuid, None)
+
+    def hupall(self, cause: str) -> None:
+        for uid in list(self.channels):
+            self.hangup(uid, cause)
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.lower() in ("true", "yes", "on", "1", "t", "y")
+
+
+def _timeout(variables: dict[str, str], arg: float | None, default: float) -> float:
+    raw = variables.get("originate_timeout") or variables.get("call_timeout")
+    if raw:
+        try:
+            return float(raw)
+        except ValueError:
+            pass
+    return arg if arg else default
