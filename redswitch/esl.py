@@ -9,6 +9,7 @@ reply) and a fresh connection after any failure.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -121,15 +122,22 @@ class EslClient:
 
 
 def _close_quietly(conn: Any) -> None:
-    """Drop a connection without sending ``exit``: it may be the connection that just failed."""
+    """Drop a connection without sending ``exit``: it may be the connection that just failed.
+
+    The socket is shut down first so greenswitch's reader greenlet sees EOF and leaves ``readline``;
+    closing its file while it still reads raises "reentrant call".
+    """
     conn.connected = False
     conn._run = False
-    for closable in (getattr(conn, "sock_file", None), getattr(conn, "sock", None)):
-        try:
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        gevent.sleep(0)
+    for closable in (getattr(conn, "sock_file", None), sock):
+        with contextlib.suppress(OSError, RuntimeError):
             if closable is not None:
                 closable.close()
-        except OSError:
-            pass
 
 
 class EslPool:
