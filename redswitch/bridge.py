@@ -35,7 +35,7 @@ from redswitch.state import CallState, Keys, now_iso
 
 logger = logging.getLogger(__name__)
 
-Sender = Callable[[dict[str, str]], None]
+Sender = Callable[[dict[str, str]], object]
 
 
 class Bridge:
@@ -79,7 +79,7 @@ class Bridge:
 
     def take(self, block: float) -> bool:
         """Wait up to ``block`` seconds for one job and handle it; False when none came."""
-        raw = self.client.blmove(self.keys.jobs, self.processing, block, "LEFT", "RIGHT")
+        raw = self.client.blmove(self.keys.jobs, self.processing, block, "LEFT", "RIGHT")  # type: ignore[arg-type]
         if raw is None:
             return False
         self.handle(raw, adopted=False)
@@ -95,7 +95,7 @@ class Bridge:
 
     # -- one job ---------------------------------------------------------------------------------------------
 
-    def handle(self, raw: bytes, adopted: bool) -> None:
+    def handle(self, raw: Any, adopted: bool) -> None:
         """Enqueue or park ``raw``; only then drop it from the processing list."""
         try:
             job = parse_job(raw)

@@ -31,7 +31,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             ) from None
         broker = RabbitmqBroker(url=url)
     else:
-        broker = RedisBroker(
+        broker = RedisBroker(  # type: ignore[no-untyped-call]
             url=url, socket_timeout=settings.pubsub_redis_timeout, socket_connect_timeout=settings.pubsub_redis_timeout
         )
     broker.add_middleware(CurrentMessage())

@@ -51,8 +51,11 @@ def run_bridge(args: argparse.Namespace, settings: Settings) -> int:
     from redswitch.actors import asp_call
     from redswitch.bridge import Bridge
 
-    client = redis.Redis.from_url(settings.pubsub_redis_url, socket_timeout=settings.pubsub_redis_timeout + 2,
-                                  socket_connect_timeout=settings.pubsub_redis_timeout)
+    client = redis.Redis.from_url(
+        settings.pubsub_redis_url,
+        socket_timeout=settings.pubsub_redis_timeout + 2,
+        socket_connect_timeout=settings.pubsub_redis_timeout,
+    )
     Bridge(settings, client, asp_call.send).run(_stop_on_signals())
     return 0
 
@@ -102,9 +105,16 @@ def sample_job(caller: str, callee: str, dial_id: str | None = None, **fields: s
 def run_push(args: argparse.Namespace, settings: Settings) -> int:
     from redswitch.redis_client import redis_from_settings
 
-    job = sample_job(args.caller, args.callee, args.dial_id, call_provider=args.call_provider,
-                     caller_id_lega=args.caller_id_lega, caller_id_legb=args.caller_id_legb,
-                     org_id=args.org_id, user_id=args.user_id)
+    job = sample_job(
+        args.caller,
+        args.callee,
+        args.dial_id,
+        call_provider=args.call_provider,
+        caller_id_lega=args.caller_id_lega,
+        caller_id_legb=args.caller_id_legb,
+        org_id=args.org_id,
+        user_id=args.user_id,
+    )
     redis_from_settings(settings).rpush(settings.jobs_key, json.dumps(job))
     print(job["dial_id"])
     return 0
@@ -121,7 +131,7 @@ def add_watch(subparsers: Subparsers) -> None:
 def run_watch(args: argparse.Namespace, settings: Settings) -> int:
     from redswitch.redis_client import redis_from_settings
 
-    pubsub = redis_from_settings(settings).pubsub(ignore_subscribe_messages=True)
+    pubsub = redis_from_settings(settings).pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     pubsub.subscribe(args.dial_id)
     deadline = time.monotonic() + args.timeout if args.timeout else float("inf")
     while time.monotonic() < deadline:
@@ -139,7 +149,7 @@ def _ends_call(data: str) -> bool:
         event = json.loads(data)
     except ValueError:
         return False
-    return event.get("type") == "failure" or (event.get("type") == "hangup-event" and event.get("side") == "0")
+    return bool(event.get("type") == "failure" or (event.get("type") == "hangup-event" and event.get("side") == "0"))
 
 
 def add_run(subparsers: Subparsers) -> None:
@@ -188,5 +198,12 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 REGISTRY: list[Callable[[Subparsers], None]] = [
-    add_simulate, add_bridge, add_listen, add_run, add_demo, add_push, add_watch, add_check,
+    add_simulate,
+    add_bridge,
+    add_listen,
+    add_run,
+    add_demo,
+    add_push,
+    add_watch,
+    add_check,
 ]

@@ -45,8 +45,16 @@ def redswitch_command(*args: str) -> list[str]:
 
 
 def worker_command(processes: int = 1, threads: int = 8) -> list[str]:
-    return [sys.executable, "-m", "dramatiq", "redswitch.actors", "--processes", str(processes),
-            "--threads", str(threads)]
+    return [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "redswitch.actors",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+    ]
 
 
 @dataclasses.dataclass
@@ -67,8 +75,13 @@ class Child:
 class Stack:
     """Bridge, listener and worker (and optionally the simulator) as child processes sharing one config."""
 
-    def __init__(self, settings: Settings, simulate: bool = False, env: Mapping[str, str] | None = None,
-                 log_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        simulate: bool = False,
+        env: Mapping[str, str] | None = None,
+        log_dir: str | None = None,
+    ) -> None:
         self.settings = settings
         self.simulate = simulate
         self.env = {**os.environ, **settings.env(), "dramatiq_worker_timeout": "100", **(env or {})}
@@ -77,9 +90,18 @@ class Stack:
 
     def start(self) -> Stack:
         if self.simulate:
-            self.spawn("simulator", redswitch_command("simulate", "--host", self.settings.esl_url, "--port",
-                                                      str(self.settings.esl_port), "--password",
-                                                      self.settings.esl_password))
+            self.spawn(
+                "simulator",
+                redswitch_command(
+                    "simulate",
+                    "--host",
+                    self.settings.esl_url,
+                    "--port",
+                    str(self.settings.esl_port),
+                    "--password",
+                    self.settings.esl_password,
+                ),
+            )
             wait_for_port(self.settings.esl_url, self.settings.esl_port)
         self.spawn("listener", redswitch_command("listen"))
         self.spawn("worker", worker_command())
@@ -115,8 +137,11 @@ def private_redis() -> Iterator[str]:
         raise RuntimeError("redis-server is not installed: apt-get install redis-server")
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="redswitch-demo-")
-    proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
-                             "no", "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port("127.0.0.1", port)
         yield f"redis://127.0.0.1:{port}/0"
@@ -151,7 +176,7 @@ def _demo_call(settings: Settings) -> int:
     from redswitch.protocol import commands
 
     client = redis_from_settings(settings)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     job = dict(SEED_JOB, dial_id=f"demo_{int(time.time())}")
     pubsub.subscribe(job["dial_id"])
     print(f"pushing to {settings.jobs_key}: {json.dumps(job)}")
@@ -171,10 +196,12 @@ def _demo_call(settings: Settings) -> int:
             hung_up.add(event["side"])
         if answered == {"0", "1"} and not hung_up:
             keys = Keys(settings)
-            print(f"active list {keys.active(job['dial_id'], job['org_id'], job['user_id'])}: "
-                  f"{client.lrange(keys.active(job['dial_id'], job['org_id'], job['user_id']), 0, -1)}")
+            print(
+                f"active list {keys.active(job['dial_id'], job['org_id'], job['user_id'])}: "
+                f"{client.lrange(keys.active(job['dial_id'], job['org_id'], job['user_id']), 0, -1)}"
+            )
             uuid0 = client.hget(Keys.call(job["dial_id"]), "uuid0")
-            print(f"hanging up side 0 ({uuid0}) through ESL")
+            print(f"hanging up side 0 ({uuid0!s}) through ESL")
             esl = EslClient(settings.esl_url, settings.esl_port, settings.esl_password)
             esl.api(commands.uuid_kill(str(uuid0)))
             esl.close()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from redswitch.errors import PayloadError
 
@@ -74,7 +74,7 @@ class Control:
         return data
 
 
-Message = Union[AspCall, Control]
+Message = AspCall | Control
 
 
 def load_object(raw: bytes | str) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def load_object(raw: bytes | str) -> dict[str, Any]:
         data = _loads_lenient(raw)
     except RecursionError:
         raise PayloadError("payload is nested too deeply") from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise PayloadError(f"payload is not JSON: {exc.msg} at position {exc.pos}") from None
     if not isinstance(data, dict):
         raise PayloadError(f"payload must be a JSON object, not {_json_type(data)}")

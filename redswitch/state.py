@@ -120,9 +120,9 @@ class CallState:
         event = encode({"type": "call-start", "dial_id": dial_id})
         flat = [item for pair in record.items() for item in pair]
         keys = [Keys.call(dial_id), Keys.active_calls(), history, Keys.job(record["job_uuid"])]
-        args = [dial_id, event, self.keys.channel(dial_id), CALL_TTL, HISTORY_TTL, *flat]
+        args: list[str | int] = [dial_id, event, self.keys.channel(dial_id), CALL_TTL, HISTORY_TTL, *flat]
         created, values = self.client.eval(_CLAIM_SCRIPT, len(keys), *keys, *args)
-        return bool(created), dict(zip(values[::2], values[1::2]))
+        return bool(created), dict(zip(values[::2], values[1::2], strict=True))
 
     def side_answered(self, dial_id: str, org_id: str, user_id: str, side: str) -> None:
         active = self.keys.active(dial_id, org_id, user_id)

@@ -6,7 +6,6 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
-
 from tests.servers import RedisServer
 
 # The simulator's fixtures live in their own module so that the simulator can evolve without touching this file.

@@ -30,12 +30,41 @@ SEED_JOB: dict[str, str] = {
     "user_id": "talkiq_user_id",
 }
 
-JOB_FIELDS = ["call_provider", "callee_number", "caller_id_lega", "caller_id_legb", "caller_number", "dial_id",
-              "org_id", "user_id"]
+JOB_FIELDS = [
+    "call_provider",
+    "callee_number",
+    "caller_id_lega",
+    "caller_id_legb",
+    "caller_number",
+    "dial_id",
+    "org_id",
+    "user_id",
+]
 
 #: Fragments that would break out of a channel variable, an endpoint, an app argument or the command line.
-INJECTIONS = [";", ",", "{", "}", "[", "]", "&", "'", " ", "\n", "\r\n\r\napi hupall", "\n\napi uuid_kill x",
-              ")", "(", "|", "^", "%0A", "=x,dial_id=y", "}sofia/gateway/x/1 &park(", "\t", "\x00"]
+INJECTIONS = [
+    ";",
+    ",",
+    "{",
+    "}",
+    "[",
+    "]",
+    "&",
+    "'",
+    " ",
+    "\n",
+    "\r\n\r\napi hupall",
+    "\n\napi uuid_kill x",
+    ")",
+    "(",
+    "|",
+    "^",
+    "%0A",
+    "=x,dial_id=y",
+    "}sofia/gateway/x/1 &park(",
+    "\t",
+    "\x00",
+]
 
 
 def job(**overrides: Any) -> dict[str, Any]:

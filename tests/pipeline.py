@@ -26,8 +26,9 @@ class Pipeline:
 
     def start(self) -> Pipeline:
         self.simulator.start()
-        self.settings = Settings(pubsub_redis_url=self.redis_url, esl_port=self.simulator.port,
-                                 originate_timeout=2, **self.extra)
+        self.settings = Settings(
+            pubsub_redis_url=self.redis_url, esl_port=self.simulator.port, originate_timeout=2, **self.extra
+        )
         self.stack = Stack(self.settings, log_dir=self.log_dir).start()
         self.client = redis.Redis.from_url(self.redis_url, decode_responses=True)
         return self
@@ -48,13 +49,14 @@ class Pipeline:
         return payload
 
     def subscribe(self, dial_id: str) -> Any:
-        pubsub = self.client.pubsub()
+        pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
         pubsub.subscribe(dial_id)
         pubsub.get_message(timeout=1)  # the subscribe confirmation
         return pubsub
 
-    def events_until(self, pubsub: Any, done: Callable[[list[dict[str, Any]]], bool],
-                     timeout: float = 15.0) -> list[dict[str, Any]]:
+    def events_until(
+        self, pubsub: Any, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 15.0
+    ) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while not done(events) and time.monotonic() < deadline:

@@ -46,7 +46,7 @@ def test_bridge_parks_invalid_job_with_reason_and_tells_its_channel(settings, ra
     sent: list[dict[str, str]] = []
     make_bridge(settings, raw_client, sent).drain()
     assert sent == []
-    dead = json.loads(raw_client.lindex("talkiq-asp.calls.dead", 0))  # type: ignore[arg-type]
+    dead = json.loads(raw_client.lindex("talkiq-asp.calls.dead", 0))
     assert "callee_number" in dead["reason"] and dead["dial_id"] == "bad1" and dead["time"].endswith("Z")
     assert json.loads(dead["payload"])["callee_number"] == "1;2"
     event = next_event(pubsub)
@@ -57,7 +57,7 @@ def test_bridge_parks_invalid_job_with_reason_and_tells_its_channel(settings, ra
 def test_bridge_parks_non_utf8_payload_losslessly(settings, raw_client) -> None:
     raw_client.rpush("talkiq-asp.calls", b"\xff\xfe\x00garbage")
     make_bridge(settings, raw_client, []).drain()
-    dead = json.loads(raw_client.lindex("talkiq-asp.calls.dead", 0))  # type: ignore[arg-type]
+    dead = json.loads(raw_client.lindex("talkiq-asp.calls.dead", 0))
     assert dead["payload_base64"] == "//4AZ2FyYmFnZQ==" and dead["reason"] == "payload is not UTF-8"
 
 
@@ -66,7 +66,7 @@ def test_bridge_parks_a_duplicate_dial_id(settings, raw_client) -> None:
     sent: list[dict[str, str]] = []
     make_bridge(settings, raw_client, sent).drain()
     assert len(sent) == 1
-    dead = json.loads(raw_client.lindex("talkiq-asp.calls.dead", 0))  # type: ignore[arg-type]
+    dead = json.loads(raw_client.lindex("talkiq-asp.calls.dead", 0))
     assert dead["reason"].startswith("duplicate dial_id 'dup'")
 
 

@@ -20,7 +20,8 @@ UUID1 = "22222222-2222-4222-8222-222222222222"
 def test_click_to_call_rings_side_0_and_bridges_side_1_with_ids_on_both_legs() -> None:
     command = click_to_call(Settings(), parse_job(job_json()), UUID0, UUID1)
     a_vars, a_endpoint, b_vars, b_endpoint = re.fullmatch(
-        r"originate \{(.*?)\}(\S+) &bridge\(\{(.*?)\}(\S+)\)", command).groups()  # type: ignore[union-attr]
+        r"originate \{(.*?)\}(\S+) &bridge\(\{(.*?)\}(\S+)\)", command
+    ).groups()  # type: ignore[union-attr]
     assert a_endpoint == "sofia/gateway/talk_call_provider/15105625882"
     assert b_endpoint == "sofia/gateway/talk_call_provider/1415697098"
     a, b = dict(p.split("=", 1) for p in a_vars.split(",")), dict(p.split("=", 1) for p in b_vars.split(","))

@@ -16,18 +16,32 @@ def test_defaults_match_the_original_readme() -> None:
 
 
 def test_values_are_read_from_the_environment() -> None:
-    settings = Settings.from_env({"ESL_PORT": "18021", "PUBSUB_REDIS_URL": "redis://user:pw@10.0.0.1:7000/2",
-                                  "BROKER_URL": "amqp://guest:guest@127.0.0.1:5672", "SIP_HEADERS": "off"})
+    settings = Settings.from_env(
+        {
+            "ESL_PORT": "18021",
+            "PUBSUB_REDIS_URL": "redis://user:pw@10.0.0.1:7000/2",
+            "BROKER_URL": "amqp://guest:guest@127.0.0.1:5672",
+            "SIP_HEADERS": "off",
+        }
+    )
     assert settings.esl_port == 18021 and settings.sip_headers is False
     assert settings.effective_broker_url.startswith("amqp://")
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("ESL_PORT", "eighty"), ("ESL_PORT", "70000"), ("PUBSUB_REDIS_TIMEOUT", "-1"),
-     ("PUBSUB_REDIS_URL", "http://x"), ("ENDPOINT_TEMPLATE", "sofia/gateway/{gw}/{number}"),
-     ("ENDPOINT_TEMPLATE", "sofia/gateway/x y/{number}"), ("ACTIVE_KEY_ORDER", "random"), ("SIP_HEADERS", "maybe"),
-     ("ESL_URL", "host;rm"), ("JOBS_KEY", "a b")],
+    [
+        ("ESL_PORT", "eighty"),
+        ("ESL_PORT", "70000"),
+        ("PUBSUB_REDIS_TIMEOUT", "-1"),
+        ("PUBSUB_REDIS_URL", "http://x"),
+        ("ENDPOINT_TEMPLATE", "sofia/gateway/{gw}/{number}"),
+        ("ENDPOINT_TEMPLATE", "sofia/gateway/x y/{number}"),
+        ("ACTIVE_KEY_ORDER", "random"),
+        ("SIP_HEADERS", "maybe"),
+        ("ESL_URL", "host;rm"),
+        ("JOBS_KEY", "a b"),
+    ],
 )
 def test_a_bad_value_fails_at_start_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:

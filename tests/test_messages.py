@@ -93,9 +93,14 @@ def test_parse_control_accepts_every_simple_type(kind: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ['{"type": "ack", "event": "hangup"}', '{"type": "answer-event", "side": "0"}', '{"type": "explode"}',
-     '{"type": "barge", "phone_number": "1 2", "caller_id": "1"}',
-     '{"type": "barge", "phone_number": "a@b c", "caller_id": "1"}', "{}"],
+    [
+        '{"type": "ack", "event": "hangup"}',
+        '{"type": "answer-event", "side": "0"}',
+        '{"type": "explode"}',
+        '{"type": "barge", "phone_number": "1 2", "caller_id": "1"}',
+        '{"type": "barge", "phone_number": "a@b c", "caller_id": "1"}',
+        "{}",
+    ],
 )
 def test_parse_control_rejects_events_unknown_types_and_bad_numbers(raw: str) -> None:
     with pytest.raises(PayloadError):

@@ -58,8 +58,16 @@ def test_seed_job_pushed_the_legacy_way_becomes_a_bridged_call(pipeline: Pipelin
         ({"caller_number": "15105550404"}, {"0": "UNALLOCATED_NUMBER"}),
         ({"caller_number": "15105550503"}, {"0": "NORMAL_TEMPORARY_FAILURE"}),
     ],
-    ids=["callee-busy", "callee-noanswer", "callee-unallocated", "callee-fails", "caller-busy", "caller-noanswer",
-         "caller-unallocated", "caller-fails"],
+    ids=[
+        "callee-busy",
+        "callee-noanswer",
+        "callee-unallocated",
+        "callee-fails",
+        "caller-busy",
+        "caller-noanswer",
+        "caller-unallocated",
+        "caller-fails",
+    ],
 )
 def test_failed_calls_publish_hangup_events_with_freeswitch_causes(pipeline: Pipeline, overrides, expected) -> None:
     dial_id = f"fail_{len(overrides)}_{time.monotonic_ns()}"
