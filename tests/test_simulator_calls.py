@@ -1,0 +1,168 @@
+"""Call outcomes, click-to-call, hangup cascades and eavesdrop, observed over a raw ESL socket."""
+
+from __future__ import annotations
+
+import time
+
+from redswitch.simulator import Scenario, Simulator
+from tests.esl_raw import RawClient
+
+GW = "sofia/gateway/gw"
+
+
+def client_for(sim: Simulator) -> RawClient:
+    client = RawClient(sim.port)
+    client.login()
+    client.command("event plain ALL")
+    return client
+
+
+def job_result(client: RawClient, line: str) -> tuple[str, list]:
+    client.command(f"bgapi {line}")
+    events = client.events_until(lambda e: e.name == "BACKGROUND_JOB", timeout=5)
+    return events[-1].body, events
+
+
+def test_answered_call_events_and_variables(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    body, events = job_result(client, f"originate {{origination_uuid=u-a,dial_id=d1}}{GW}/15105550100 &park()")
+    assert body == "+OK u-a\n"
+    names = [e.name for e in events if e.unique_id == "u-a"]
+    assert names == ["CHANNEL_OUTGOING", "CHANNEL_CREATE", "CHANNEL_ORIGINATE", "CHANNEL_PROGRESS", "CHANNEL_ANSWER"]
+    assert events[1].get("variable_dial_id") == "d1"
+    assert client.command("api uuid_getvar u-a dial_id").body == "d1"
+    assert simulator.channels()["u-a"].answered
+    assert client.command("api uuid_kill u-a").body == "+OK\n"
+    done = client.events_until(lambda e: e.name == "CHANNEL_DESTROY")
+    hc = next(e for e in done if e.name == "CHANNEL_HANGUP_COMPLETE")
+    assert hc.get_all("Hangup-Cause") == ["NORMAL_CLEARING", "NORMAL_CLEARING"]
+    assert hc.get("variable_hangup_cause_q850") == "16"
+    assert client.command("api uuid_exists u-a").body == "false"
+
+
+def test_failures_by_magic_number(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    for number, cause in (("14155550486", "USER_BUSY"), ("14155550404", "UNALLOCATED_NUMBER"), ("1503", "X")):
+        if cause == "X":
+            number, cause = "14155550503", "NORMAL_TEMPORARY_FAILURE"
+        body, events = job_result(client, f"originate {{origination_uuid=f-{number}}}{GW}/{number} &park()")
+        assert body == f"-ERR {cause}\n"
+        hangup = next(e for e in events if e.name == "CHANNEL_HANGUP" and e.unique_id == f"f-{number}")
+        assert hangup.get("Hangup-Cause") == cause
+        assert not any(e.name == "CHANNEL_ANSWER" for e in events)
+
+
+def test_no_answer_after_originate_timeout(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    start = time.monotonic()
+    body, _ = job_result(client, f"originate {{originate_timeout=1}}{GW}/14155550408 &park()")
+    assert body == "-ERR NO_ANSWER\n"
+    assert 0.9 < time.monotonic() - start < 3
+
+
+def test_blocking_api_originate_holds_the_connection(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    client.send(f"api originate {{origination_uuid=blk}}{GW}/15105550100 &park()\n\n".encode())
+    first = client.frame()
+    assert first.content_type == "api/response" and first.body == "+OK blk\n"
+
+
+def test_click_to_call_bridge_and_kill_cascade(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    line = (
+        f"originate {{origination_uuid=A1,dial_id=c1,call_side=0}}{GW}/15105550122 "
+        f"&bridge({{call_side=1,origination_caller_id_number=14157697098}}{GW}/14155550111)"
+    )
+    body, _ = job_result(client, line)
+    assert body == "+OK A1\n"
+    events = client.events_until(lambda e: e.name == "CHANNEL_BRIDGE")
+    b_create = next(e for e in events if e.name == "CHANNEL_CREATE")
+    b_uuid = b_create.unique_id
+    assert b_uuid != "A1" and b_create.get("Other-Leg-Unique-ID") == "A1"
+    assert b_create.get("variable_call_side") == "1" and b_create.get("variable_dial_id") is None
+    bridge = events[-1]
+    assert bridge.unique_id == "A1" and bridge.get("Bridge-B-Unique-ID") == b_uuid
+    spy_body, _ = job_result(client, f"originate {{origination_uuid=S1}}{GW}/15105550177 &eavesdrop(A1)")
+    assert spy_body == "+OK S1\n"
+    client.command("api uuid_kill A1")
+    ended = client.events_until(lambda e: e.name == "CHANNEL_HANGUP" and e.unique_id == "S1")
+    causes = {e.unique_id: e.get("Hangup-Cause") for e in ended if e.name == "CHANNEL_HANGUP"}
+    assert causes == {"A1": "NORMAL_CLEARING", b_uuid: "NORMAL_CLEARING", "S1": "NORMAL_CLEARING"}
+    assert [e.name for e in ended].count("CHANNEL_BRIDGE") == 0
+
+
+def test_click_to_call_busy_b(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    line = f"originate {{origination_uuid=A2}}{GW}/15105550122 &bridge({{call_side=1}}{GW}/14155550486)"
+    body, _ = job_result(client, line)
+    assert body == "+OK A2\n"
+    events = client.events_until(lambda e: e.name == "CHANNEL_HANGUP" and e.unique_id == "A2")
+    hangups = [(e.unique_id == "A2", e.get("Hangup-Cause")) for e in events if e.name == "CHANNEL_HANGUP"]
+    assert hangups == [(False, "USER_BUSY"), (True, "USER_BUSY")]
+
+
+def test_far_end_hangup_of_b_ends_a(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    job_result(client, f"originate {{origination_uuid=A3}}{GW}/1 &bridge({{origination_uuid=B3}}{GW}/2)")
+    client.events_until(lambda e: e.name == "CHANNEL_BRIDGE")
+    assert simulator.hangup("B3", "NORMAL_CLEARING")
+    client.events_until(lambda e: e.name == "CHANNEL_HANGUP" and e.unique_id == "A3")
+    assert simulator.channels() == {}
+
+
+def test_eavesdrop_dtmf_modes(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    job_result(client, f"originate {{origination_uuid=T1}}{GW}/1 &park()")
+    job_result(client, f"originate {{origination_uuid=S2}}{GW}/2 &eavesdrop(T1)")
+    client.events_until(lambda e: e.name == "CHANNEL_EXECUTE" and e.unique_id == "S2")
+    assert simulator.eavesdrop_mode("S2") == "listen"
+    for digit, mode in (("2", "talk_target"), ("1", "talk_other"), ("3", "threeway"), ("0", "listen")):
+        assert client.command(f"api uuid_recv_dtmf S2 {digit}").body == f"+OK S2 received DTMF {digit}.\n"
+        dtmf = client.events_until(lambda e: e.name == "DTMF")[-1]
+        assert (dtmf.get("DTMF-Digit"), dtmf.get("DTMF-Source")) == (digit, "APP")
+        assert simulator.eavesdrop_mode("S2") == mode
+        assert client.command("api sim_eavesdrop_mode S2").body == mode
+    client.command("api uuid_send_dtmf S2 2")
+    assert simulator.eavesdrop_mode("S2") == "listen"
+    client.command("api uuid_kill T1")
+    client.events_until(lambda e: e.name == "CHANNEL_HANGUP" and e.unique_id == "S2")
+
+
+def test_eavesdrop_presets_and_disabled_dtmf(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    job_result(client, f"originate {{origination_uuid=T2}}{GW}/1 &park()")
+    spy_vars = "origination_uuid=S3,eavesdrop_whisper_aleg=true,eavesdrop_enable_dtmf=false"
+    line = f"originate {{{spy_vars}}}{GW}/2 &eavesdrop(T2)"
+    job_result(client, line)
+    client.events_until(lambda e: e.name == "CHANNEL_EXECUTE" and e.unique_id == "S3")
+    assert simulator.eavesdrop_mode("S3") == "talk_other"
+    client.command("api uuid_recv_dtmf S3 3")
+    assert simulator.eavesdrop_mode("S3") == "talk_other"
+
+
+def test_throttle_and_gateways(simulator_factory) -> None:
+    sim = simulator_factory(Scenario.default().with_changes(sessions_per_second=2, gateways=("gw",)))
+    client = client_for(sim)
+    results = [job_result(client, f"originate {GW}/1{i} &park()")[0] for i in range(3)]
+    assert results[2] == "-ERR DESTINATION_OUT_OF_ORDER\n"
+    assert job_result(client, "originate sofia/gateway/nope/1 &park()")[0] == "-ERR INVALID_GATEWAY\n"
+    assert sum(1 for c in sim.commands() if c.startswith("bgapi originate")) == 4
+    assert sim.originates()[0].endpoint == f"{GW}/10"
+
+
+def test_faults_drop_and_refuse(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    simulator.drop_all_connections()
+    assert client.at_eof()
+    simulator.refuse_connections(True)
+    try:
+        RawClient(simulator.port)
+        raise AssertionError("connect should be refused")
+    except ConnectionRefusedError:
+        pass
+    simulator.refuse_connections(False)
+    client2 = client_for(simulator)
+    simulator.set_reply_delay(0.2)
+    start = time.monotonic()
+    client2.command("api version")
+    assert time.monotonic() - start >= 0.2
