@@ -103,6 +103,8 @@ class EventBus:
         self.info = info
         self.sequence = 0
         self.subscribers: set[Subscriber] = set()
+        self._stamp_second = -1
+        self._stamps = ("", "")
 
     def standard_headers(
         self, name: str, caller: tuple[str, str, int], subclass: str | None = None
@@ -117,8 +119,8 @@ class EventBus:
             ("FreeSWITCH-Switchname", info.hostname),
             ("FreeSWITCH-IPv4", info.ipv4),
             ("FreeSWITCH-IPv6", info.ipv6),
-            ("Event-Date-Local", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))),
-            ("Event-Date-GMT", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))),
+            ("Event-Date-Local", self._dates(now)[0]),
+            ("Event-Date-GMT", self._dates(now)[1]),
             ("Event-Date-Timestamp", str(int(now * 1_000_000))),
             ("Event-Calling-File", caller[0]),
             ("Event-Calling-Function", caller[1]),
@@ -128,6 +130,15 @@ class EventBus:
         if subclass is not None:
             headers.append(("Event-Subclass", subclass))
         return headers
+
+    def _dates(self, now: float) -> tuple[str, str]:
+        """Date strings change once a second: cache them (strftime dominated the cost of an event)."""
+        second = int(now)
+        if second != self._stamp_second:
+            local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+            self._stamps = (local, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)))
+            self._stamp_second = second
+        return self._stamps
 
     def fire(
         self,
