@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import time
 
 from redswitch.simulator import Scenario, Simulator
@@ -17,7 +19,7 @@ def client_for(sim: Simulator) -> RawClient:
     return client
 
 
-def job_result(client: RawClient, line: str) -> tuple[str, list]:
+def job_result(client: RawClient, line: str) -> tuple[str, list[Any]]:
     client.command(f"bgapi {line}")
     events = client.events_until(lambda e: e.name == "BACKGROUND_JOB", timeout=5)
     return events[-1].body, events

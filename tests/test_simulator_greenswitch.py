@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gevent
 import greenswitch
 import pytest
@@ -17,8 +19,8 @@ def connect(sim: Simulator, password: str = "ClueCon") -> greenswitch.InboundESL
     return client
 
 
-def collect(client: greenswitch.InboundESL, names: list[str]) -> list:
-    seen: list = []
+def collect(client: greenswitch.InboundESL, names: list[str]) -> list[Any]:
+    seen: list[Any] = []
     for name in names:
         client.register_handle(name, seen.append)
     return seen
@@ -32,7 +34,7 @@ def wait_for(predicate, timeout: float = 5.0) -> None:
 
 def job_body(event) -> str:
     """greenswitch leaves the BACKGROUND_JOB body inside the inner Content-Length value."""
-    return event.headers["Content-Length"].split("\n\n", 1)[1]
+    return str(event.headers["Content-Length"]).split("\n\n", 1)[1]
 
 
 def test_wrong_password_raises(simulator: Simulator) -> None:
