@@ -112,7 +112,10 @@ class Simulator:
             session.abort()
         for ch in self.engine.channels.values():
             ch.cancel_timers()
-        await asyncio.sleep(0)
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
