@@ -6,13 +6,16 @@ environment, as the worker does.
 
     from redswitch.client import send_asp_call
     send_asp_call({"type": "asp-call", "call_provider": "gw", "caller_number": "15105625882", ...})
+    send_control("talkiq_dial_id", {"type": "barge", "phone_number": "15105625882", "caller_id": "7777777777"})
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from redswitch.messages import job_from_dict
+from redswitch.errors import PayloadError
+from redswitch.messages import ID_PATTERN, job_from_dict, parse_control
 
 
 def send_asp_call(job: dict[str, Any]) -> str:
@@ -21,3 +24,16 @@ def send_asp_call(job: dict[str, Any]) -> str:
     from redswitch.actors import asp_call
 
     return str(asp_call.send(call.to_dict()).message_id)
+
+
+def send_control(dial_id: str, message: dict[str, Any]) -> str:
+    """Validate a control message for call ``dial_id`` and enqueue it durably (no pub/sub); return its id.
+
+    The ack or error is published on the call's channel, as for messages sent through pub/sub.
+    """
+    if not ID_PATTERN.fullmatch(dial_id):
+        raise PayloadError(f"dial_id must be 1 to 64 letters, digits, _ or -: {dial_id[:40]!r}")
+    control = parse_control(json.dumps(message))
+    from redswitch.actors import CONTROL_ACTORS
+
+    return str(CONTROL_ACTORS[control.type].send(dial_id, control.to_dict()).message_id)

@@ -46,17 +46,22 @@ def add_bridge(subparsers: Subparsers) -> None:
 
 
 def run_bridge(args: argparse.Namespace, settings: Settings) -> int:
-    import redis
-
-    from redswitch.actors import asp_call
+    from redswitch.actors import CONTROL_ACTORS, asp_call
     from redswitch.bridge import Bridge
+    from redswitch.redis_client import redis_from_settings
+    from redswitch.relay import Relay
 
-    client = redis.Redis.from_url(
-        settings.pubsub_redis_url,
-        socket_timeout=settings.pubsub_redis_timeout + 2,
-        socket_connect_timeout=settings.pubsub_redis_timeout,
-    )
-    Bridge(settings, client, asp_call.send).run(_stop_on_signals())
+    bridge = Bridge(settings, redis_from_settings(settings, decode=False), asp_call.send)
+
+    def forward(actor_name: str, dial_id: str, message: dict[str, str]) -> object:
+        return CONTROL_ACTORS[actor_name].send(dial_id, message)
+
+    relay = Relay(redis_from_settings(settings), bridge.state, bridge.bridge_id, forward)
+    stop = _stop_on_signals()
+    relay_thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)
+    relay_thread.start()
+    bridge.run(stop)
+    relay_thread.join(timeout=5)
     return 0
 
 

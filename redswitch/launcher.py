@@ -79,11 +79,13 @@ class Stack:
         self,
         settings: Settings,
         simulate: bool = False,
+        bridges: int = 1,
         env: Mapping[str, str] | None = None,
         log_dir: str | None = None,
     ) -> None:
         self.settings = settings
         self.simulate = simulate
+        self.bridges = bridges
         self.env = {**os.environ, **settings.env(), "dramatiq_worker_timeout": "100", **(env or {})}
         self.log_dir = log_dir
         self.children: list[Child] = []
@@ -105,7 +107,8 @@ class Stack:
             wait_for_port(self.settings.esl_url, self.settings.esl_port)
         self.spawn("listener", redswitch_command("listen"))
         self.spawn("worker", worker_command())
-        self.spawn("bridge", redswitch_command("bridge"))
+        for number in range(self.bridges):
+            self.spawn(f"bridge{number}", redswitch_command("bridge"))
         return self
 
     def spawn(self, name: str, command: list[str]) -> Child:

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 EVENTS = ["CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP", "BACKGROUND_JOB"]
 SIDES = ("0", "1", "2")
+BARGER_FIELDS = ("barger_uuid", "barger_mode", "barger_prev_mode", "barger_answered")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,12 +84,16 @@ class Listener:
             self._mark_seen(action.dial_id)
         elif action.kind == "answered":
             self._mark_seen(action.dial_id)
+            if action.side == "2":
+                self.state.update_call(action.dial_id, barger_answered="1")
             self.state.side_answered(action.dial_id, action.org_id, action.user_id, action.side)
         elif action.kind == "hung_up":
             self._mark_seen(action.dial_id)
             self.state.side_hung_up(action.dial_id, action.org_id, action.user_id, action.side, {"cause": action.cause})
             if action.side == "0":
                 self.state.end_call(action.dial_id)
+            elif action.side == "2":  # the barger left: the call goes on, and may be barged again
+                self.state.clear_call_fields(action.dial_id, *BARGER_FIELDS)
         elif action.kind == "job_failed":
             self._job_failed(action)
         logger.debug("dial_id=%s %s side=%s cause=%s", action.dial_id, action.kind, action.side, action.cause)

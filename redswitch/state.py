@@ -78,6 +78,16 @@ class Keys:
         """Set of dial_ids with a call in progress (for the control relay and the reconciler)."""
         return "redswitch:active"
 
+    @staticmethod
+    def lifecycle() -> str:
+        """Pub/sub channel announcing ``start:<dial_id>`` and ``end:<dial_id>`` to the control relays."""
+        return "redswitch:calls"
+
+    @staticmethod
+    def relay_owner(dial_id: str) -> str:
+        """The bridge whose relay forwards this call's control messages (exactly one executes each)."""
+        return f"redswitch:relay:{dial_id}"
+
 
 _CLAIM_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -93,7 +103,17 @@ redis.call('RPUSH', KEYS[3], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[4])
 redis.call('PUBLISH', ARGV[3], ARGV[2])
+redis.call('PUBLISH', 'redswitch:calls', 'start:' .. ARGV[1])
 return {1, redis.call('HGETALL', KEYS[1])}
+"""
+
+# Owner of a call's control messages: the first relay to ask, until its bridge's liveness key expires.
+_RELAY_OWNER_SCRIPT = """
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then return 1 end
+if owner and redis.call('EXISTS', ARGV[2] .. owner) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
 """
 
 
@@ -165,11 +185,43 @@ class CallState:
         else:
             pipe.publish(self.keys.channel(dial_id), encode(event))
         if end_call:
-            pipe.srem(Keys.active_calls(), dial_id)
+            self._end(pipe, dial_id)
         pipe.execute()
 
     def end_call(self, dial_id: str) -> None:
-        self.client.srem(Keys.active_calls(), dial_id)
+        """The call is over: relays leave its channel."""
+        pipe = self.client.pipeline(transaction=True)
+        self._end(pipe, dial_id)
+        pipe.execute()
+
+    def _end(self, pipe: Any, dial_id: str) -> None:
+        pipe.srem(Keys.active_calls(), dial_id)
+        pipe.publish(Keys.lifecycle(), f"end:{dial_id}")
+
+    def reply(self, dial_id: str, event: JsonDict) -> None:
+        """Publish an ``ack`` or ``error`` on the call's channel (and its user's history when the call is known)."""
+        record = self.call_record(dial_id)
+        pipe = self.client.pipeline(transaction=True)
+        if "org_id" in record and "user_id" in record:
+            self._announce(pipe, dial_id, record["org_id"], record["user_id"], event)
+        else:
+            pipe.publish(self.keys.channel(dial_id), encode(event))
+        pipe.execute()
+
+    def is_active(self, dial_id: str) -> bool:
+        return bool(self.client.sismember(Keys.active_calls(), dial_id))
+
+    def claim_relay(self, dial_id: str, bridge_id: str) -> bool:
+        """True when this bridge's relay is (now) the one that executes ``dial_id``'s control messages."""
+        alive_prefix = Keys.bridge_alive("")
+        owned = self.client.eval(_RELAY_OWNER_SCRIPT, 1, Keys.relay_owner(dial_id), bridge_id, alive_prefix, CALL_TTL)
+        return bool(owned)
+
+    def update_call(self, dial_id: str, **fields: str) -> None:
+        self.client.hset(Keys.call(dial_id), items=[item for pair in fields.items() for item in pair])
+
+    def clear_call_fields(self, dial_id: str, *names: str) -> None:
+        self.client.hdel(Keys.call(dial_id), *names)
 
     def call_record(self, dial_id: str) -> dict[str, str]:
         return {

@@ -11,5 +11,16 @@ from redswitch.broker import setup_broker
 broker = setup_broker()
 
 from redswitch.actors.calls import asp_call  # noqa: E402 - actors must be declared after the broker exists
+from redswitch.actors.control import (  # noqa: E402
+    ACTORS as CONTROL_ACTORS,
+)
+from redswitch.actors.control import (  # noqa: E402
+    barge,
+    hangup,
+    mute,
+    threeway,
+    unthreeway,
+    whisper,
+)
 
-__all__ = ["asp_call", "broker"]
+__all__ = ["CONTROL_ACTORS", "asp_call", "barge", "broker", "hangup", "mute", "threeway", "unthreeway", "whisper"]

@@ -63,6 +63,7 @@ def _claim(call: AspCall) -> tuple[bool, dict[str, str]]:
     fresh = {
         "org_id": call.org_id,
         "user_id": call.user_id,
+        "call_provider": call.call_provider,
         "uuid0": str(uuid.uuid4()),
         "uuid1": str(uuid.uuid4()),
         "job_uuid": str(uuid.uuid4()),
