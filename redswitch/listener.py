@@ -12,15 +12,16 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Mapping
+from typing import Any
 
-import gevent
 import redis
 
 from redswitch.config import Settings
 from redswitch.errors import EslError
-from redswitch.esl import EslClient
+from redswitch.esl_stream import EventStream
 from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID, VAR_ORG_ID, VAR_SIDE, VAR_USER_ID
+from redswitch.protocol import Event
 from redswitch.state import CallState, Keys
 
 logger = logging.getLogger(__name__)
@@ -72,47 +73,60 @@ def _job_action(headers: Mapping[str, str], body: str) -> Action | None:
 
 
 class Listener:
-    """Applies translated events to Redis, over an ESL connection it keeps alive."""
+    """Applies translated events to Redis, over an ESL event connection it keeps alive.
+
+    Events are applied in batches (everything one socket read brought): one MULTI/EXEC per batch keeps
+    Redis round trips off the per-event path, and inside it every state change still precedes the PUBLISH
+    that announces it.
+    """
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
         self.client = client
         self.state = CallState(client, settings)
 
-    def apply(self, action: Action) -> None:
-        if action.kind == "created":
-            self._mark_seen(action.dial_id)
-        elif action.kind == "answered":
-            self._mark_seen(action.dial_id)
-            if action.side == "2":
-                self.state.update_call(action.dial_id, barger_answered="1")
-            self.state.side_answered(action.dial_id, action.org_id, action.user_id, action.side)
-        elif action.kind == "hung_up":
-            self._mark_seen(action.dial_id)
-            self.state.side_hung_up(action.dial_id, action.org_id, action.user_id, action.side, {"cause": action.cause})
-            if action.side == "0":
-                self.state.end_call(action.dial_id)
-            elif action.side == "2":  # the barger left: the call goes on, and may be barged again
-                self.state.clear_call_fields(action.dial_id, *BARGER_FIELDS)
-        elif action.kind == "job_failed":
+    def apply(self, actions: list[Action]) -> None:
+        """Apply actions in order: channel events in one transaction, then the (rare) failed-job checks."""
+        pipe = self.client.pipeline(transaction=True)
+        failed_jobs = []
+        for action in actions:
+            if action.kind == "job_failed":
+                failed_jobs.append(action)
+            else:
+                self._stage(pipe, action)
+        if len(pipe):
+            pipe.execute()
+        for action in failed_jobs:
             self._job_failed(action)
-        logger.debug("dial_id=%s %s side=%s cause=%s", action.dial_id, action.kind, action.side, action.cause)
 
-    def on_event(self, headers: dict[str, str], body: str) -> None:
-        action = translate(headers, body)
-        if action is None:
+    def on_events(self, events: list[Event]) -> None:
+        actions = [a for a in (translate(dict(e.headers), e.body) for e in events) if a is not None]
+        if not actions:
             return
         try:
-            self.apply(action)
+            self.apply(actions)
         except redis.exceptions.RedisError:
-            logger.exception("dial_id=%s could not record %s", action.dial_id, action.kind)
+            logger.exception(
+                "could not record %d events (dial_ids %s)", len(actions), sorted({a.dial_id for a in actions})[:10]
+            )
+            raise
 
-    def _mark_seen(self, dial_id: str) -> None:
-        key = Keys.call(dial_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, "seen", "1")
-        pipe.expire(key, 24 * 3600)
-        pipe.execute()
+    def _stage(self, pipe: Any, action: Action) -> None:
+        dial_id, org_id, user_id, side = action.dial_id, action.org_id, action.user_id, action.side
+        if action.kind == "created":
+            self.state.mark_seen(dial_id, pipe)
+        elif action.kind == "answered":
+            if side == "2":
+                self.state.update_call(dial_id, pipe, barger_answered="1")
+            self.state.side_answered(dial_id, org_id, user_id, side, pipe)
+        elif action.kind == "hung_up":
+            self.state.mark_seen(dial_id, pipe)
+            self.state.side_hung_up(dial_id, org_id, user_id, side, {"cause": action.cause}, pipe)
+            if side == "0":
+                self.state.end_call(dial_id, pipe)
+            elif side == "2":  # the barger left: the call goes on, and may be barged again
+                self.state.clear_call_fields(dial_id, *BARGER_FIELDS, pipe=pipe)
+        logger.debug("dial_id=%s %s side=%s cause=%s", dial_id, action.kind, side, action.cause)
 
     def _job_failed(self, action: Action) -> None:
         """FreeSWITCH refused an originate: report ``failure`` unless a leg existed (its hangup says it all)."""
@@ -122,6 +136,7 @@ class Listener:
         record = self.state.call_record(str(dial_id))
         if record.get("seen") == "1":
             return
+        logger.info("dial_id=%s FreeSWITCH refused the originate: %s", dial_id, action.cause)
         self.state.fail(
             str(dial_id),
             record.get("org_id"),
@@ -132,23 +147,42 @@ class Listener:
 
     # -- connection ------------------------------------------------------------------------------------------
 
+    def connect(self) -> EventStream:
+        settings = self.settings
+        stream = EventStream(settings.esl_url, settings.esl_port, settings.esl_password, settings.esl_timeout)
+        stream.connect()
+        stream.subscribe(EVENTS)
+        return stream
+
     def run(self, stop: threading.Event) -> None:
-        """Stay subscribed until ``stop`` is set, reconnecting with backoff whenever the connection drops."""
+        """Stay subscribed until ``stop`` is set, reconnecting with backoff whenever the connection drops.
+
+        A Redis outage does not lose events: the batch being applied is retried until Redis is back.
+        """
         delay = 0.1
         while not stop.is_set():
-            esl = EslClient(
-                self.settings.esl_url, self.settings.esl_port, self.settings.esl_password, self.settings.esl_timeout
-            )
             try:
-                esl.subscribe(EVENTS, self.on_event)
-                logger.info("listening to FreeSWITCH at %s:%s", self.settings.esl_url, self.settings.esl_port)
-                delay = 0.1
-                while esl.connected and not stop.is_set():
-                    gevent.sleep(0.2)
+                stream = self.connect()
             except EslError as exc:
                 logger.warning("ESL connection failed: %s; retrying in %.1fs", exc, delay)
-            finally:
-                esl.close()
-            if not stop.is_set():
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
+                continue
+            logger.info("listening to FreeSWITCH at %s:%s", self.settings.esl_url, self.settings.esl_port)
+            delay = 0.1
+            try:
+                self._pump(stream, stop)
+            except EslError as exc:
+                logger.warning("ESL connection lost: %s; reconnecting", exc)
+            finally:
+                stream.close()
+
+    def _pump(self, stream: EventStream, stop: threading.Event) -> None:
+        while not stop.is_set():
+            events = stream.read(timeout=0.5)
+            while events and not stop.is_set():
+                try:
+                    self.on_events(events)
+                    events = []
+                except redis.exceptions.RedisError:
+                    stop.wait(0.5)

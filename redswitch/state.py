@@ -9,9 +9,10 @@ finds the change already there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import redis
@@ -144,25 +145,40 @@ class CallState:
         created, values = self.client.eval(_CLAIM_SCRIPT, len(keys), *keys, *args)
         return bool(created), dict(zip(values[::2], values[1::2], strict=True))
 
-    def side_answered(self, dial_id: str, org_id: str, user_id: str, side: str) -> None:
+    def side_answered(self, dial_id: str, org_id: str, user_id: str, side: str, pipe: Any = None) -> None:
+        """Add ``ACTIVE.<side>`` and announce ``answer-event`` (staged on ``pipe`` when one is given)."""
         active = self.keys.active(dial_id, org_id, user_id)
         item = f"ACTIVE.{side}"
-        pipe = self.client.pipeline(transaction=True)
-        pipe.lrem(active, 0, item)
-        pipe.rpush(active, item)
-        pipe.expire(active, ACTIVE_TTL)
-        self._announce(pipe, dial_id, org_id, user_id, {"type": "answer-event", "side": side})
-        pipe.execute()
+        with self._staging(pipe) as staged:
+            staged.lrem(active, 0, item)
+            staged.rpush(active, item)
+            staged.expire(active, ACTIVE_TTL)
+            self._announce(staged, dial_id, org_id, user_id, {"type": "answer-event", "side": side})
 
-    def side_hung_up(self, dial_id: str, org_id: str, user_id: str, side: str, extra: JsonDict) -> bool:
-        """Remove the side from the active list and announce it; True when the call has no side left."""
+    def side_hung_up(
+        self, dial_id: str, org_id: str, user_id: str, side: str, extra: JsonDict, pipe: Any = None
+    ) -> None:
+        """Remove the side from the active list and announce ``hangup-event``."""
         active = self.keys.active(dial_id, org_id, user_id)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.lrem(active, 0, f"ACTIVE.{side}")
-        self._announce(pipe, dial_id, org_id, user_id, {"type": "hangup-event", "side": side, **extra})
-        pipe.llen(active)
-        remaining = pipe.execute()[-1]
-        return int(remaining) == 0
+        with self._staging(pipe) as staged:
+            staged.lrem(active, 0, f"ACTIVE.{side}")
+            self._announce(staged, dial_id, org_id, user_id, {"type": "hangup-event", "side": side, **extra})
+
+    def mark_seen(self, dial_id: str, pipe: Any = None) -> None:
+        """FreeSWITCH has shown a channel of this call: a redelivered job must not dial it again."""
+        with self._staging(pipe) as staged:
+            staged.hset(Keys.call(dial_id), "seen", "1")
+            staged.expire(Keys.call(dial_id), CALL_TTL)
+
+    @contextlib.contextmanager
+    def _staging(self, pipe: Any) -> Iterator[Any]:
+        """Stage commands on ``pipe``, or on a transaction of our own that is executed at the end."""
+        if pipe is not None:
+            yield pipe
+            return
+        own = self.client.pipeline(transaction=True)
+        yield own
+        own.execute()
 
     def fail(
         self,
@@ -188,11 +204,10 @@ class CallState:
             self._end(pipe, dial_id)
         pipe.execute()
 
-    def end_call(self, dial_id: str) -> None:
+    def end_call(self, dial_id: str, pipe: Any = None) -> None:
         """The call is over: relays leave its channel."""
-        pipe = self.client.pipeline(transaction=True)
-        self._end(pipe, dial_id)
-        pipe.execute()
+        with self._staging(pipe) as staged:
+            self._end(staged, dial_id)
 
     def _end(self, pipe: Any, dial_id: str) -> None:
         pipe.srem(Keys.active_calls(), dial_id)
@@ -217,11 +232,13 @@ class CallState:
         owned = self.client.eval(_RELAY_OWNER_SCRIPT, 1, Keys.relay_owner(dial_id), bridge_id, alive_prefix, CALL_TTL)
         return bool(owned)
 
-    def update_call(self, dial_id: str, **fields: str) -> None:
-        self.client.hset(Keys.call(dial_id), items=[item for pair in fields.items() for item in pair])
+    def update_call(self, dial_id: str, pipe: Any = None, **fields: str) -> None:
+        with self._staging(pipe) as staged:
+            staged.hset(Keys.call(dial_id), items=[item for pair in fields.items() for item in pair])
 
-    def clear_call_fields(self, dial_id: str, *names: str) -> None:
-        self.client.hdel(Keys.call(dial_id), *names)
+    def clear_call_fields(self, dial_id: str, *names: str, pipe: Any = None) -> None:
+        with self._staging(pipe) as staged:
+            staged.hdel(Keys.call(dial_id), *names)
 
     def call_record(self, dial_id: str) -> dict[str, str]:
         return {
