@@ -47,6 +47,11 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     metrics_port: int = 0
+    metrics_host: str = "0.0.0.0"
+    reconcile_interval: float = 30.0
+    reconcile_grace: float = 10.0
+    dead_max: int = 10_000
+    scheduler_lease: float = 15.0
 
     @property
     def effective_broker_url(self) -> str:
@@ -193,4 +198,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "log_format": _text,
     "log_level": _text,
     "metrics_port": _number(int, 0, 65535),
+    "metrics_host": _host,
+    "reconcile_interval": _number(float, 0.1, 86400),
+    "reconcile_grace": _number(float, 0, 3600),
+    "dead_max": _number(int, 0, 100_000_000),
+    "scheduler_lease": _number(float, 0.5, 600),
 }
