@@ -32,7 +32,13 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         broker = RabbitmqBroker(url=url)
     else:
         broker = RedisBroker(  # type: ignore[no-untyped-call]
-            url=url, socket_timeout=settings.pubsub_redis_timeout, socket_connect_timeout=settings.pubsub_redis_timeout
+            url=url,
+            socket_timeout=settings.pubsub_redis_timeout,
+            socket_connect_timeout=settings.pubsub_redis_timeout,
+            # A worker killed with SIGKILL holds its fetched messages until another process's maintenance
+            # notices its heartbeat is older than this and requeues them.
+            heartbeat_timeout=settings.broker_heartbeat_timeout,
+            maintenance_chance=settings.broker_maintenance_chance,
         )
     broker.add_middleware(CurrentMessage())
     return broker

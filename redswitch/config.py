@@ -39,11 +39,14 @@ class Settings:
     endpoint_template: str = "sofia/gateway/{call_provider}/{number}"
     sip_endpoint_template: str = "sofia/external/{address}"
     originate_timeout: int = 60
+    redial_guard: float = 15.0
     sip_headers: bool = True
     active_key_order: str = "dial_org_user"
     dedup_ttl: int = 86400
     bridge_heartbeat: float = 2.0
     bridge_dead_after: float = 10.0
+    broker_heartbeat_timeout: int = 60_000
+    broker_maintenance_chance: int = 1000
     log_format: str = "text"
     log_level: str = "INFO"
     metrics_port: int = 0
@@ -190,11 +193,14 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "endpoint_template": _text,
     "sip_endpoint_template": _text,
     "originate_timeout": _number(int, 1, 3600),
+    "redial_guard": _number(float, 0.5, 3600),
     "sip_headers": _boolean,
     "active_key_order": _text,
     "dedup_ttl": _number(int, 1, 30 * 86400),
     "bridge_heartbeat": _number(float, 0.05, 60),
     "bridge_dead_after": _number(float, 0.2, 600),
+    "broker_heartbeat_timeout": _number(int, 1000, 3_600_000),
+    "broker_maintenance_chance": _number(int, 0, 1_000_000),
     "log_format": _text,
     "log_level": _text,
     "metrics_port": _number(int, 0, 65535),

@@ -6,6 +6,7 @@ RedswitchError
 ├── ProtocolError          bytes that are not valid Event Socket framing
 └── EslError               talking to FreeSWITCH failed
     ├── EslConnectionError     refused, dropped or timed out: worth retrying
+    │   └── EslUncertainError      ... after the command was written: FreeSWITCH may have run it
     ├── EslAuthError           wrong password: retrying will not help
     └── EslCommandError        FreeSWITCH answered ``-ERR ...``
 """
@@ -39,6 +40,13 @@ class EslError(RedswitchError):
 
 class EslConnectionError(EslError):
     """The ESL connection was refused, dropped or timed out; the operation may succeed if retried."""
+
+
+class EslUncertainError(EslConnectionError):
+    """The command was written but no reply came (timeout or drop): FreeSWITCH may or may not have run it.
+
+    Never resend a non-idempotent command (an originate) on this error without evidence that it did not run.
+    """
 
 
 class EslAuthError(EslError):

@@ -21,7 +21,7 @@ import gevent.exceptions
 import greenswitch
 from greenswitch.esl import NotConnectedError
 
-from redswitch.errors import EslAuthError, EslCommandError, EslConnectionError
+from redswitch.errors import EslAuthError, EslCommandError, EslConnectionError, EslUncertainError
 
 logger = logging.getLogger(__name__)
 
@@ -69,17 +69,24 @@ class EslClient:
         self._conn = conn
 
     def send(self, command: str, timeout: float | None = None) -> Any:
-        """Send one command and wait for its reply (a greenswitch ESLEvent) at most ``timeout`` seconds."""
+        """Send one command and wait for its reply (a greenswitch ESLEvent) at most ``timeout`` seconds.
+
+        Raises EslConnectionError when the command could not be written (FreeSWITCH surely did not run it)
+        and EslUncertainError when it was written but no reply came (it may have run).
+        """
         if not self.connected:
             self.connect()
         limit = self.timeout if timeout is None else timeout
         try:
-            with gevent.Timeout(limit, EslConnectionError(f"no reply from FreeSWITCH within {limit}s")):
+            with gevent.Timeout(limit, EslUncertainError(f"no reply from FreeSWITCH within {limit}s")):
                 return self._conn.send(command)
-        except _TRANSIENT as exc:
+        except NotConnectedError as exc:  # raised by greenswitch before writing anything
             self.close()
             raise EslConnectionError(f"ESL connection lost: {exc!r}") from exc
-        except EslConnectionError:
+        except _TRANSIENT as exc:
+            self.close()
+            raise EslUncertainError(f"ESL connection lost while waiting for a reply: {exc!r}") from exc
+        except EslUncertainError:
             # The connection may still deliver the late reply to the abandoned waiter; start clean instead.
             self.close()
             raise
@@ -97,7 +104,11 @@ class EslClient:
         text = str(reply.headers.get("Reply-Text", ""))
         if not text.startswith("+OK"):
             raise EslCommandError(text)
-        return str(reply.headers.get("Job-UUID", job_uuid))
+        answered = str(reply.headers.get("Job-UUID", ""))
+        if answered != job_uuid:  # a reply meant for another command: this connection is out of step
+            self.close()
+            raise EslUncertainError(f"bgapi reply names job {answered!r}, not ours ({job_uuid})")
+        return answered
 
     def subscribe(self, events: list[str], handler: EventHandler) -> None:
         """Receive ``events`` (plain format) through ``handler(headers, body)`` in this thread's gevent hub."""

@@ -17,8 +17,16 @@ from tests.payloads import job, next_event
 
 
 class Pipeline:
-    def __init__(self, redis_url: str, scenario: Scenario | None = None, bridges: int = 1, **settings: Any) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        scenario: Scenario | None = None,
+        bridges: int = 1,
+        env: dict[str, str] | None = None,
+        **settings: Any,
+    ) -> None:
         self.bridges = bridges
+        self.env = env or {}
         self.simulator = Simulator(host="127.0.0.1", port=0, password="ClueCon", scenario=scenario)
         self.redis_url = redis_url
         self.log_dir = tempfile.mkdtemp(prefix="redswitch-pipeline-")
@@ -27,10 +35,9 @@ class Pipeline:
 
     def start(self) -> Pipeline:
         self.simulator.start()
-        self.settings = Settings(
-            pubsub_redis_url=self.redis_url, esl_port=self.simulator.port, originate_timeout=2, **self.extra
-        )
-        self.stack = Stack(self.settings, bridges=self.bridges, log_dir=self.log_dir).start()
+        values = {"originate_timeout": 2, **self.extra}
+        self.settings = Settings(pubsub_redis_url=self.redis_url, esl_port=self.simulator.port, **values)
+        self.stack = Stack(self.settings, bridges=self.bridges, env=self.env, log_dir=self.log_dir).start()
         self.client = redis.Redis.from_url(self.redis_url, decode_responses=True)
         return self
 
@@ -39,10 +46,17 @@ class Pipeline:
             self.stack.stop()
         self.simulator.stop()
 
+    def full_log(self, name: str) -> str:
+        import pathlib
+
+        path = pathlib.Path(self.log_dir) / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def logs(self) -> str:
         import pathlib
 
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in pathlib.Path(self.log_dir).glob("*.log"))
+        logs = sorted(pathlib.Path(self.log_dir).glob("*.log"))
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs)
 
     def push(self, **overrides: Any) -> dict[str, Any]:
         payload = job(**overrides)
@@ -66,6 +80,47 @@ class Pipeline:
                 events.append(event)
         assert done(events), f"events so far: {events}\n{self.logs()}"
         return events
+
+    def child(self, name: str) -> Any:
+        assert self.stack is not None
+        return next(c for c in self.stack.children if c.name == name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one of the pipeline's processes (a crash, not a shutdown)."""
+        import signal
+
+        child = self.child(name)
+        child.proc.send_signal(signal.SIGKILL)
+        child.proc.wait(10)
+        assert self.stack is not None
+        self.stack.children.remove(child)
+
+    def respawn_worker(self) -> None:
+        from redswitch.launcher import worker_command
+
+        assert self.stack is not None
+        self.stack.spawn("worker", worker_command())
+
+    def originated(self, marker: str) -> list[str]:
+        """dial_ids of every originate (of a call, not a barge) the simulator received whose dial_id has ``marker``."""
+        found = []
+        for command in self.simulator.commands():
+            if "originate" in command and "&bridge(" in command and marker in command:
+                found.append(command.split("redswitch_dial_id=")[1].split(",")[0])
+        return found
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.1) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(interval)
+        return predicate()
+
+    def leftovers(self) -> dict[str, int]:
+        """Jobs still sitting in the jobs list or any processing list."""
+        keys = [self.settings.jobs_key, *self.client.keys("{" + self.settings.jobs_key + "}.processing.*")]
+        return {str(key): n for key in keys if (n := self.client.llen(key))}
 
     def publish(self, dial_id: str, message: dict[str, Any] | str) -> None:
         self.client.publish(dial_id, message if isinstance(message, str) else json.dumps(message))

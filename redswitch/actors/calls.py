@@ -1,22 +1,24 @@
 """The ``asp_call`` actor: originate a click-to-call without holding a worker thread for the ring time.
 
 ``bgapi originate`` returns as soon as FreeSWITCH has the job; the outcome arrives as events, which the
-listener process turns into ``answer-event``/``hangup-event``/``failure``. The actor's only job is to hand
-the call over exactly once, even when its message is delivered twice (a worker killed mid-job):
+listener process turns into ``answer-event``/``hangup-event``/``failure``. The actor's job is to hand the
+call over exactly once, even when its message runs twice (a retry, or a redelivery after a worker was
+killed), because dialling a person twice is the one thing it must never do. The call record moves through:
 
-1. ``claim``: write the call record (fresh leg uuids, Job-UUID, state ``sending``) and announce
-   ``call-start`` in one transaction — only the first delivery wins;
-2. ``bgapi`` the originate with those uuids;
-3. mark the record ``sent``.
+* ``claimed``: written with fresh leg uuids and a Job-UUID, atomically with ``call-start`` (first run only);
+* ``dialling``: written just before the bgapi goes out — from here on FreeSWITCH may have the call;
+* ``sent``: FreeSWITCH acknowledged the bgapi.
 
-A redelivered message finds the record: ``sent`` means done; ``sending`` means a worker died around the
-bgapi, so it asks FreeSWITCH whether side 0 exists and whether the listener saw any of the call's events,
-and only re-sends (with the same uuids) when neither is true.
+A later run of the same message dials again only from ``claimed``. From ``dialling`` it first looks for
+evidence that FreeSWITCH got the call (the listener saw a channel or the job's result, or side 0 exists);
+without any, it waits ``REDIAL_GUARD`` seconds after the attempt before dialling again. (A reused
+``origination_uuid`` does not protect: FreeSWITCH logs "set UUID FAILED" and dials with a new uuid.)
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -25,10 +27,9 @@ from dramatiq.middleware import CurrentMessage
 
 from redswitch import originate
 from redswitch.actors import context
-from redswitch.errors import EslCommandError, EslConnectionError, PayloadError
+from redswitch.errors import EslCommandError, EslConnectionError, EslUncertainError, PayloadError
 from redswitch.messages import ID_PATTERN, AspCall, job_from_dict
 from redswitch.protocol import commands
-from redswitch.state import Keys
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +52,13 @@ def asp_call(job: dict[str, Any]) -> None:
         _report_invalid(job, exc)
         raise
     created, record = _claim(call)
-    if not created and (record.get("state") == "sent" or _already_attempted(record)):
-        logger.info("dial_id=%s already handed to FreeSWITCH; not dialling again", call.dial_id)
-        _mark_sent(call.dial_id)
+    if not created and not _may_dial(call.dial_id, record):
         return
     _send(call, record)
 
 
 def _claim(call: AspCall) -> tuple[bool, dict[str, str]]:
-    """Create the call record (and announce call-start) on the first delivery; return it either way."""
+    """Create the call record (and announce call-start) on the first run; return it either way."""
     fresh = {
         "org_id": call.org_id,
         "user_id": call.user_id,
@@ -67,14 +66,31 @@ def _claim(call: AspCall) -> tuple[bool, dict[str, str]]:
         "uuid0": str(uuid.uuid4()),
         "uuid1": str(uuid.uuid4()),
         "job_uuid": str(uuid.uuid4()),
-        "state": "sending",
+        "state": "claimed",
     }
     return context.call_state().claim_call(call.dial_id, call.org_id, call.user_id, fresh)
 
 
-def _already_attempted(record: dict[str, str]) -> bool:
-    """After a crash: did FreeSWITCH already get this call? (the listener saw an event, or side 0 is alive)"""
-    if record.get("seen") == "1":
+def _may_dial(dial_id: str, record: dict[str, str]) -> bool:
+    """A second run of the message: dial only when FreeSWITCH surely never got the call."""
+    state = record.get("state")
+    if state == "claimed":
+        return True
+    if state == "dialling" and not _evidence_of_call(record):
+        waited = time.time() - float(record.get("dialling_since", "0"))
+        guard = context.settings().redial_guard
+        if waited >= guard:
+            logger.warning("dial_id=%s no trace of the earlier attempt after %.1fs; dialling again", dial_id, waited)
+            return True
+        raise dramatiq.Retry(delay=int((guard - waited) * 1000) + 100)
+    logger.info("dial_id=%s already handed to FreeSWITCH; not dialling again", dial_id)
+    _set_state(dial_id, "sent")
+    return False
+
+
+def _evidence_of_call(record: dict[str, str]) -> bool:
+    """Did FreeSWITCH get this call? The listener saw a channel or the job's result, or side 0 is alive."""
+    if record.get("seen") == "1" or record.get("job_result"):
         return True
     reply = context.esl_pool().client().api(commands.uuid_exists(record["uuid0"]))
     return reply.strip() == "true"
@@ -83,9 +99,16 @@ def _already_attempted(record: dict[str, str]) -> bool:
 def _send(call: AspCall, record: dict[str, str]) -> None:
     settings = context.settings()
     command = originate.click_to_call(settings, call, record["uuid0"], record["uuid1"])
+    _set_state(call.dial_id, "dialling", dialling_since=f"{time.time():.3f}")
     try:
         context.esl_pool().client().bgapi(command, record["job_uuid"])
+    except EslUncertainError as exc:
+        logger.warning(
+            "dial_id=%s no answer to the originate (%s); will look for it before any redial", call.dial_id, exc
+        )
+        raise
     except EslConnectionError as exc:
+        _set_state(call.dial_id, "claimed")  # nothing was written: FreeSWITCH surely does not have it
         if _retries() >= MAX_RETRIES:
             context.call_state().fail(call.dial_id, call.org_id, call.user_id, "ESL_UNREACHABLE", reason=str(exc))
             logger.error("dial_id=%s failed: FreeSWITCH unreachable after %d retries", call.dial_id, MAX_RETRIES)
@@ -94,13 +117,14 @@ def _send(call: AspCall, record: dict[str, str]) -> None:
         raise
     except EslCommandError as exc:
         context.call_state().fail(call.dial_id, call.org_id, call.user_id, exc.reply)
+        _set_state(call.dial_id, "sent")
         return
-    _mark_sent(call.dial_id)
+    _set_state(call.dial_id, "sent")
     logger.info("dial_id=%s originate handed to FreeSWITCH (job %s)", call.dial_id, record["job_uuid"])
 
 
-def _mark_sent(dial_id: str) -> None:
-    context.redis_client().hset(Keys.call(dial_id), "state", "sent")
+def _set_state(dial_id: str, state: str, **extra: str) -> None:
+    context.call_state().update_call(dial_id, state=state, **extra)
 
 
 def _retries() -> int:
