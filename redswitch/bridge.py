@@ -28,6 +28,7 @@ from typing import Any
 
 import redis
 
+from redswitch import metrics
 from redswitch.config import Settings
 from redswitch.errors import PayloadError
 from redswitch.messages import AspCall, parse_job, peek_field
@@ -97,6 +98,8 @@ class Bridge:
 
     def handle(self, raw: Any, adopted: bool) -> None:
         """Enqueue or park ``raw``; only then drop it from the processing list."""
+        if not adopted:
+            metrics.JOBS_TAKEN.inc()
         try:
             job = parse_job(raw)
             self._accept(job, raw, adopted)
@@ -111,6 +114,7 @@ class Bridge:
             if not (adopted and _text(self.client.get(key)) == digest):
                 raise PayloadError(f"duplicate dial_id {job.dial_id!r}: already dialled within the last 24 h")
         self.send(job.to_dict())
+        metrics.JOBS_ENQUEUED.inc()
 
     def _park(self, raw: bytes, reason: str, duplicate: bool) -> None:
         """Keep a refused job where an operator can find it, and tell its channel why, if it has one."""
@@ -122,6 +126,7 @@ class Bridge:
         dial_id = peek_field(raw, "dial_id")
         record["dial_id"] = dial_id
         self.client.rpush(self.keys.dead, json.dumps(record))
+        metrics.JOBS_DEAD.labels("DUPLICATE_DIAL_ID" if duplicate else "INVALID_JOB").inc()
         logger.warning("dial_id=%s job parked in %s: %s", dial_id, self.keys.dead, reason)
         if dial_id is not None:
             cause = "DUPLICATE_DIAL_ID" if duplicate else "INVALID_JOB"

@@ -48,6 +48,7 @@ def add_bridge(subparsers: Subparsers) -> None:
 def run_bridge(args: argparse.Namespace, settings: Settings) -> int:
     from redswitch.actors import CONTROL_ACTORS, asp_call
     from redswitch.bridge import Bridge
+    from redswitch.metrics import start_metrics_server
     from redswitch.redis_client import redis_from_settings
     from redswitch.relay import Relay
 
@@ -57,6 +58,7 @@ def run_bridge(args: argparse.Namespace, settings: Settings) -> int:
         return CONTROL_ACTORS[actor_name].send(dial_id, message)
 
     relay = Relay(redis_from_settings(settings), bridge.state, bridge.bridge_id, forward)
+    start_metrics_server(settings)
     stop = _stop_on_signals()
     relay_thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)
     relay_thread.start()
@@ -72,8 +74,10 @@ def add_listen(subparsers: Subparsers) -> None:
 
 def run_listen(args: argparse.Namespace, settings: Settings) -> int:
     from redswitch.listener import Listener
+    from redswitch.metrics import start_metrics_server
     from redswitch.redis_client import redis_from_settings
 
+    start_metrics_server(settings)
     Listener(settings, redis_from_settings(settings)).run(_stop_on_signals())
     return 0
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import redis
 
+from redswitch import metrics
 from redswitch.config import Settings
 from redswitch.errors import EslError
 from redswitch.esl_stream import EventStream
@@ -29,6 +31,8 @@ logger = logging.getLogger(__name__)
 EVENTS = ["CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP", "BACKGROUND_JOB"]
 SIDES = ("0", "1", "2")
 BARGER_FIELDS = ("barger_uuid", "barger_mode", "barger_prev_mode", "barger_answered")
+#: The protocol event each kind of action publishes (for the events-published metric).
+_EVENT_TYPES = {"answered": "answer-event", "hung_up": "hangup-event"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +114,9 @@ class Listener:
                 "could not record %d events (dial_ids %s)", len(actions), sorted({a.dial_id for a in actions})[:10]
             )
             raise
+        for action in actions:
+            if action.kind in _EVENT_TYPES:
+                metrics.EVENTS_PUBLISHED.labels(_EVENT_TYPES[action.kind]).inc()
 
     def _stage(self, pipe: Any, action: Action) -> None:
         dial_id, org_id, user_id, side = action.dial_id, action.org_id, action.user_id, action.side
@@ -160,6 +167,7 @@ class Listener:
         A Redis outage does not lose events: the batch being applied is retried until Redis is back.
         """
         delay = 0.1
+        connected_before = False
         while not stop.is_set():
             try:
                 stream = self.connect()
@@ -170,6 +178,9 @@ class Listener:
                 continue
             logger.info("listening to FreeSWITCH at %s:%s", self.settings.esl_url, self.settings.esl_port)
             delay = 0.1
+            if connected_before:
+                metrics.ESL_RECONNECTS.inc()
+            connected_before = True
             try:
                 self._pump(stream, stop)
             except EslError as exc:
@@ -180,9 +191,11 @@ class Listener:
     def _pump(self, stream: EventStream, stop: threading.Event) -> None:
         while not stop.is_set():
             events = stream.read(timeout=0.5)
+            read_at = time.monotonic()
             while events and not stop.is_set():
                 try:
                     self.on_events(events)
+                    metrics.EVENT_TO_PUBLISH.observe(time.monotonic() - read_at)
                     events = []
                 except redis.exceptions.RedisError:
                     stop.wait(0.5)

@@ -20,8 +20,9 @@ from typing import Any
 
 import redis
 
+from redswitch import metrics
 from redswitch.errors import PayloadError
-from redswitch.messages import EVENT_TYPES, load_object, parse_control
+from redswitch.messages import CONTROL_TYPES, EVENT_TYPES, load_object, parse_control
 from redswitch.state import CallState, Keys
 
 logger = logging.getLogger(__name__)
@@ -87,8 +88,10 @@ class Relay:
             kind = _type_of(data)
             logger.info("dial_id=%s control message refused: %s", dial_id, exc.reason)
             self.state.reply(dial_id, {"type": "error", "event": kind, "reason": exc.reason})
+            metrics.CONTROL_MESSAGES.labels(kind if kind in CONTROL_TYPES else "unknown", "refused").inc()
             return
         self.forward(control.type, dial_id, control.to_dict())
+        metrics.CONTROL_MESSAGES.labels(control.type, "forwarded").inc()
 
 
 def _is_our_own(data: str) -> bool:

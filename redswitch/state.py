@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from redswitch import metrics
 from redswitch.config import Settings
 
 ACTIVE_TTL = 24 * 3600  # contract: active calls expire after 24 h
@@ -203,6 +204,7 @@ class CallState:
         if end_call:
             self._end(pipe, dial_id)
         pipe.execute()
+        metrics.CALLS_FAILED.labels(metrics.cause_label(cause)).inc()
 
     def end_call(self, dial_id: str, pipe: Any = None) -> None:
         """The call is over: relays leave its channel."""

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import dramatiq
 
-from redswitch import originate
+from redswitch import metrics, originate
 from redswitch.actors import context
 from redswitch.errors import EslCommandError, PayloadError
 from redswitch.messages import Control, parse_control
@@ -49,8 +49,10 @@ def _control_actor(name: str, fn: Callable[[str, Control], None]) -> dramatiq.Ac
             reason = exc.reason if isinstance(exc, PayloadError) else str(exc)
             logger.info("dial_id=%s %s refused: %s", dial_id, kind, reason)
             context.call_state().reply(dial_id, {"type": "error", "event": kind, "reason": reason})
+            metrics.CONTROL_COMMANDS.labels(name, "error").inc()
             return
         context.call_state().reply(dial_id, {"type": "ack", "event": kind})
+        metrics.CONTROL_COMMANDS.labels(name, "ack").inc()
         logger.info("dial_id=%s %s done", dial_id, kind)
 
     decorate = dramatiq.actor(
