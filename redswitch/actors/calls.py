@@ -25,7 +25,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from redswitch import originate
+from redswitch import metrics, originate
 from redswitch.actors import context
 from redswitch.errors import EslCommandError, EslConnectionError, EslUncertainError, PayloadError
 from redswitch.messages import ID_PATTERN, AspCall, job_from_dict
@@ -120,7 +120,16 @@ def _send(call: AspCall, record: dict[str, str]) -> None:
         _set_state(call.dial_id, "sent")
         return
     _set_state(call.dial_id, "sent")
+    _count_originate()
     logger.info("dial_id=%s originate handed to FreeSWITCH (job %s)", call.dial_id, record["job_uuid"])
+
+
+def _count_originate() -> None:
+    """Count the originate and its delay since the job was enqueued (Dramatiq stamps messages in ms)."""
+    metrics.CALLS_ORIGINATED.inc()
+    message = CurrentMessage.get_current_message()
+    if message is not None:
+        metrics.JOB_TO_ORIGINATE.observe(metrics.seconds_since(message.message_timestamp / 1000))
 
 
 def _set_state(dial_id: str, state: str, **extra: str) -> None:
