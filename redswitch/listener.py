@@ -39,13 +39,14 @@ _EVENT_TYPES = {"answered": "answer-event", "hung_up": "hangup-event"}
 class Action:
     """What one FreeSWITCH event means for one call."""
 
-    kind: str  # "created" | "answered" | "hung_up" | "job_failed"
+    kind: str  # "created" | "answered" | "hung_up" | "job_done"
     dial_id: str
     org_id: str = ""
     user_id: str = ""
     side: str = ""
     cause: str = ""
     job_uuid: str = ""
+    result: str = ""
 
 
 def translate(headers: Mapping[str, str], body: str = "") -> Action | None:
@@ -69,11 +70,12 @@ def translate(headers: Mapping[str, str], body: str = "") -> Action | None:
 
 
 def _job_action(headers: Mapping[str, str], body: str) -> Action | None:
-    """A background originate that failed: the listener must check whether any leg ever existed."""
-    if headers.get("Job-Command") != "originate" or not body.startswith("-ERR"):
+    """The result of a background originate: evidence for the actor, and a failure to report if no leg existed."""
+    if headers.get("Job-Command") != "originate":
         return None
-    cause = body[len("-ERR") :].strip() or "NORMAL_UNSPECIFIED"
-    return Action("job_failed", dial_id="", cause=cause, job_uuid=headers.get("Job-UUID", ""))
+    result = body.strip()
+    cause = (result[len("-ERR") :].strip() or "NORMAL_UNSPECIFIED") if result.startswith("-ERR") else ""
+    return Action("job_done", dial_id="", cause=cause, job_uuid=headers.get("Job-UUID", ""), result=result[:200])
 
 
 class Listener:
@@ -92,16 +94,16 @@ class Listener:
     def apply(self, actions: list[Action]) -> None:
         """Apply actions in order: channel events in one transaction, then the (rare) failed-job checks."""
         pipe = self.client.pipeline(transaction=True)
-        failed_jobs = []
+        jobs = []
         for action in actions:
-            if action.kind == "job_failed":
-                failed_jobs.append(action)
+            if action.kind == "job_done":
+                jobs.append(action)
             else:
                 self._stage(pipe, action)
         if len(pipe):
             pipe.execute()
-        for action in failed_jobs:
-            self._job_failed(action)
+        for action in jobs:
+            self._job_done(action)
 
     def on_events(self, events: list[Event]) -> None:
         actions = [a for a in (translate(dict(e.headers), e.body) for e in events) if a is not None]
@@ -135,13 +137,14 @@ class Listener:
                 self.state.clear_call_fields(dial_id, *BARGER_FIELDS, pipe=pipe)
         logger.debug("dial_id=%s %s side=%s cause=%s", dial_id, action.kind, side, action.cause)
 
-    def _job_failed(self, action: Action) -> None:
-        """FreeSWITCH refused an originate: report ``failure`` unless a leg existed (its hangup says it all)."""
+    def _job_done(self, action: Action) -> None:
+        """Record an originate's result; if FreeSWITCH refused it and no leg existed, report ``failure``."""
         dial_id = self.client.get(Keys.job(action.job_uuid))
         if not dial_id:
-            return
+            return  # not one of ours
+        self.state.update_call(str(dial_id), job_result=action.result)
         record = self.state.call_record(str(dial_id))
-        if record.get("seen") == "1":
+        if not action.cause or record.get("seen") == "1":
             return
         logger.info("dial_id=%s FreeSWITCH refused the originate: %s", dial_id, action.cause)
         self.state.fail(
