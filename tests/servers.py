@@ -36,9 +36,20 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
 
 
 class RedisServer:
-    """A ``redis-server`` child process bound to 127.0.0.1 on a fixed port, restartable on the same port."""
+    """A ``redis-server`` child process bound to 127.0.0.1 on a fixed port, restartable on the same port.
 
-    def __init__(self, port: int | None = None, extra_args: list[str] | None = None) -> None:
+    ``tls=True`` serves TLS only (a self-signed certificate made with openssl); ``users`` adds ACL users
+    (``{"alice": "secret"}``) and ``password`` protects the default user.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        extra_args: list[str] | None = None,
+        tls: bool = False,
+        password: str | None = None,
+        users: dict[str, str] | None = None,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -48,35 +59,79 @@ class RedisServer:
         self.extra_args = extra_args or []
         self.dir = Path(tempfile.mkdtemp(prefix="redswitch-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tls = tls
+        self.password = password
+        self.users = users or {}
+        if tls:
+            self._make_certificate()
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        return self.url_for()
+
+    def url_for(self, user: str | None = None, password: str | None = None) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        auth = f"{user or ''}:{password}@" if password else ""
+        query = f"?ssl_ca_certs={self.dir / 'cert.pem'}" if self.tls else ""
+        return f"{scheme}://{auth}{self.host}:{self.port}/0{query}"
+
+    def _make_certificate(self) -> None:
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                str(self.dir / "key.pem"),
+                "-out",
+                str(self.dir / "cert.pem"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def _security_args(self) -> list[str]:
+        args: list[str] = ["--port", str(self.port)]
+        if self.tls:
+            args = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.dir / "cert.pem"),
+                "--tls-key-file",
+                str(self.dir / "key.pem"),
+                "--tls-ca-cert-file",
+                str(self.dir / "cert.pem"),
+                "--tls-auth-clients",
+                "no",
+            ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        for user, secret in self.users.items():
+            args += ["--user", user, "on", f">{secret}", "~*", "&*", "+@all"]
+        return args
 
     def start(self) -> RedisServer:
-        args = [
-            self.binary,
-            "--bind",
-            self.host,
-            "--port",
-            str(self.port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.dir),
-            "--protected-mode",
-            "no",
-            *self.extra_args,
-        ]
+        common = ["--bind", self.host, "--save", "", "--appendonly", "no", "--dir", str(self.dir)]
+        args = [self.binary, *common, "--protected-mode", "no", *self._security_args(), *self.extra_args]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.host, self.port)
         self._wait_ready()
         return self
 
     def _wait_ready(self) -> None:
-        client = redis.Redis(host=self.host, port=self.port, socket_timeout=1)
+        client = redis.Redis.from_url(self.url_for(password=self.password), socket_timeout=1)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -109,4 +164,4 @@ class RedisServer:
         self.start()
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host=self.host, port=self.port, decode_responses=True)
+        return redis.Redis.from_url(self.url_for(password=self.password), decode_responses=True)
