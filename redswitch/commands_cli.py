@@ -82,6 +82,21 @@ def run_listen(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def add_schedule(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("schedule", help="reconcile Redis with FreeSWITCH, bound the dead list")
+    parser.set_defaults(handler=run_schedule)
+
+
+def run_schedule(args: argparse.Namespace, settings: Settings) -> int:
+    from redswitch.metrics import start_metrics_server
+    from redswitch.redis_client import redis_from_settings
+    from redswitch.scheduler import Scheduler
+
+    start_metrics_server(settings)
+    Scheduler(settings, redis_from_settings(settings)).run(_stop_on_signals())
+    return 0
+
+
 def add_push(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser("push", help="push a test job the legacy way (RPUSH on the jobs list)")
     parser.add_argument("kind", choices=["asp-call"])
@@ -210,6 +225,7 @@ REGISTRY: list[Callable[[Subparsers], None]] = [
     add_simulate,
     add_bridge,
     add_listen,
+    add_schedule,
     add_run,
     add_demo,
     add_push,

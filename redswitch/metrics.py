@@ -60,6 +60,9 @@ ESL_UP = Gauge("redswitch_esl_up", "1 while the scheduler's ESL event connection
 LAST_HEARTBEAT = Gauge(
     "redswitch_freeswitch_last_heartbeat_timestamp_seconds", "Unix time of FreeSWITCH's last HEARTBEAT event."
 )
+HEARTBEAT_AGE = Gauge(
+    "redswitch_freeswitch_heartbeat_age_seconds", "Seconds since FreeSWITCH's last HEARTBEAT (-1: none seen yet)."
+)
 SCHEDULER_LEADER = Gauge("redswitch_scheduler_leader", "1 while this scheduler holds the lease and acts, else 0.")
 
 
