@@ -146,4 +146,4 @@ def _report_invalid(job: Any, exc: PayloadError) -> None:
     dial_id = job.get("dial_id") if isinstance(job, dict) else None
     if isinstance(dial_id, str) and ID_PATTERN.fullmatch(dial_id):
         context.call_state().fail(dial_id, None, None, "INVALID_JOB", reason=exc.reason)
-    logger.warning("invalid asp-call message: %s", exc.reason)
+    logger.warning("dial_id=%s invalid asp-call message: %s", dial_id, exc.reason)
