@@ -1,0 +1,13 @@
+# The Redswitch image: one image for the worker, bridge, listener, scheduler and simulator (the command picks).
+FROM python:3.12-slim
+
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY redswitch ./redswitch
+RUN pip install . && useradd --system --no-create-home redswitch
+USER redswitch
+
+# Health: Redis answers, FreeSWITCH authenticates and says it is ready (exit 0), or says which part failed.
+HEALTHCHECK --interval=30s --timeout=20s --start-period=20s CMD ["redswitch", "check"]
+CMD ["redswitch", "--help"]
