@@ -8,12 +8,12 @@ for unit tests of single actors.
 from __future__ import annotations
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage
 
 from redswitch.config import Settings
 from redswitch.errors import ConfigError
+from redswitch.waking_broker import WakingRedisBroker
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
@@ -31,7 +31,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             ) from None
         broker = RabbitmqBroker(url=url)
     else:
-        broker = RedisBroker(  # type: ignore[no-untyped-call]
+        broker = WakingRedisBroker(  # type: ignore[no-untyped-call]
             url=url,
             socket_timeout=settings.pubsub_redis_timeout,
             socket_connect_timeout=settings.pubsub_redis_timeout,

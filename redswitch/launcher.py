@@ -80,13 +80,15 @@ class Stack:
         settings: Settings,
         simulate: bool = False,
         bridges: int = 1,
+        listener: bool = True,
         env: Mapping[str, str] | None = None,
         log_dir: str | None = None,
     ) -> None:
         self.settings = settings
         self.simulate = simulate
         self.bridges = bridges
-        self.env = {**os.environ, **settings.env(), "dramatiq_worker_timeout": "100", **(env or {})}
+        self.listener = listener
+        self.env = {**os.environ, **settings.env(), **(env or {})}
         self.log_dir = log_dir
         self.children: list[Child] = []
 
@@ -105,7 +107,8 @@ class Stack:
                 ),
             )
             wait_for_port(self.settings.esl_url, self.settings.esl_port)
-        self.spawn("listener", redswitch_command("listen"))
+        if self.listener:
+            self.spawn("listener", redswitch_command("listen"))
         self.spawn("worker", worker_command())
         for number in range(self.bridges):
             self.spawn(f"bridge{number}", redswitch_command("bridge"))

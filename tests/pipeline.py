@@ -23,10 +23,12 @@ class Pipeline:
         scenario: Scenario | None = None,
         bridges: int = 1,
         env: dict[str, str] | None = None,
+        listener: bool = True,
         **settings: Any,
     ) -> None:
         self.bridges = bridges
         self.env = env or {}
+        self.listener = listener
         self.simulator = Simulator(host="127.0.0.1", port=0, password="ClueCon", scenario=scenario)
         self.redis_url = redis_url
         self.log_dir = tempfile.mkdtemp(prefix="redswitch-pipeline-")
@@ -37,7 +39,9 @@ class Pipeline:
         self.simulator.start()
         values = {"originate_timeout": 2, **self.extra}
         self.settings = Settings(pubsub_redis_url=self.redis_url, esl_port=self.simulator.port, **values)
-        self.stack = Stack(self.settings, bridges=self.bridges, env=self.env, log_dir=self.log_dir).start()
+        self.stack = Stack(
+            self.settings, bridges=self.bridges, listener=self.listener, env=self.env, log_dir=self.log_dir
+        ).start()
         self.client = redis.Redis.from_url(self.redis_url, decode_responses=True)
         return self
 

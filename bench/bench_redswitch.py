@@ -1,0 +1,346 @@
+"""Redswitch benchmarks: every number next to a baseline measured in the same run (run: ./scripts/bench).
+
+1. intake throughput: legacy jobs/s from RPUSH to ``originate`` at the simulator (1 bridge, 1 worker process)
+   vs a no-op Dramatiq actor on the same broker, and vs a bare loop doing the same Redis and ESL work;
+2. intake latency p50/p99/max from push to originate at 50 and 200 calls/s offered;
+3. event throughput: ESL events/s the listener turns into published events + state, vs a bare loop;
+4. control latency p50/p99 from a publish on the dial_id channel to the ESL command, and to the ack;
+5. memory: Redis bytes per active call and per history event; RSS of each process at 1,000 live calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.feeder import Feeder, call_events  # noqa: E402
+from redswitch.launcher import worker_command  # noqa: E402
+from redswitch.simulator import Outcome, Scenario, Simulator  # noqa: E402
+from tests.payloads import job  # noqa: E402
+from tests.pipeline import Pipeline, has  # noqa: E402
+from tests.servers import RedisServer  # noqa: E402
+from tests.soak import memory  # noqa: E402
+
+ROWS: list[tuple[str, str, str]] = []
+
+
+def row(name: str, value: str, note: str = "") -> None:
+    ROWS.append((name, value, note))
+    print(f"  {name:52s} {value:>22s}  {note}", flush=True)
+
+
+class TimedSimulator(Simulator):
+    """Records when each command arrived (perf_counter), for latency measured at the switch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrivals: list[tuple[float, str]] = []
+
+    def record_command(self, line: str) -> None:
+        self.arrivals.append((time.perf_counter(), line))
+        super().record_command(line)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.005) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark step did not finish")
+        time.sleep(interval)
+
+
+def pipeline_with(redis_url: str, **kwargs: Any) -> Pipeline:
+    pipeline = Pipeline(redis_url, kwargs.pop("scenario", None), **kwargs)
+    pipeline.simulator = TimedSimulator(
+        host="127.0.0.1", port=0, password="ClueCon", scenario=pipeline.simulator.scenario
+    )
+    return pipeline
+
+
+def originate_times(sim: TimedSimulator, marker: str) -> dict[str, float]:
+    found = {}
+    for at, line in list(sim.arrivals):
+        if "&bridge(" in line and marker in line:
+            found[line.split("redswitch_dial_id=")[1].split(",")[0]] = at
+    return found
+
+
+# -- 1. intake throughput ------------------------------------------------------------------------------------
+
+
+def intake_throughput(redis_url: str, count: int) -> None:
+    print("intake throughput", flush=True)
+    quiet = Scenario.default().with_changes(default_outcome=Outcome(ring=0.01, hangup_after=0.2))
+    pipeline = pipeline_with(redis_url, scenario=quiet, listener=False).start()
+    try:
+        warm = f"warm{time.monotonic_ns()}_"
+        push(pipeline, warm, 50)
+        wait(lambda: len(originate_times(pipeline.simulator, warm)) >= 50, 60)  # type: ignore[arg-type]
+        prefix = f"thr{time.monotonic_ns()}_"
+        start = time.perf_counter()
+        push(pipeline, prefix, count)
+        wait(lambda: len(originate_times(pipeline.simulator, prefix)) >= count, 120)  # type: ignore[arg-type]
+        ours = count / (max(originate_times(pipeline.simulator, prefix).values()) - start)  # type: ignore[arg-type]
+    finally:
+        pipeline.stop()
+    noop = noop_throughput(redis_url, count)
+    bare = bare_intake(redis_url, count)
+    row("intake: legacy push -> originate (bridge+worker)", f"{ours:,.0f} jobs/s")
+    row("  baseline: no-op Dramatiq actor, same broker", f"{noop:,.0f} msgs/s", f"ours/no-op = {ours / noop:.2f}")
+    row("  baseline: bare loop, same Redis+ESL work", f"{bare:,.0f} jobs/s", f"ours/bare = {ours / bare:.2f}")
+
+
+def push(pipeline: Pipeline, prefix: str, count: int) -> None:
+    payloads = [json.dumps(job(dial_id=f"{prefix}{n}", user_id=f"{prefix}{n}")) for n in range(count)]
+    for start in range(0, count, 1000):
+        pipeline.client.rpush(pipeline.settings.jobs_key, *payloads[start : start + 1000])
+
+
+def noop_throughput(redis_url: str, count: int) -> float:
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    env = {**os.environ, "PUBSUB_REDIS_URL": redis_url, "BROKER_URL": ""}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", "bench.noop_actor", "--processes", "1", "--threads", "8"],
+        env=env,
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        os.environ["PUBSUB_REDIS_URL"] = redis_url
+        from bench.noop_actor import broker, noop
+
+        noop.send({"warm": "1"})
+        wait(lambda: int(client.get("bench:noop") or 0) >= 1, 60)
+        start = time.perf_counter()
+        for n in range(count):
+            noop.send(job(dial_id=f"noop{n}"))
+        wait(lambda: int(client.get("bench:noop") or 0) >= count + 1, 120, interval=0.002)
+        rate = count / (time.perf_counter() - start)
+        broker.close()
+        return rate
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def bare_intake(redis_url: str, count: int) -> float:
+    redis.Redis.from_url(redis_url).flushall()
+    quiet = Scenario.default().with_changes(default_outcome=Outcome(ring=0.01, hangup_after=0.2))
+    sim = TimedSimulator(host="127.0.0.1", port=0, password="ClueCon", scenario=quiet).start()
+    try:
+        client = redis.Redis.from_url(redis_url)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare", "intake", str(sim.port), redis_url, "talkiq-asp.calls", str(count)],
+            cwd=os.path.dirname(os.path.dirname(__file__)) or ".",
+        )
+        time.sleep(1.0)
+        start = time.perf_counter()
+        payloads = [json.dumps(job(dial_id=f"bare{n}", user_id=f"bare{n}")) for n in range(count)]
+        for first in range(0, count, 1000):
+            client.rpush("talkiq-asp.calls", *payloads[first : first + 1000])
+        wait(lambda: len(originate_times(sim, "bare")) >= count, 120)
+        rate = count / (max(originate_times(sim, "bare").values()) - start)
+        proc.wait(30)
+        return rate
+    finally:
+        sim.stop()
+
+
+# -- 2. intake latency -----------------------------------------------------------------------------------------
+
+
+def intake_latency(redis_url: str, rates: list[int], seconds: float) -> None:
+    print("intake latency", flush=True)
+    quiet = Scenario.default().with_changes(default_outcome=Outcome(ring=0.01, hangup_after=0.3))
+    pipeline = pipeline_with(redis_url, scenario=quiet).start()
+    try:
+        push(pipeline, f"warmlat{time.monotonic_ns()}_", 50)
+        time.sleep(2)
+        for rate in rates:
+            prefix = f"lat{rate}_{time.monotonic_ns()}_"
+            pushed: dict[str, float] = {}
+            start = time.perf_counter()
+            n = 0
+            while n < rate * seconds:
+                due = start + n / rate
+                while time.perf_counter() < due:
+                    time.sleep(0.0005)
+                dial_id = f"{prefix}{n}"
+                pushed[dial_id] = time.perf_counter()
+                pipeline.client.rpush(pipeline.settings.jobs_key, json.dumps(job(dial_id=dial_id, user_id=dial_id)))
+                n += 1
+            sim: TimedSimulator = pipeline.simulator  # type: ignore[assignment]
+            wait(lambda: len(originate_times(sim, prefix)) >= len(pushed), 60)
+            arrived = originate_times(sim, prefix)
+            lat = [(arrived[d] - t) * 1000 for d, t in pushed.items()]
+            row(
+                f"intake latency at {rate} calls/s (push -> originate)",
+                f"p50 {pct(lat, 0.5):.1f} / p99 {pct(lat, 0.99):.1f} / max {max(lat):.1f} ms",
+                f"n={len(lat)}",
+            )
+    finally:
+        pipeline.stop()
+
+
+# -- 3. listener -----------------------------------------------------------------------------------------------
+
+
+def listener_throughput(redis_url: str, calls: int) -> None:
+    print("event throughput", flush=True)
+    prefix = f"ev{time.monotonic_ns()}_"
+    payload, count = call_events(calls, prefix)
+    client = redis.Redis.from_url(redis_url)
+    ours = run_listener(redis_url, client, payload, count, prefix, calls)
+    bare = run_bare_listener(redis_url, payload, count)
+    row("listener: ESL events -> Redis state + publish", f"{ours:,.0f} events/s")
+    row("  baseline: bare loop reading + publishing", f"{bare:,.0f} events/s", f"ours/bare = {ours / bare:.2f}")
+
+
+def run_listener(redis_url: str, client: redis.Redis, payload: bytes, count: int, prefix: str, calls: int) -> float:
+    feeder = Feeder(payload)
+    last = f"{prefix}{calls - 1}"
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub.subscribe(last)
+    env = {**os.environ, "PUBSUB_REDIS_URL": redis_url, "ESL_PORT": str(feeder.port)}
+    proc = subprocess.Popen([sys.executable, "-m", "redswitch", "listen"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.5)
+            if message and message["type"] == "message" and b'"side": "0", "cause"' in message["data"]:
+                return count / (time.perf_counter() - feeder.started_at)
+        raise TimeoutError("listener did not finish")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        feeder.close()
+
+
+def run_bare_listener(redis_url: str, payload: bytes, count: int) -> float:
+    feeder = Feeder(payload)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.bare", "events", str(feeder.port), redis_url, str(count)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        return count / (float(out.stdout.strip()) - feeder.started_at)
+    finally:
+        feeder.close()
+
+
+# -- 4. control latency ----------------------------------------------------------------------------------------
+
+
+def control_latency(redis_url: str, samples: int) -> None:
+    print("control latency", flush=True)
+    pipeline = pipeline_with(redis_url).start()
+    try:
+        pubsub = pipeline.call("bench_ctl")
+        pipeline.publish("bench_ctl", {"type": "barge", "phone_number": "15105550177", "caller_id": "1001"})
+        pipeline.events_until(pubsub, lambda ev: has("answer-event", "2")(ev) and has("ack")(ev))
+        sim: TimedSimulator = pipeline.simulator  # type: ignore[assignment]
+        to_command, to_ack = [], []
+        for n in range(samples):
+            kind = ("whisper", "mute")[n % 2]
+            before = len(sim.arrivals)
+            start = time.perf_counter()
+            pipeline.publish("bench_ctl", {"type": kind})
+            pipeline.events_until(pubsub, lambda ev, k=kind: any(e.get("event") == k for e in ev))
+            acked = time.perf_counter()
+            command_at = next(at for at, line in sim.arrivals[before:] if "uuid_recv_dtmf" in line)
+            to_command.append((command_at - start) * 1000)
+            to_ack.append((acked - start) * 1000)
+            time.sleep(0.1)  # an idle worker between commands, as in real use
+        row(
+            "control: publish -> ESL command at the switch",
+            f"p50 {pct(to_command, 0.5):.1f} / p99 {pct(to_command, 0.99):.1f} ms",
+            f"n={samples}",
+        )
+        row(
+            "control: publish -> ack on the channel",
+            f"p50 {pct(to_ack, 0.5):.1f} / p99 {pct(to_ack, 0.99):.1f} ms",
+            f"n={samples}",
+        )
+    finally:
+        pipeline.stop()
+
+
+# -- 5. memory -------------------------------------------------------------------------------------------------
+
+
+def memory_use(redis_url: str, calls: int) -> None:
+    print("memory", flush=True)
+    redis.Redis.from_url(redis_url).flushall()
+    pipeline = pipeline_with(redis_url).start()
+    try:
+        prefix = f"mem{time.monotonic_ns()}_"
+        push(pipeline, prefix, calls)
+        client = pipeline.client
+        wait(lambda: client.scard("redswitch:active") >= calls, 120, 0.1)
+        wait(lambda: sum(1 for _ in client.scan_iter("redswitch.*", count=1000)) >= calls, 120, 0.2)
+        time.sleep(1.0)
+        dial = f"{prefix}0"
+        per_call = sum(
+            client.memory_usage(k) or 0
+            for k in (f"redswitch.{dial}.talkiq_org_id.{dial}", f"redswitch:call:{dial}", f"redswitch:dialled:{dial}")
+        )
+        history = f"redswitch_history.talkiq_org_id.{dial}"
+        per_event = (client.memory_usage(history) or 0) / max(1, client.llen(history))
+        row("Redis bytes per active call (active list + record + dedup)", f"{per_call:,} B")
+        row("Redis bytes per history event", f"{per_event:,.0f} B")
+        for name, kib in memory(pipeline).items():
+            row(f"RSS at {calls:,} live calls: {name}", f"{kib / 1024:,.1f} MiB")
+        row(
+            f"RSS at {calls:,} live calls: simulator (in the bench process)",
+            f"{int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) / 1024:,.1f} MiB",
+        )
+    finally:
+        pipeline.stop()
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    server = RedisServer().start()
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    try:
+        started = time.monotonic()
+        listener_throughput(server.url, 2000 if quick else 10000)
+        intake_throughput(server.url, 500 if quick else 3000)
+        intake_latency(server.url, [50, 200], 3 if quick else 10)
+        control_latency(server.url, 30 if quick else 200)
+        memory_use(server.url, 200 if quick else 1000)
+        print(f"\nfinished in {time.monotonic() - started:.0f} s")
+        print("\n| measure | result | note |\n|---|---|---|")
+        for name, value, note in ROWS:
+            print(f"| {name.strip()} | {value} | {note} |")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
