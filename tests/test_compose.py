@@ -134,3 +134,9 @@ def test_subset_reader_agrees_with_pyyaml_when_installed(name: str) -> None:
 def test_subset_reader_reads_nested_blocks_and_flow_values() -> None:
     text = 'a:\n  b: [1, "x"]\n  c:\n    - "p:q"\n    - d: true\n      e: 5s  # comment\nf: {}\n'
     assert yaml_subset.load(text) == {"a": {"b": [1, "x"], "c": ["p:q", {"d": True, "e": "5s"}]}, "f": {}}
+
+
+def test_operations_doc_lists_every_setting() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    missing = sorted(name for name in setting_names() if f"`{name}`" not in text)
+    assert missing == []
