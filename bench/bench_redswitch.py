@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -24,13 +23,12 @@ import redis
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.feeder import Feeder, call_events  # noqa: E402
-from redswitch.launcher import worker_command  # noqa: E402
-from redswitch.simulator import Outcome, Scenario, Simulator  # noqa: E402
-from tests.payloads import job  # noqa: E402
-from tests.pipeline import Pipeline, has  # noqa: E402
-from tests.servers import RedisServer  # noqa: E402
-from tests.soak import memory  # noqa: E402
+from bench.feeder import Feeder, call_events
+from redswitch.simulator import Outcome, Scenario, Simulator
+from tests.payloads import job
+from tests.pipeline import Pipeline, has
+from tests.servers import RedisServer
+from tests.soak import memory
 
 ROWS: list[tuple[str, str, str]] = []
 
@@ -189,7 +187,7 @@ def intake_latency(redis_url: str, rates: list[int], seconds: float) -> None:
                 pipeline.client.rpush(pipeline.settings.jobs_key, json.dumps(job(dial_id=dial_id, user_id=dial_id)))
                 n += 1
             sim: TimedSimulator = pipeline.simulator  # type: ignore[assignment]
-            wait(lambda: len(originate_times(sim, prefix)) >= len(pushed), 60)
+            wait(lambda s=sim, p=prefix, want=len(pushed): len(originate_times(s, p)) >= want, 60)
             arrived = originate_times(sim, prefix)
             lat = [(arrived[d] - t) * 1000 for d, t in pushed.items()]
             row(

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff
 from dramatiq.errors import ConnectionClosed
-from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
 #: Tokens kept per wake list; more would only cause spurious wake-ups.

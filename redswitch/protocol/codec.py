@@ -7,11 +7,12 @@ No sockets, threads or clocks here (like h11): callers feed bytes in and write t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from enum import Enum
 
-from redswitch.protocol.frames import Event, Frame
-from redswitch.protocol.urlcode import url_decode, url_encode
+from redswitch.protocol.frames import Event, Frame, HeaderPairs
+from redswitch.protocol.urlcode import url_decode, url_decode_many, url_encode, url_encode_many
 
 __all__ = [
     "DISCONNECT_GOODBYE",
@@ -29,11 +30,14 @@ __all__ = [
     "encode_event_xml",
     "encode_reply",
     "encode_rude_rejection",
+    "event_plain_frame",
     "parse_event_json",
     "parse_event_plain",
+    "plain_body_section",
     "serialize_event_json",
     "serialize_event_plain",
     "serialize_event_xml",
+    "serialize_headers_plain",
 ]
 
 #: Body of the disconnect notice on a normal close (MES ``send_disconnect``), 67 bytes.
@@ -84,6 +88,8 @@ class Parser:
     def _next(self) -> Frame | None:
         if self._need is not None:
             return self._take_body()
+        if not self._lines and self._whole_block():
+            return self._end_headers()
         while True:
             end = self._buf.find(b"\n", self._pos)
             if end < 0:
@@ -96,6 +102,19 @@ class Parser:
                 self._lines.append(line)
             elif self._lines:
                 return self._end_headers()
+
+    def _whole_block(self) -> bool:
+        """Fast path: take a complete ``\\n``-only header block in one slice (no per-line scanning or decoding)."""
+        buf, pos = self._buf, self._pos
+        while pos < len(buf) and buf[pos] == 0x0A:
+            pos += 1
+        self._pos = pos
+        end = buf.find(b"\n\n", pos)
+        if end < 0 or buf.find(b"\r", pos, end) >= 0:
+            return False
+        self._lines = buf[pos:end].decode("utf-8", errors="replace").split("\n")
+        self._pos = end + 2
+        return True
 
     def _end_headers(self) -> Frame | None:
         length = 0
@@ -110,7 +129,7 @@ class Parser:
         need = self._need or 0
         if len(self._buf) - self._pos < need:
             return None
-        raw = bytes(self._buf[self._pos : self._pos + need])
+        raw = bytes(memoryview(self._buf)[self._pos : self._pos + need])
         self._pos += need
         self._need = None
         lines, self._lines = self._lines, []
@@ -180,15 +199,34 @@ def _event_frame(kind: bytes, payload: bytes) -> bytes:
     return b"Content-Length: %d\nContent-Type: text/event-%s\n\n%s" % (len(payload), kind, payload)
 
 
+def event_plain_frame(payload: bytes) -> bytes:
+    """Frame an already serialised plain event (see :func:`serialize_headers_plain`): Content-Length first."""
+    return b"Content-Length: %d\nContent-Type: text/event-plain\n\n%s" % (len(payload), payload)
+
+
+def serialize_headers_plain(headers: Sequence[tuple[str, str]]) -> bytes:
+    """The ``Name: value\\n`` lines of ``switch_event_serialize`` (values url-encoded, empty ones ``_undef_``).
+
+    Lines of consecutive header groups concatenate, so callers may serialise constant groups once and reuse them.
+    """
+    if not headers:
+        return b""
+    names, values = zip(*headers, strict=True)
+    encoded = url_encode_many([value or "_undef_" for value in values])
+    return ("\n".join(map(": ".join, zip(names, encoded, strict=True))) + "\n").encode("utf-8")
+
+
+def plain_body_section(body: str) -> bytes:
+    """What follows the header lines: an empty line, or the inner Content-Length, the empty line and the body."""
+    if not body:
+        return b"\n"
+    data = body.encode("utf-8")
+    return b"Content-Length: %d\n\n%s" % (len(data), data)
+
+
 def serialize_event_plain(event: Event) -> bytes:
     """``switch_event_serialize``: url-encoded ``Name: value`` lines, then a blank line or the body section."""
-    parts = [f"{k}: {url_encode(v) if v else '_undef_'}\n" for k, v in event.headers]
-    if event.body:
-        body = event.body.encode("utf-8")
-        parts.append(f"Content-Length: {len(body)}\n\n")
-        return "".join(parts).encode("utf-8") + body
-    parts.append("\n")
-    return "".join(parts).encode("utf-8")
+    return serialize_headers_plain(event.headers) + plain_body_section(event.body)
 
 
 def serialize_event_json(event: Event) -> bytes:
@@ -238,23 +276,51 @@ def encode_event_xml(event: Event) -> bytes:
 # ----------------------------------------------------------------------------------------------- event parsing
 
 
+#: One header line (not empty): the name up to the first ``:``, then the value after any spaces.
+_HEADER_LINE = re.compile(r"^(?=[^\n])([^:\n]*):? *([^\n]*)", re.MULTILINE)
+
+
 def parse_event_plain(payload: bytes | str) -> Event:
-    """Parse a plain event payload (a frame's body): headers url-decoded; inner Content-Length becomes the body."""
+    """Parse a plain event payload (a frame's body): headers url-decoded; inner Content-Length becomes the body.
+
+    This is the listener's per-event cost, so the usual layout (``Name: value`` lines, url-encoded values, no inner
+    Content-Length) is split with a few C-level string operations; anything else takes the general path.
+    """
     data = payload.encode("utf-8") if isinstance(payload, str) else payload
     head, sep, rest = data.partition(b"\n\n")
-    headers: list[tuple[str, str]] = []
-    body_len = 0
-    for raw in head.split(b"\n"):
-        line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
-        if not line:
-            continue
-        name, value = _split_header(line)
-        if name.lower() == "content-length":
-            body_len = _content_length(value)
-            continue
-        headers.append((name, url_decode(value)))
+    text = head.decode("utf-8", errors="replace")
+    if "\r" in text:
+        text = "\n".join(line.rstrip("\r") for line in text.split("\n"))
+    if "content-length" in text.lower():
+        pairs, body_len = _header_pairs_with_length(text)
+    else:
+        pairs, body_len = _header_pairs(text), 0
     body = rest[:body_len].decode("utf-8", errors="replace") if sep and body_len else ""
-    return Event(tuple(headers), body)
+    return Event(pairs, body)
+
+
+def _header_pairs(text: str) -> HeaderPairs:
+    """Decoded ``(name, value)`` pairs; names are never decoded."""
+    if text.count(": ") == text.count(":") and ":  " not in text:
+        # every ":" is followed by exactly one space: partition(": ") == partition(":") + lstrip(" ")
+        rows = [line.partition(": ") for line in text.split("\n") if line]
+        if not rows:
+            return ()
+        names, _, values = zip(*rows, strict=True)
+    else:
+        found = _HEADER_LINE.findall(text)
+        names, values = tuple(n for n, _ in found), tuple(v for _, v in found)
+    decoded = url_decode_many(list(values)) if "%" in text else values
+    return tuple(zip(names, decoded, strict=True))
+
+
+def _header_pairs_with_length(text: str) -> tuple[HeaderPairs, int]:
+    """The general path: ``Content-Length`` lines are taken out (the last one gives the body length)."""
+    found = _HEADER_LINE.findall(text)
+    lengths = [_content_length(v) for n, v in found if n.lower() == "content-length"]
+    kept = [(n, v) for n, v in found if n.lower() != "content-length"]
+    pairs = tuple((n, url_decode(v) if "%" in v else v) for n, v in kept)
+    return pairs, lengths[-1] if lengths else 0
 
 
 def parse_event_json(payload: bytes | str) -> Event:

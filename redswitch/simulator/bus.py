@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 import time
 import uuid as uuidlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from redswitch.protocol import Event, encode_event_json, encode_event_plain, encode_event_xml
+from redswitch.protocol import Event, encode_event_json, encode_event_xml
+from redswitch.protocol.codec import event_plain_frame, plain_body_section, serialize_headers_plain
 
 __all__ = ["EventBus", "OutEvent", "Subscriber", "Subscription", "SwitchInfo"]
 
@@ -24,24 +25,74 @@ class SwitchInfo:
     ipv6: str = "::1"
 
 
+Pairs = list[tuple[str, str]]
+
+
 class OutEvent:
-    """An event on its way out, with lazily cached wire bytes per format."""
+    """An event on its way out: its standard header block already serialised, the rest serialised lazily, once per
+    format, whatever the number of subscribers. ``rest`` may be a callable (template-built events build their
+    pairs only if a json/xml subscriber or a filter needs them); ``rest_plain`` is their plain serialisation when
+    the producer already has it."""
 
-    __slots__ = ("_cache", "event", "name", "subclass", "unique_id")
+    __slots__ = (
+        "_cache",
+        "_event",
+        "_rest",
+        "body",
+        "head",
+        "head_plain",
+        "name",
+        "rest_plain",
+        "subclass",
+        "unique_id",
+    )
 
-    def __init__(self, event: Event) -> None:
-        self.event = event
-        self.name = event.get("Event-Name") or ""
-        self.subclass = event.get("Event-Subclass")
-        self.unique_id = event.get("Unique-ID")
+    def __init__(
+        self,
+        name: str,
+        head: Pairs,
+        head_plain: bytes,
+        rest: Pairs | Callable[[], Pairs],
+        body: str = "",
+        *,
+        subclass: str | None = None,
+        unique_id: str | None = None,
+        rest_plain: bytes | None = None,
+    ) -> None:
+        self.name = name
+        self.head, self.head_plain = head, head_plain
+        self._rest = rest
+        self.rest_plain = rest_plain
+        self.body = body
+        self.subclass = subclass
+        self.unique_id = unique_id
+        self._event: Event | None = None
         self._cache: dict[str, bytes] = {}
+
+    @property
+    def event(self) -> Event:
+        """The whole event as a value (built on first use: filters, json and xml need it, plain does not)."""
+        if self._event is None:
+            rest = self._rest() if callable(self._rest) else self._rest
+            self._event = Event((*self.head, *rest), self.body)
+        return self._event
 
     def wire(self, fmt: str) -> bytes:
         data = self._cache.get(fmt)
         if data is None:
-            encoder = encode_event_json if fmt == "json" else encode_event_xml if fmt == "xml" else encode_event_plain
-            data = self._cache[fmt] = encoder(self.event)
+            data = self._cache[fmt] = self._encode(fmt)
         return data
+
+    def _encode(self, fmt: str) -> bytes:
+        if fmt == "json":
+            return encode_event_json(self.event)
+        if fmt == "xml":
+            return encode_event_xml(self.event)
+        rest_plain = self.rest_plain
+        if rest_plain is None:
+            rest = self._rest() if callable(self._rest) else self._rest
+            rest_plain = serialize_headers_plain(rest)
+        return event_plain_frame(self.head_plain + rest_plain + plain_body_section(self.body))
 
 
 @dataclass
@@ -97,7 +148,11 @@ class Subscriber(Protocol):
 
 
 class EventBus:
-    """Builds standard headers (sequence, timestamps) and hands events to every subscriber (loop thread only)."""
+    """Builds standard headers (sequence, timestamps) and hands events to every subscriber (loop thread only).
+
+    The standard header block is mostly constant (switch identity) or changes once a second (dates), so its plain
+    serialisation is assembled from cached byte strings instead of url-encoding 13 values per event.
+    """
 
     def __init__(self, info: SwitchInfo) -> None:
         self.info = info
@@ -105,38 +160,69 @@ class EventBus:
         self.subscribers: set[Subscriber] = set()
         self._stamp_second = -1
         self._stamps = ("", "")
-
-    def standard_headers(
-        self, name: str, caller: tuple[str, str, int], subclass: str | None = None
-    ) -> list[tuple[str, str]]:
-        self.sequence += 1
-        now = time.time()
-        info = self.info
-        headers = [
-            ("Event-Name", name),
+        self._stamps_plain = b""
+        self._identity = [
             ("Core-UUID", info.core_uuid),
             ("FreeSWITCH-Hostname", info.hostname),
             ("FreeSWITCH-Switchname", info.hostname),
             ("FreeSWITCH-IPv4", info.ipv4),
             ("FreeSWITCH-IPv6", info.ipv6),
-            ("Event-Date-Local", self._dates(now)[0]),
-            ("Event-Date-GMT", self._dates(now)[1]),
-            ("Event-Date-Timestamp", str(int(now * 1_000_000))),
-            ("Event-Calling-File", caller[0]),
-            ("Event-Calling-Function", caller[1]),
-            ("Event-Calling-Line-Number", str(caller[2])),
-            ("Event-Sequence", str(self.sequence)),
         ]
+        self._identity_plain = serialize_headers_plain(self._identity)
+        self._plain_cache: dict[tuple[str, ...], bytes] = {}
+
+    def standard_headers(
+        self, name: str, caller: tuple[str, str, int], subclass: str | None = None
+    ) -> list[tuple[str, str]]:
+        """The standard headers as pairs (advances the sequence)."""
+        return self._standard(name, caller, subclass)[0]
+
+    def _standard(self, name: str, caller: tuple[str, str, int], subclass: str | None) -> tuple[Pairs, bytes]:
+        self.sequence += 1
+        now = time.time()
+        local, gmt = self._dates(now)
+        stamp, seq = str(int(now * 1_000_000)), str(self.sequence)
+        file, function, line = caller[0], caller[1], str(caller[2])
+        headers = [
+            ("Event-Name", name),
+            *self._identity,
+            ("Event-Date-Local", local),
+            ("Event-Date-GMT", gmt),
+            ("Event-Date-Timestamp", stamp),
+            ("Event-Calling-File", file),
+            ("Event-Calling-Function", function),
+            ("Event-Calling-Line-Number", line),
+            ("Event-Sequence", seq),
+        ]
+        parts = [self._cached(("Event-Name", name)), self._identity_plain, self._stamps_plain]
+        parts += [b"Event-Date-Timestamp: ", stamp.encode(), b"\n", self._cached(("caller", file, function, line))]
+        parts += [b"Event-Sequence: ", seq.encode(), b"\n"]
         if subclass is not None:
             headers.append(("Event-Subclass", subclass))
-        return headers
+            parts.append(self._cached(("Event-Subclass", subclass)))
+        return headers, b"".join(parts)
+
+    def _cached(self, key: tuple[str, ...]) -> bytes:
+        """Plain lines for a (name, value) pair or a caller triple; few distinct keys, so the cache stays small."""
+        data = self._plain_cache.get(key)
+        if data is None:
+            if key[0] == "caller":
+                pairs = [("Event-Calling-File", key[1]), ("Event-Calling-Function", key[2])]
+                pairs.append(("Event-Calling-Line-Number", key[3]))
+            else:
+                pairs = [(key[0], key[1])]
+            data = self._plain_cache[key] = serialize_headers_plain(pairs)
+        return data
 
     def _dates(self, now: float) -> tuple[str, str]:
-        """Date strings change once a second: cache them (strftime dominated the cost of an event)."""
+        """Date strings change once a second: cache them and their plain lines (strftime dominated an event)."""
         second = int(now)
         if second != self._stamp_second:
             local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
             self._stamps = (local, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)))
+            self._stamps_plain = serialize_headers_plain(
+                [("Event-Date-Local", self._stamps[0]), ("Event-Date-GMT", self._stamps[1])]
+            )
             self._stamp_second = second
         return self._stamps
 
@@ -147,12 +233,46 @@ class EventBus:
         headers: Iterable[tuple[str, str]] = (),
         body: str = "",
         subclass: str | None = None,
+        *,
+        unique_id: str | None = None,
     ) -> OutEvent:
-        event = Event.make([*self.standard_headers(name, caller, subclass), *headers], body)
-        return self.publish(event)
+        """Create and deliver an event: standard headers, then ``headers``; ``unique_id`` defaults to theirs."""
+        rest = [(str(k), str(v)) for k, v in headers]
+        if unique_id is None:
+            unique_id = next((v for k, v in rest if k == "Unique-ID"), None)
+        head, head_plain = self._standard(name, caller, subclass)
+        return self.publish(OutEvent(name, head, head_plain, rest, body, subclass=subclass, unique_id=unique_id))
 
-    def publish(self, event: Event) -> OutEvent:
-        out = OutEvent(event)
+    def fire_prebuilt(
+        self,
+        name: str,
+        caller: tuple[str, str, int],
+        rest: Callable[[], Pairs],
+        rest_plain: bytes,
+        unique_id: str,
+    ) -> OutEvent:
+        """Deliver an event whose non-standard part is already serialised (the flood's templates)."""
+        head, head_plain = self._standard(name, caller, None)
+        out = OutEvent(name, head, head_plain, rest, subclass=None, unique_id=unique_id, rest_plain=rest_plain)
+        return self.publish(out)
+
+    def publish(self, event: Event | OutEvent) -> OutEvent:
+        """Hand an event to every subscriber (an ``Event`` is wrapped as is, its headers already complete)."""
+        out = event if isinstance(event, OutEvent) else _wrap(event)
         for sub in tuple(self.subscribers):
             sub.deliver(out)
         return out
+
+
+def _wrap(event: Event) -> OutEvent:
+    out = OutEvent(
+        event.get("Event-Name") or "",
+        list(event.headers),
+        serialize_headers_plain(event.headers),
+        [],
+        event.body,
+        subclass=event.get("Event-Subclass"),
+        unique_id=event.get("Unique-ID"),
+    )
+    out._event = event
+    return out
