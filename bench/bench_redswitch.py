@@ -79,6 +79,10 @@ def originate_times(sim: TimedSimulator, marker: str) -> dict[str, float]:
     return found
 
 
+def wait_originates(sim: TimedSimulator, prefix: str, count: int, timeout: float = 60) -> None:
+    wait(lambda: len(originate_times(sim, prefix)) >= count, timeout)
+
+
 # -- 1. intake throughput ------------------------------------------------------------------------------------
 
 
@@ -187,7 +191,7 @@ def intake_latency(redis_url: str, rates: list[int], seconds: float) -> None:
                 pipeline.client.rpush(pipeline.settings.jobs_key, json.dumps(job(dial_id=dial_id, user_id=dial_id)))
                 n += 1
             sim: TimedSimulator = pipeline.simulator  # type: ignore[assignment]
-            wait(lambda s=sim, p=prefix, want=len(pushed): len(originate_times(s, p)) >= want, 60)
+            wait_originates(sim, prefix, len(pushed))
             arrived = originate_times(sim, prefix)
             lat = [(arrived[d] - t) * 1000 for d, t in pushed.items()]
             row(
