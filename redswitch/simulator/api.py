@@ -15,6 +15,7 @@ from redswitch.protocol import cause_name
 from redswitch.simulator.calls import CallEngine
 from redswitch.simulator.channels import Channel
 from redswitch.simulator.dialstring import OriginateRequest, UsageError, parse_originate
+from redswitch.simulator.flood import FloodSpec, flood
 
 __all__ = ["VERSION", "Api", "ApiResult", "Controls"]
 
@@ -261,6 +262,17 @@ class Api:
             return "-USAGE: sim_delay <seconds>\n"
         self.controls.set_delay(seconds)
         return f"+OK delay {seconds:g}\n"
+
+    def cmd_sim_flood(self, args: str) -> ApiResult:
+        """``sim_flood <count> [<dial_id>]``: answers ``+OK <count>`` once every event has been handed out."""
+        parts = args.split()
+        if not parts or not parts[0].isdigit():
+            return "-USAGE: sim_flood <count> [<dial_id>]\n"
+        spec = FloodSpec(int(parts[0]), parts[1] if len(parts) > 1 else None)
+        return self._flooded(spec)
+
+    async def _flooded(self, spec: FloodSpec) -> tuple[str, After]:
+        return f"+OK {await flood(self.engine, spec)}\n", None
 
     def cmd_sim_hangup(self, args: str) -> str:
         parts = args.split()

@@ -146,6 +146,10 @@ def _filter_match(pattern: str, value: str) -> bool:
 class Subscriber(Protocol):
     def deliver(self, ev: OutEvent) -> None: ...
 
+    def backlog(self) -> int:
+        """Bytes accepted but not yet written to the peer (a flood waits while this is large)."""
+        ...
+
 
 class EventBus:
     """Builds standard headers (sequence, timestamps) and hands events to every subscriber (loop thread only).
@@ -237,7 +241,7 @@ class EventBus:
         unique_id: str | None = None,
     ) -> OutEvent:
         """Create and deliver an event: standard headers, then ``headers``; ``unique_id`` defaults to theirs."""
-        rest = [(str(k), str(v)) for k, v in headers]
+        rest = list(headers)
         if unique_id is None:
             unique_id = next((v for k, v in rest if k == "Unique-ID"), None)
         head, head_plain = self._standard(name, caller, subclass)

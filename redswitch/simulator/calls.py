@@ -19,9 +19,9 @@ from redswitch.simulator.channels import Channel, channel_headers
 from redswitch.simulator.dialstring import Leg, OriginateRequest, parse_dial_string
 from redswitch.simulator.scenario import FAIL, NO_ANSWER, Outcome, Scenario
 
-__all__ = ["CallEngine"]
+__all__ = ["CALLERS", "CallEngine"]
 
-_CALLERS = {
+CALLERS = {
     "CHANNEL_OUTGOING": ("switch_core_session.c", "switch_core_session_outgoing_channel", 739),
     "CHANNEL_CREATE": ("switch_core_state_machine.c", "switch_core_session_run", 626),
     "CHANNEL_ORIGINATE": ("switch_ivr_originate.c", "switch_ivr_originate", 3918),
@@ -64,7 +64,8 @@ class CallEngine:
     ) -> None:
         other = self.channels.get(ch.other_uuid) if ch.other_uuid else None
         headers = [*extra, *channel_headers(ch, other, variables=variables), *tail]
-        self.bus.fire(name, _CALLERS.get(name, ("switch_channel.c", "switch_channel_event", 1)), headers)
+        caller = CALLERS.get(name, ("switch_channel.c", "switch_channel_event", 1))
+        self.bus.fire(name, caller, headers, unique_id=ch.uuid)
 
     # ------------------------------------------------------------------------------------------- originate
 
@@ -90,6 +91,17 @@ class CallEngine:
         return None
 
     def create_channel(self, leg: Leg, variables: dict[str, str], other: Channel | None = None) -> Channel:
+        ch = self.new_channel(leg, variables, other)
+        self.channels[ch.uuid] = ch
+        self._recent.append(time.monotonic())
+        self.sessions_since_startup += 1
+        self.peak = max(self.peak, len(self.channels))
+        for name_ in ("CHANNEL_OUTGOING", "CHANNEL_CREATE", "CHANNEL_ORIGINATE"):
+            self.emit(name_, ch)
+        return ch
+
+    def new_channel(self, leg: Leg, variables: dict[str, str], other: Channel | None = None) -> Channel:
+        """A channel for ``leg`` with the variables FreeSWITCH sets on an outbound leg (not registered, no event)."""
         ep = leg.endpoint
         uid = variables.get("origination_uuid") or str(uuidlib.uuid4())
         if uid in self.channels:
@@ -114,12 +126,6 @@ class CallEngine:
         ch = Channel(uid, name, ep.number, ep.url, variables.get("origination_caller_id_name"), cid_num, base)
         if other is not None:
             ch.other_uuid, ch.other_type = other.uuid, "originator"
-        self.channels[uid] = ch
-        self._recent.append(time.monotonic())
-        self.sessions_since_startup += 1
-        self.peak = max(self.peak, len(self.channels))
-        for name_ in ("CHANNEL_OUTGOING", "CHANNEL_CREATE", "CHANNEL_ORIGINATE"):
-            self.emit(name_, ch)
         return ch
 
     async def originate(self, req: OriginateRequest) -> tuple[str, Callable[[], None] | None]:

@@ -19,6 +19,7 @@ from redswitch.simulator.bus import EventBus, SwitchInfo
 from redswitch.simulator.calls import CallEngine
 from redswitch.simulator.channels import ChannelInfo
 from redswitch.simulator.dialstring import OriginateRequest
+from redswitch.simulator.flood import FloodSpec, flood
 from redswitch.simulator.heartbeat import heartbeat_loop
 from redswitch.simulator.scenario import Scenario
 from redswitch.simulator.session import Session
@@ -219,6 +220,24 @@ class Simulator:
         self.reply_delay = max(0.0, float(seconds))
 
     set_delay = set_reply_delay
+
+    def flood(
+        self,
+        count: int,
+        dial_id: str | None = None,
+        *,
+        org_id: str = "flood-org",
+        user_id: str = "flood-user",
+        side: str = "0",
+    ) -> int:
+        """SIMULATOR-ONLY: emit ``count`` synthetic CHANNEL_ANSWER/CHANNEL_HANGUP events as fast as subscribers read
+        them (each synthetic channel gets ``flood-<n>`` as its dial id unless ``dial_id`` is given); returns once all
+        are handed to the connections. Same as ``api sim_flood <count> [<dial_id>]``."""
+        spec = FloodSpec(count, dial_id, org_id, user_id, side)
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            raise RuntimeError("simulator not running")
+        return asyncio.run_coroutine_threadsafe(flood(self.engine, spec), loop).result(60 + count / 1000)
 
     def hangup(self, uuid: str, cause: str = "NORMAL_CLEARING") -> bool:
         """Far-end hangup of ``uuid`` (cascades like uuid_kill). False if no such channel."""

@@ -71,6 +71,7 @@ class Session(asyncio.Protocol):
             self.close()
             return
         self._pump()
+        self._flush()  # answer now: waiting for the scheduled flush would cost a loop turn per round trip
 
     def write(self, data: bytes) -> None:
         self._out.append(data)
@@ -96,6 +97,11 @@ class Session(asyncio.Protocol):
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
+
+    def backlog(self) -> int:
+        if self.transport is None or self.transport.is_closing():
+            return 0
+        return self.transport.get_write_buffer_size() + sum(map(len, self._out))
 
     def deliver(self, ev: OutEvent) -> None:
         if self.closing or not self.sub.wants(ev):
