@@ -22,7 +22,9 @@ from redswitch.protocol import (
     url_decode,
     url_encode,
 )
-from tests.esl_raw import transcript_blocks
+from redswitch.protocol.codec import plain_body_section, serialize_event_plain, serialize_headers_plain
+from redswitch.protocol.urlcode import url_decode_many, url_encode_many
+from tests.esl_raw import TRANSCRIPTS, transcript_blocks, transcript_frames
 
 JOB = Event.make(
     [("Event-Name", "BACKGROUND_JOB"), ("Job-UUID", "j1"), ("Job-Command-Arg", "{a=b,c=d}x &park()")], "+OK u\n"
@@ -100,3 +102,70 @@ def test_command_parser_with_crlf_headers_and_body() -> None:
 def test_repeated_headers_kept() -> None:
     event = parse_event_plain(b"Event-Name: X\nHangup-Cause: A\nHangup-Cause: B\n\n")
     assert event.get_all("hangup-cause") == ["A", "B"] and event.get("HANGUP-CAUSE") == "A"
+
+
+# Values mixing every kind of character the fast paths treat differently: safe, printable unsafe, controls, NUL
+# (the joined-text separator), non-ASCII, existing escapes (kept), a lone or a double-encoding ``%``.
+_tricky = st.lists(
+    st.sampled_from(
+        ["a", "Z", "0", " ", ":", "=", "@", "{", "}", "%", "%41", "%3a", "%25", "%0A", "\n", "\x00", "é", "€"]
+    )
+    | st.text(max_size=3),
+    max_size=6,
+).map("".join)
+
+
+@given(st.lists(_tricky, max_size=8))
+def test_url_encode_many_equals_one_by_one(values: list[str]) -> None:
+    assert url_encode_many(values) == [url_encode(v) for v in values]
+
+
+@given(st.lists(_tricky, max_size=8))
+def test_url_decode_many_equals_one_by_one(values: list[str]) -> None:
+    encoded = [url_encode(v) for v in values]
+    assert url_decode_many(encoded) == [url_decode(v) for v in encoded]
+    assert url_decode_many(values) == [url_decode(v) for v in values]
+
+
+def test_url_encode_keeps_escapes_and_encodes_a_lone_percent() -> None:
+    assert url_encode_many(["%2541", "100%", "a%4", "\x00:"]) == ["%2541", "100%25", "a%254", "%00%3A"]
+    assert url_decode_many(["%2541", "a%3Ab%20c", "%C3%A9%3D"]) == ["%41", "a:b c", "é="]
+
+
+def test_serialize_headers_plain_is_the_plain_payload_without_its_end() -> None:
+    headers = (("A", "x y"), ("Empty", ""), ("B", "{k=v}"))
+    assert serialize_headers_plain(headers) == b"A: x%20y\nEmpty: _undef_\nB: %7Bk%3Dv%7D\n"
+    event = Event(headers, "body\n")
+    assert serialize_event_plain(event) == serialize_headers_plain(headers) + plain_body_section("body\n")
+    assert plain_body_section("") == b"\n" and plain_body_section("é") == b"Content-Length: 2\n\n\xc3\xa9"
+
+
+def test_every_recorded_plain_event_round_trips_byte_for_byte() -> None:
+    # Given every plain event FreeSWITCH sent in the recorded sessions
+    frames = [
+        f
+        for path in sorted(TRANSCRIPTS.glob("*.txt"))
+        if not path.name.endswith(".summary.txt")
+        for f in transcript_frames(path.name)
+        if f.content_type == "text/event-plain"
+    ]
+    assert len(frames) > 200
+    for frame in frames:
+        # When it is parsed and encoded again
+        event = parse_event_plain(frame.raw_body)
+        # Then the bytes are FreeSWITCH's, and the parse agrees with a line-by-line reference decode
+        assert encode_event_plain(event) == b"Content-Length: %d\nContent-Type: text/event-plain\n\n%s" % (
+            len(frame.raw_body),
+            frame.raw_body,
+        )
+        head = frame.raw_body.split(b"\n\n", 1)[0].decode()
+        reference = [line.partition(": ") for line in head.split("\n") if not line.startswith("Content-Length")]
+        assert event.headers == tuple((n, url_decode(v)) for n, _, v in reference)
+
+
+def test_parse_event_plain_general_path_crlf_and_loose_spacing() -> None:
+    event = parse_event_plain(
+        b"Event-Name: X\r\nA:no-space\r\nB:   three%20spaces\r\nlonely\r\ncontent-length: 2\n\nhi!"
+    )
+    assert event.headers == (("Event-Name", "X"), ("A", "no-space"), ("B", "three spaces"), ("lonely", ""))
+    assert event.body == "hi"
