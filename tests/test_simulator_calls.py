@@ -167,3 +167,43 @@ def test_faults_drop_and_refuse(simulator: Simulator) -> None:
     start = time.monotonic()
     client2.command("api version")
     assert time.monotonic() - start >= 0.2
+
+
+def _bridged_pair(client: RawClient, a: str, b: str, a_vars: str = "") -> None:
+    line = (
+        f"originate {{origination_uuid={a}{a_vars}}}{GW}/15105550122 &bridge({{origination_uuid={b}}}{GW}/14155550111)"
+    )
+    assert job_result(client, line)[0] == f"+OK {a}\n"
+    client.events_until(lambda e: e.name == "CHANNEL_BRIDGE")
+
+
+def test_b_hangup_unbridges_a_then_a_ends_normal_clearing_by_default(simulator: Simulator) -> None:
+    # Given an answered click-to-call A -> B
+    client = client_for(simulator)
+    _bridged_pair(client, "A4", "B4")
+    # When the far end of B hangs up with an unusual cause
+    assert simulator.hangup("B4", "NORMAL_UNSPECIFIED")
+    events = client.events_until(lambda e: e.name == "CHANNEL_DESTROY" and e.unique_id == "A4")
+    # Then B's hangup comes first, A's bridge returns (UNBRIDGE from A), and A's app list ends: NORMAL_CLEARING
+    order = [(e.name, e.unique_id) for e in events if e.name in ("CHANNEL_HANGUP", "CHANNEL_UNBRIDGE")]
+    assert order == [("CHANNEL_HANGUP", "B4"), ("CHANNEL_UNBRIDGE", "A4"), ("CHANNEL_HANGUP", "A4")]
+    causes = {e.unique_id: e.get("Hangup-Cause") for e in events if e.name == "CHANNEL_HANGUP"}
+    assert causes == {"B4": "NORMAL_UNSPECIFIED", "A4": "NORMAL_CLEARING"}
+
+
+def test_b_hangup_with_hangup_after_bridge_gives_a_the_cause_of_b(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    _bridged_pair(client, "A5", "B5", ",hangup_after_bridge=true")
+    assert client.command("api uuid_kill B5 CALL_REJECTED").body == "+OK\n"
+    events = client.events_until(lambda e: e.name == "CHANNEL_HANGUP" and e.unique_id == "A5")
+    assert events[-1].get("Hangup-Cause") == "CALL_REJECTED"
+
+
+def test_b_hangup_with_park_after_bridge_parks_a(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    _bridged_pair(client, "A6", "B6", ",park_after_bridge=true")
+    assert client.command("api uuid_kill B6").body == "+OK\n"
+    events = client.events_until(lambda e: e.name == "CHANNEL_PARK" and e.unique_id == "A6")
+    assert [e.name for e in events if e.unique_id == "A6"] == ["CHANNEL_UNBRIDGE", "CHANNEL_EXECUTE", "CHANNEL_PARK"]
+    assert client.command("api uuid_exists A6").body == "true"
+    assert client.command("api uuid_exists B6").body == "false"

@@ -277,7 +277,11 @@ class CallEngine:
         group: list[tuple[Channel, str]] = [(first, cause)]
         partner = self.channels.get(first.other_uuid) if first.bridged and first.other_uuid else None
         if partner is not None and partner.alive:
-            group.append((partner, cause if first.other_type == "originatee" else "NORMAL_CLEARING"))
+            partner_cause = self._partner_cause(first, partner, cause)
+            if partner_cause is None:
+                self._park_after_bridge(partner)
+            else:
+                group.append((partner, partner_cause))
         ringing_b = self.channels.get(first.pending_b) if first.pending_b else None
         if ringing_b is not None and ringing_b.alive:
             group.append((ringing_b, "ORIGINATOR_CANCEL"))
@@ -287,17 +291,43 @@ class CallEngine:
         self._end(group)
         return True
 
+    @staticmethod
+    def _partner_cause(gone: Channel, partner: Channel, cause: str) -> str | None:
+        """``signal_bridge_on_hangup`` and the bridge app's return: the other leg's cause, or None if it parks.
+
+        An originatee is hung up with the same cause. The originator (A of ``originate A &bridge(B)``) parks with
+        ``park_after_bridge``, takes B's cause with ``hangup_after_bridge`` (B answered), else its app list ends
+        and it hangs up NORMAL_CLEARING.
+        """
+        if gone.other_type == "originatee":
+            return cause
+        if _truthy(partner.variables.get("park_after_bridge")):
+            return None
+        if gone.answered and _truthy(partner.variables.get("hangup_after_bridge")):
+            return cause
+        return "NORMAL_CLEARING"
+
+    def _park_after_bridge(self, a: Channel) -> None:
+        """The originator survives its bridge: CHANNEL_UNBRIDGE, then it is parked."""
+        self.emit("CHANNEL_UNBRIDGE", a)
+        a.bridged, a.other_uuid, a.other_type = False, None, None
+        self.start_app(a, "park", "")
+
     def _end(self, group: list[tuple[Channel, str]]) -> None:
         now = time.time()
+        unbridged: set[str] = set()
         for ch, cause in group:
             ch.cancel_timers()
+            if ch is not group[0][0] and ch.bridged and ch.other_type == "originatee":
+                self.emit("CHANNEL_UNBRIDGE", ch)  # the originator's bridge returns before it hangs up
+                unbridged.add(ch.uuid)
             ch.cause = cause
             ch.times["hangup"] = now
             self.emit("CHANNEL_HANGUP", ch)
             if ch.waiter is not None and not ch.waiter.done():
                 ch.waiter.set_result(cause)
         for ch, _ in group:
-            if ch.bridged and ch.other_type == "originatee":
+            if ch.bridged and ch.other_type == "originatee" and ch.uuid not in unbridged:
                 self.emit("CHANNEL_UNBRIDGE", ch)
             if ch.app == "park" and ch.answered:
                 self.emit("CHANNEL_UNPARK", ch)
