@@ -58,18 +58,22 @@ class EventStream:
 
     def read(self, timeout: float) -> list[Event]:
         """Every event received within ``timeout`` seconds of waiting (at least one read), possibly none."""
+        return [parse_event_plain(payload) for payload in self.read_payloads(timeout)]
+
+    def read_payloads(self, timeout: float) -> list[bytes]:
+        """Like :meth:`read`, but the raw plain-event payloads, for consumers that decode only what they need."""
         if not self._frames:
             self._fill(timeout)
-        events = []
+        payloads = []
         while self._frames:
             frame = self._frames.popleft()
             kind = frame.content_type
             if kind == "text/event-plain":
-                events.append(parse_event_plain(frame.raw_body))
+                payloads.append(frame.raw_body)
             elif kind in ("text/disconnect-notice", "text/rude-rejection"):
                 self.close()
                 raise EslConnectionError("FreeSWITCH closed the event connection")
-        return events
+        return payloads
 
     def close(self) -> None:
         sock, self._sock = self._sock, None

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
 
 import redis
 
@@ -23,14 +23,16 @@ from redswitch.errors import EslError
 from redswitch.esl_stream import EventStream
 from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID, VAR_ORG_ID, VAR_SIDE, VAR_USER_ID
-from redswitch.protocol import Event
+from redswitch.protocol import parse_event_plain
+from redswitch.protocol.pick import header_picker
 from redswitch.state import CallState, Keys
 
 logger = logging.getLogger(__name__)
 
 EVENTS = ["CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP", "BACKGROUND_JOB"]
 SIDES = ("0", "1", "2")
-BARGER_FIELDS = ("barger_uuid", "barger_mode", "barger_prev_mode", "barger_answered")
+#: FreeSWITCH cause names; anything else is reported as NORMAL_UNSPECIFIED.
+CAUSE_PATTERN = re.compile(r"[A-Z0-9_]{1,64}")
 #: The protocol event each kind of action publishes (for the events-published metric).
 _EVENT_TYPES = {"answered": "answer-event", "hung_up": "hangup-event"}
 
@@ -64,7 +66,8 @@ def translate(headers: Mapping[str, str], body: str = "") -> Action | None:
     if name == "CHANNEL_ANSWER":
         return Action("answered", dial_id, org_id, user_id, side)
     if name == "CHANNEL_HANGUP":
-        cause = headers.get("Hangup-Cause", "NORMAL_UNSPECIFIED")
+        cause = headers.get("Hangup-Cause", "")
+        cause = cause if CAUSE_PATTERN.fullmatch(cause) else "NORMAL_UNSPECIFIED"
         return Action("hung_up", dial_id, org_id, user_id, side, cause=cause)
     return None
 
@@ -78,12 +81,37 @@ def _job_action(headers: Mapping[str, str], body: str) -> Action | None:
     return Action("job_done", dial_id="", cause=cause, job_uuid=headers.get("Job-UUID", ""), result=result[:200])
 
 
+_PICK = header_picker(
+    ["Event-Name", "Hangup-Cause", *(f"variable_{var}" for var in (VAR_DIAL_ID, VAR_ORG_ID, VAR_USER_ID, VAR_SIDE))]
+)
+
+
+def action_of(payload: bytes) -> Action | None:
+    """The Action of one plain event payload, decoding only the headers it needs (bodies for jobs only)."""
+    headers = _PICK(payload)
+    if headers.get("Event-Name") == "BACKGROUND_JOB":
+        event = parse_event_plain(payload)
+        return translate(dict(event.headers), event.body)
+    return translate(headers)
+
+
+_RECORD_KINDS = {"created": "S", "answered": "A", "hung_up": "H"}
+
+
+def _record(action: Action) -> str:
+    """The state script's record of a channel action ("" for job results, handled apart)."""
+    kind = _RECORD_KINDS.get(action.kind)
+    if kind is None:
+        return ""
+    fields = [kind, action.dial_id, action.org_id, action.user_id, action.side]
+    return "|".join([*fields, action.cause] if kind == "H" else fields)
+
+
 class Listener:
     """Applies translated events to Redis, over an ESL event connection it keeps alive.
 
-    Events are applied in batches (everything one socket read brought): one MULTI/EXEC per batch keeps
-    Redis round trips off the per-event path, and inside it every state change still precedes the PUBLISH
-    that announces it.
+    Events are applied in batches (everything one socket read brought), one pipeline round trip per batch;
+    each event is one atomic script in which every state change precedes the PUBLISH that announces it.
     """
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
@@ -92,50 +120,26 @@ class Listener:
         self.state = CallState(client, settings)
 
     def apply(self, actions: list[Action]) -> None:
-        """Apply actions in order: channel events in one transaction, then the (rare) failed-job checks."""
-        pipe = self.client.pipeline(transaction=True)
-        jobs = []
+        """Apply channel actions in order in one script call, then the job results."""
+        self.state.record_events([record for record in map(_record, actions) if record])
         for action in actions:
             if action.kind == "job_done":
-                jobs.append(action)
-            else:
-                self._stage(pipe, action)
-        if len(pipe):
-            pipe.execute()
-        for action in jobs:
-            self._job_done(action)
+                self._job_done(action)
 
-    def on_events(self, events: list[Event]) -> None:
-        actions = [a for a in (translate(dict(e.headers), e.body) for e in events) if a is not None]
+    def on_payloads(self, payloads: list[bytes]) -> None:
+        """Translate and apply a batch of plain event payloads (a failed batch is raised for a retry)."""
+        actions = [action for action in map(action_of, payloads) if action is not None]
         if not actions:
             return
         try:
             self.apply(actions)
         except redis.exceptions.RedisError:
-            logger.exception(
-                "could not record %d events (dial_ids %s)", len(actions), sorted({a.dial_id for a in actions})[:10]
-            )
+            dial_ids = sorted({a.dial_id for a in actions if a.dial_id})[:10]
+            logger.exception("could not record %d events (dial_ids %s)", len(actions), dial_ids)
             raise
         for action in actions:
             if action.kind in _EVENT_TYPES:
                 metrics.EVENTS_PUBLISHED.labels(_EVENT_TYPES[action.kind]).inc()
-
-    def _stage(self, pipe: Any, action: Action) -> None:
-        dial_id, org_id, user_id, side = action.dial_id, action.org_id, action.user_id, action.side
-        if action.kind == "created":
-            self.state.mark_seen(dial_id, pipe)
-        elif action.kind == "answered":
-            if side == "2":
-                self.state.update_call(dial_id, pipe, barger_answered="1")
-            self.state.side_answered(dial_id, org_id, user_id, side, pipe)
-        elif action.kind == "hung_up":
-            self.state.mark_seen(dial_id, pipe)
-            self.state.side_hung_up(dial_id, org_id, user_id, side, {"cause": action.cause}, pipe)
-            if side == "0":
-                self.state.end_call(dial_id, pipe)
-            elif side == "2":  # the barger left: the call goes on, and may be barged again
-                self.state.clear_call_fields(dial_id, *BARGER_FIELDS, pipe=pipe)
-        logger.debug("dial_id=%s %s side=%s cause=%s", dial_id, action.kind, side, action.cause)
 
     def _job_done(self, action: Action) -> None:
         """Record an originate's result; if FreeSWITCH refused it and no leg existed, report ``failure``."""
@@ -193,12 +197,12 @@ class Listener:
 
     def _pump(self, stream: EventStream, stop: threading.Event) -> None:
         while not stop.is_set():
-            events = stream.read(timeout=0.5)
+            payloads = stream.read_payloads(timeout=0.5)
             read_at = time.monotonic()
-            while events and not stop.is_set():
+            while payloads and not stop.is_set():
                 try:
-                    self.on_events(events)
+                    self.on_payloads(payloads)
                     metrics.EVENT_TO_PUBLISH.observe(time.monotonic() - read_at)
-                    events = []
+                    payloads = []
                 except redis.exceptions.RedisError:
                     stop.wait(0.5)

@@ -1,0 +1,74 @@
+"""The listener's pure parts: picking headers, translating events, building state-script records."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from redswitch.listener import Action, _record, action_of, translate
+from redswitch.protocol import Event, parse_event_plain, serialize_event_plain
+from redswitch.protocol.pick import header_picker
+
+OURS = {
+    "variable_redswitch_dial_id": "d1",
+    "variable_redswitch_org_id": "o1",
+    "variable_redswitch_user_id": "u1",
+    "variable_redswitch_side": "0",
+}
+
+
+def payload(name: str, **headers: str) -> bytes:
+    return serialize_event_plain(Event((("Event-Name", name), *headers.items())))
+
+
+def test_translate_maps_our_channel_events_and_ignores_others() -> None:
+    assert translate({"Event-Name": "CHANNEL_ANSWER", **OURS}) == Action("answered", "d1", "o1", "u1", "0")
+    hangup = translate({"Event-Name": "CHANNEL_HANGUP", "Hangup-Cause": "USER_BUSY", **OURS})
+    assert hangup == Action("hung_up", "d1", "o1", "u1", "0", cause="USER_BUSY")
+    assert translate({"Event-Name": "CHANNEL_ANSWER"}) is None  # not one of ours
+    assert translate({"Event-Name": "CHANNEL_ANSWER", **OURS, "variable_redswitch_side": "7"}) is None
+    assert translate({"Event-Name": "CHANNEL_ANSWER", **OURS, "variable_redswitch_dial_id": "a.b"}) is None
+
+
+def test_a_cause_that_is_not_a_freeswitch_cause_name_is_reported_as_normal_unspecified() -> None:
+    action = translate({"Event-Name": "CHANNEL_HANGUP", "Hangup-Cause": 'X", "type": "ack', **OURS})
+    assert action is not None and action.cause == "NORMAL_UNSPECIFIED"
+
+
+def test_background_job_results_are_read_from_the_event_body() -> None:
+    event = Event(
+        (("Event-Name", "BACKGROUND_JOB"), ("Job-UUID", "j1"), ("Job-Command", "originate")),
+        body="-ERR INVALID_GATEWAY\n",
+    )
+    action = action_of(serialize_event_plain(event))
+    assert action == Action("job_done", "", cause="INVALID_GATEWAY", job_uuid="j1", result="-ERR INVALID_GATEWAY")
+    ok = Event(event.headers, body="+OK 1234\n")
+    assert action_of(serialize_event_plain(ok)) == Action("job_done", "", job_uuid="j1", result="+OK 1234")
+
+
+def test_records_carry_only_validated_fields_in_a_fixed_order() -> None:
+    assert _record(Action("answered", "d1", "o1", "u1", "1")) == "A|d1|o1|u1|1"
+    assert _record(Action("hung_up", "d1", "o1", "u1", "0", cause="USER_BUSY")) == "H|d1|o1|u1|0|USER_BUSY"
+    assert _record(Action("created", "d1", "o1", "u1", "2")) == "S|d1|o1|u1|2"
+    assert _record(Action("job_done", "", job_uuid="j")) == ""
+
+
+def test_picker_reads_the_first_value_of_a_header_and_never_the_body() -> None:
+    pick = header_picker(["Hangup-Cause", "Job-UUID", "variable_x"])
+    raw = payload("CHANNEL_HANGUP_COMPLETE", **{"Hangup-Cause": "USER_BUSY", "variable_x": "a b:c"})
+    raw = raw.replace(b"\n\n", b"\nHangup-Cause: OTHER\n\n")
+    assert pick(raw) == {"Hangup-Cause": "USER_BUSY", "variable_x": "a b:c"}
+    body_only = serialize_event_plain(Event((("Event-Name", "X"),), body="Job-UUID: not-a-header\n"))
+    assert pick(body_only) == {}
+
+
+@given(st.dictionaries(st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,20}", fullmatch=True), st.text(min_size=1), max_size=8))
+def test_picker_agrees_with_the_full_parser(headers: dict[str, str]) -> None:
+    headers.pop("Event-Name", None)
+    headers.pop("Content-Length", None)
+    raw = payload("CUSTOM", **headers)
+    full = dict(parse_event_plain(raw).headers)
+    picked = header_picker([*headers, "Event-Name"])(raw)
+    # A value FreeSWITCH would have sent already holding %XX decodes the same way in both
+    assert picked == {name: full[name] for name in picked}
+    assert set(picked) == {"Event-Name", *headers}
