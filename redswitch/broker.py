@@ -7,6 +7,8 @@ for unit tests of single actors.
 
 from __future__ import annotations
 
+import os
+
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage
@@ -41,7 +43,26 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             maintenance_chance=settings.broker_maintenance_chance,
         )
     broker.add_middleware(CurrentMessage())
+    if os.environ.get("dramatiq_prom_port"):
+        broker.add_middleware(_worker_prometheus())
     return broker
+
+
+def _worker_prometheus() -> dramatiq.Middleware:
+    """Dramatiq's Prometheus middleware, serving the worker's metrics and ours on ``dramatiq_prom_port``.
+
+    Only for the worker (the variable is Dramatiq's own; set it on the worker alone). Its worker processes write
+    metrics to files that the exposition process reads, so prometheus_client must be put in multiprocess mode
+    before anything imports it — our own metric definitions included.
+    """
+    import tempfile
+
+    directory = os.environ.setdefault("dramatiq_prom_db", os.path.join(tempfile.gettempdir(), "redswitch-prom"))
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", directory)
+    os.makedirs(directory, exist_ok=True)
+    from dramatiq.middleware.prometheus import Prometheus
+
+    return Prometheus()
 
 
 def setup_broker(settings: Settings | None = None) -> dramatiq.Broker:

@@ -117,3 +117,44 @@ def test_cause_label_keeps_cause_names_and_folds_free_text() -> None:
 
 def test_metrics_server_is_off_when_metrics_port_is_0() -> None:
     assert metrics.start_metrics_server(Settings()) == 0
+
+
+def test_worker_serves_dramatiq_and_redswitch_metrics_on_dramatiq_prom_port(
+    redis_server: RedisServer, simulator: Simulator, redis_client: redis.Redis, tmp_path: Any
+) -> None:
+    settings = Settings(pubsub_redis_url=redis_server.url, esl_port=simulator.port, originate_timeout=2)
+    port = free_port()
+    env = {
+        **os.environ,
+        **settings.env(),
+        "dramatiq_prom_port": str(port),
+        "dramatiq_prom_host": "127.0.0.1",
+        "dramatiq_prom_db": str(tmp_path),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    worker = subprocess.Popen(worker_command(threads=2), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: bool(scrape(port)), timeout=20)  # the exposition server is up
+        # When a job is enqueued directly (no bridge needed) and dialled
+        import dramatiq as dq
+
+        from redswitch.waking_broker import WakingRedisBroker
+
+        broker = WakingRedisBroker(url=redis_server.url)  # type: ignore[no-untyped-call]
+        broker.enqueue(
+            dq.Message(
+                queue_name="redswitch-calls",
+                actor_name="asp_call",
+                args=(job(dial_id="worker_metrics"),),
+                kwargs={},
+                options={},
+            )
+        )
+        # Then Dramatiq's own counters and ours both move on the one endpoint
+        assert wait_until(lambda: metric(scrape(port), "redswitch_calls_originated_total") >= 1, timeout=20)
+        samples = scrape(port)
+        assert any(name.startswith("dramatiq_messages_total") and value >= 1 for name, value in samples.items())
+        assert any(name.startswith("redswitch_job_to_originate_seconds_count") for name in samples)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(20)
