@@ -36,7 +36,21 @@ from redswitch.state import CallState, Keys, now_iso
 
 logger = logging.getLogger(__name__)
 
-Sender = Callable[[dict[str, str]], object]
+#: Enqueues a batch of jobs for the asp_call actor, in one round trip where the broker allows.
+Sender = Callable[[list[dict[str, str]]], object]
+#: Jobs taken in one go: one script call moves them, one pipeline dedups them, one enqueues them.
+BATCH = 100
+
+# Move up to ARGV[1] jobs from the jobs list to a processing list, oldest first, atomically each.
+_TAKE_SCRIPT = """
+local taken = {}
+for i = 1, tonumber(ARGV[1]) do
+  local job = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not job then break end
+  taken[#taken + 1] = job
+end
+return taken
+"""
 
 
 class Bridge:
@@ -51,6 +65,7 @@ class Bridge:
         self.bridge_id = bridge_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.processing = self.keys.processing(self.bridge_id)
         self._next_heartbeat = 0.0
+        self._take_more = client.register_script(_TAKE_SCRIPT)
 
     # -- main loop -------------------------------------------------------------------------------------------
 
@@ -79,42 +94,60 @@ class Bridge:
             self._adopt(other)
 
     def take(self, block: float) -> bool:
-        """Wait up to ``block`` seconds for one job and handle it; False when none came."""
-        raw = self.client.blmove(self.keys.jobs, self.processing, block, "LEFT", "RIGHT")  # type: ignore[arg-type]
-        if raw is None:
+        """Wait up to ``block`` seconds for a job, then handle it with whatever else is waiting (up to BATCH)."""
+        first = self.client.blmove(self.keys.jobs, self.processing, block, "LEFT", "RIGHT")  # type: ignore[arg-type]
+        if first is None:
             return False
-        self.handle(raw, adopted=False)
+        more = self._take_more(keys=[self.keys.jobs, self.processing], args=[BATCH - 1])
+        self.handle_batch([first, *more], adopted=False)
         return True
 
     def drain(self) -> int:
         """Handle every job waiting now, without blocking; return how many (for tests and benchmarks)."""
         count = 0
-        while (raw := self.client.lmove(self.keys.jobs, self.processing, "LEFT", "RIGHT")) is not None:
-            self.handle(raw, adopted=False)
-            count += 1
+        while batch := self._take_more(keys=[self.keys.jobs, self.processing], args=[BATCH]):
+            self.handle_batch(batch, adopted=False)
+            count += len(batch)
         return count
 
-    # -- one job ---------------------------------------------------------------------------------------------
+    # -- jobs ------------------------------------------------------------------------------------------------
 
     def handle(self, raw: Any, adopted: bool) -> None:
-        """Enqueue or park ``raw``; only then drop it from the processing list."""
-        if not adopted:
-            metrics.JOBS_TAKEN.inc()
-        try:
-            job = parse_job(raw)
-            self._accept(job, raw, adopted)
-        except PayloadError as exc:
-            self._park(raw, exc.reason, duplicate=exc.reason.startswith("duplicate"))
-        self.client.lrem(self.processing, 1, raw)
+        self.handle_batch([raw], adopted)
 
-    def _accept(self, job: AspCall, raw: bytes, adopted: bool) -> None:
-        digest = hashlib.sha256(raw).hexdigest()
-        key = Keys.dialled(job.dial_id)
-        if not self.client.set(key, digest, nx=True, ex=self.settings.dedup_ttl):
-            if not (adopted and _text(self.client.get(key)) == digest):
-                raise PayloadError(f"duplicate dial_id {job.dial_id!r}: already dialled within the last 24 h")
-        self.send(job.to_dict())
-        metrics.JOBS_ENQUEUED.inc()
+    def handle_batch(self, raws: list[Any], adopted: bool) -> None:
+        """Enqueue or park every job of ``raws`` (in their processing list); only then drop them from it."""
+        if not adopted:
+            metrics.JOBS_TAKEN.inc(len(raws))
+        valid = []
+        for raw in raws:
+            try:
+                valid.append((parse_job(raw), raw))
+            except PayloadError as exc:
+                self._park(raw, exc.reason, duplicate=False)
+        jobs = self._first_of_their_dial_id(valid, adopted)
+        if jobs:
+            self.send([job.to_dict() for job in jobs])
+            metrics.JOBS_ENQUEUED.inc(len(jobs))
+        pipe = self.client.pipeline(transaction=False)
+        for raw in raws:
+            pipe.lrem(self.processing, 1, raw)
+        pipe.execute()
+
+    def _first_of_their_dial_id(self, valid: list[tuple[AspCall, bytes]], adopted: bool) -> list[AspCall]:
+        """Record each dial_id as dialled (24 h); park the jobs whose dial_id was already taken."""
+        digests = [hashlib.sha256(raw).hexdigest() for _, raw in valid]
+        pipe = self.client.pipeline(transaction=False)
+        for (job, _), digest in zip(valid, digests, strict=True):
+            pipe.set(Keys.dialled(job.dial_id), digest, nx=True, ex=self.settings.dedup_ttl)
+        accepted = []
+        for (job, raw), digest, fresh in zip(valid, digests, pipe.execute(), strict=True):
+            if fresh or (adopted and _text(self.client.get(Keys.dialled(job.dial_id))) == digest):
+                accepted.append(job)
+            else:
+                reason = f"duplicate dial_id {job.dial_id!r}: already dialled within the last 24 h"
+                self._park(raw, reason, duplicate=True)
+        return accepted
 
     def _park(self, raw: bytes, reason: str, duplicate: bool) -> None:
         """Keep a refused job where an operator can find it, and tell its channel why, if it has one."""
@@ -146,14 +179,15 @@ class Bridge:
 
     def _adopt(self, other: str) -> None:
         source = self.keys.processing(other)
-        while (raw := self.client.lmove(source, self.processing, "LEFT", "RIGHT")) is not None:
-            logger.warning("bridge %s adopting a job of dead bridge %s", self.bridge_id, other)
-            self.handle(raw, adopted=True)
+        while batch := self._take_more(keys=[source, self.processing], args=[BATCH]):
+            logger.warning("bridge %s adopting %d jobs of dead bridge %s", self.bridge_id, len(batch), other)
+            self.handle_batch(batch, adopted=True)
 
     def _resume(self, key: str) -> None:
         """Jobs already in our own processing list (left by an error) are handled again first."""
-        for raw in self.client.lrange(key, 0, -1):
-            self.handle(raw, adopted=True)
+        left = self.client.lrange(key, 0, -1)
+        if left:
+            self.handle_batch(left, adopted=True)
 
 
 def _text(value: Any) -> str:

@@ -8,6 +8,7 @@ for unit tests of single actors.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -63,6 +64,17 @@ def _worker_prometheus() -> dramatiq.Middleware:
     from dramatiq.middleware.prometheus import Prometheus
 
     return Prometheus()
+
+
+def send_all(actor: dramatiq.Actor[..., Any], calls: list[tuple[Any, ...]]) -> None:
+    """Send one message to ``actor`` per argument tuple: in one round trip when the broker can batch."""
+    messages = [actor.message(*args) for args in calls]
+    broker = actor.broker
+    if isinstance(broker, WakingRedisBroker):
+        broker.enqueue_many(messages)
+    else:
+        for message in messages:
+            broker.enqueue(message)
 
 
 def setup_broker(settings: Settings | None = None) -> dramatiq.Broker:

@@ -48,11 +48,15 @@ def add_bridge(subparsers: Subparsers) -> None:
 def run_bridge(args: argparse.Namespace, settings: Settings) -> int:
     from redswitch.actors import CONTROL_ACTORS, asp_call
     from redswitch.bridge import Bridge
+    from redswitch.broker import send_all
     from redswitch.metrics import start_metrics_server
     from redswitch.redis_client import redis_from_settings
     from redswitch.relay import Relay
 
-    bridge = Bridge(settings, redis_from_settings(settings, decode=False), asp_call.send)
+    def enqueue(jobs: list[dict[str, str]]) -> None:
+        send_all(asp_call, [(job,) for job in jobs])
+
+    bridge = Bridge(settings, redis_from_settings(settings, decode=False), enqueue)
 
     def forward(actor_name: str, dial_id: str, message: dict[str, str]) -> object:
         return CONTROL_ACTORS[actor_name].send(dial_id, message)

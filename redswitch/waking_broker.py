@@ -11,11 +11,12 @@ Messages, acks, retries and crash recovery are Dramatiq's own; only the idle wai
 from __future__ import annotations
 
 from typing import Any
+from uuid import uuid4
 
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff
+from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
@@ -35,13 +36,54 @@ class WakingRedisBroker(RedisBroker):
         return _WakingConsumer
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
-        enqueued = super().enqueue(message, delay=delay)
-        key = wake_key(self.namespace, enqueued.queue_name)
+        if delay is not None:  # delayed messages (retries) take Dramatiq's own path, then wake their queue
+            enqueued = super().enqueue(message, delay=delay)
+            self._wake(self.client, {enqueued.queue_name})
+            return enqueued
+        return self.enqueue_many([message])[0]
+
+    def enqueue_many(self, messages: list[Message[Any]]) -> list[Message[Any]]:
+        """Enqueue ``messages`` (no delay) and wake their consumers in one round trip.
+
+        The same dispatch script and message encoding as ``RedisBroker.enqueue``, issued on a pipeline; the
+        middleware hooks run for each message as they would one by one.
+        """
         pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(key, b"1")
-        pipe.ltrim(key, -MAX_TOKENS, -1)
+        enqueued = []
+        for original in messages:
+            message = original.copy(options={"redis_message_id": str(uuid4())})
+            self.emit_before("enqueue", message, None)
+            self.scripts["dispatch"](keys=[self.namespace], args=self._dispatch_args(message), client=pipe)
+            enqueued.append(message)
+        self._wake(pipe, {message.queue_name for message in enqueued})
         pipe.execute()
+        for message in enqueued:
+            self.emit_after("enqueue", message, None)
         return enqueued
+
+    def _dispatch_args(self, message: Message[Any]) -> list[Any]:
+        """The arguments ``RedisBroker._dispatch("enqueue")`` passes to dispatch.lua."""
+        return [
+            "enqueue",
+            current_millis(),
+            message.queue_name,
+            self.broker_id,
+            self.heartbeat_timeout,
+            self.dead_message_ttl,
+            self._should_do_maintenance("enqueue"),
+            self._max_unpack_size(),  # type: ignore[no-untyped-call]
+            message.options["redis_message_id"],
+            message.encode(),
+        ]
+
+    def _wake(self, client: Any, queue_names: set[str]) -> None:
+        pipe = client if client is not self.client else self.client.pipeline(transaction=False)
+        for queue_name in queue_names:
+            key = wake_key(self.namespace, queue_name)
+            pipe.rpush(key, b"1")
+            pipe.ltrim(key, -MAX_TOKENS, -1)
+        if pipe is not client:
+            pipe.execute()
 
     def wait_for_work(self, queue_name: str, seconds: float) -> None:
         """Block until a message is enqueued on ``queue_name`` or ``seconds`` pass."""

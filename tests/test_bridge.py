@@ -23,7 +23,7 @@ def raw_client(redis_server: RedisServer, redis_client: redis.Redis) -> redis.Re
 
 
 def make_bridge(settings: Settings, client: redis.Redis, sent: list[dict[str, str]], name: str = "b1") -> Bridge:
-    return Bridge(settings, client, sent.append, bridge_id=name)
+    return Bridge(settings, client, sent.extend, bridge_id=name)
 
 
 def test_bridge_sends_jobs_in_fifo_order_and_leaves_nothing_behind(settings, raw_client) -> None:
@@ -88,8 +88,8 @@ def test_bridge_adopts_the_jobs_of_a_dead_bridge(settings, raw_client) -> None:
 def test_bridge_keeps_a_job_whose_send_failed_and_sends_it_again(settings, raw_client) -> None:
     attempts: list[dict[str, str]] = []
 
-    def flaky_send(job: dict[str, str]) -> None:
-        attempts.append(job)
+    def flaky_send(jobs: list[dict[str, str]]) -> None:
+        attempts.extend(jobs)
         if len(attempts) == 1:
             raise redis.exceptions.ConnectionError("broker went away")
 
@@ -117,3 +117,21 @@ def test_bridge_run_loop_serves_until_stopped(settings, raw_client) -> None:
     stop.set()
     thread.join(5)
     assert [job["dial_id"] for job in sent] == ["loop1"]
+
+
+def test_bridge_takes_jobs_in_batches_keeping_order_and_refusing_a_duplicate_within_one(settings, raw_client) -> None:
+    # Given more jobs than one batch holds, one dial_id pushed twice inside the same batch
+    payloads = [job_json(dial_id=f"b{n}") for n in range(250)]
+    payloads.insert(10, job_json(dial_id="b3", callee_number="14155550000"))
+    raw_client.rpush("talkiq-asp.calls", *payloads)
+    batches: list[list[dict[str, str]]] = []
+    bridge = Bridge(settings, raw_client, batches.append, bridge_id="batcher")
+    # When the bridge takes them
+    while bridge.take(0.1):
+        pass
+    # Then they went out in a few batches, in push order, each dial_id once, and the duplicate is parked
+    assert 1 < len(batches) <= 4
+    assert [job["dial_id"] for batch in batches for job in batch] == [f"b{n}" for n in range(250)]
+    dead = json.loads(raw_client.lindex("talkiq-asp.calls.dead", 0))
+    assert dead["reason"].startswith("duplicate dial_id 'b3'") and json.loads(dead["payload"])["callee_number"]
+    assert raw_client.llen(bridge.processing) == 0 and raw_client.llen("talkiq-asp.calls") == 0
