@@ -12,11 +12,18 @@ import time
 
 import redis
 
-from redswitch.protocol import Mode, Parser, encode_command, parse_event_plain
+from redswitch.protocol import Mode, Parser, encode_command
 
 
 def events_to_redis(port: int, redis_url: str, expected: int) -> None:
-    """Read events from the socket, publish each on its dial_id channel (one pipeline per read)."""
+    """Read events from the socket, publish each on its dial_id channel (one pipeline per read).
+
+    It reads the same headers the listener reads, the same fast way, and keeps no state: the machine's ceiling
+    for getting events from the socket onto Redis pub/sub.
+    """
+    from redswitch.protocol.pick import header_picker
+
+    pick = header_picker(["Event-Name", "variable_redswitch_dial_id", "variable_redswitch_side", "Hangup-Cause"])
     client = redis.Redis.from_url(redis_url)
     sock = socket.create_connection(("127.0.0.1", port))
     parser = Parser(Mode.FRAMES)
@@ -33,12 +40,9 @@ def events_to_redis(port: int, redis_url: str, expected: int) -> None:
             if frame.content_type != "text/event-plain":
                 replied = True
                 continue
-            event = parse_event_plain(frame.raw_body)
-            headers = dict(event.headers)
-            dial_id = headers["variable_redswitch_dial_id"]
-            pipe.publish(
-                dial_id, json.dumps({"type": headers["Event-Name"], "side": headers["variable_redswitch_side"]})
-            )
+            headers = pick(frame.raw_body)
+            event = {"type": headers["Event-Name"], "side": headers["variable_redswitch_side"]}
+            pipe.publish(headers["variable_redswitch_dial_id"], json.dumps(event))
             seen += 1
         pipe.execute()
     assert replied

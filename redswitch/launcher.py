@@ -59,6 +59,8 @@ def worker_command(processes: int = 1, threads: int = 8) -> list[str]:
 
 @dataclasses.dataclass
 class Child:
+    """A child process in a process group of its own: Dramatiq forks worker processes, and they go with it."""
+
     name: str
     proc: subprocess.Popen[bytes]
 
@@ -68,8 +70,17 @@ class Child:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                self.kill()
+        self._signal_group(signal.SIGKILL)  # anything it left behind
+
+    def kill(self) -> None:
+        """SIGKILL the process and everything it started (a crashed host, not a shutdown)."""
+        self._signal_group(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def _signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signum)
 
 
 class Stack:
@@ -116,7 +127,8 @@ class Stack:
 
     def spawn(self, name: str, command: list[str]) -> Child:
         output = open(os.path.join(self.log_dir, f"{name}.log"), "ab") if self.log_dir else subprocess.DEVNULL
-        child = Child(name, subprocess.Popen(command, env=self.env, stdout=output, stderr=subprocess.STDOUT))
+        proc = subprocess.Popen(command, env=self.env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        child = Child(name, proc)
         self.children.append(child)
         return child
 

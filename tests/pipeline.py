@@ -91,11 +91,9 @@ class Pipeline:
 
     def kill(self, name: str) -> None:
         """SIGKILL one of the pipeline's processes (a crash, not a shutdown)."""
-        import signal
 
         child = self.child(name)
-        child.proc.send_signal(signal.SIGKILL)
-        child.proc.wait(10)
+        child.kill()
         assert self.stack is not None
         self.stack.children.remove(child)
 
