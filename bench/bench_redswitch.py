@@ -190,9 +190,7 @@ def intake_latency(redis_url: str, rates: list[int], seconds: float) -> None:
             start = time.perf_counter()
             n = 0
             while n < rate * seconds:
-                due = start + n / rate
-                while time.perf_counter() < due:
-                    time.sleep(0.0005)
+                time.sleep(max(0.0, start + n / rate - time.perf_counter()))  # paced, without spinning
                 dial_id = f"{prefix}{n}"
                 pushed[dial_id] = time.perf_counter()
                 pipeline.client.rpush(pipeline.settings.jobs_key, json.dumps(job(dial_id=dial_id, user_id=dial_id)))

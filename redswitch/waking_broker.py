@@ -10,6 +10,7 @@ Messages, acks, retries and crash recovery are Dramatiq's own; only the idle wai
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from uuid import uuid4
 
@@ -22,6 +23,8 @@ from dramatiq.message import Message
 
 #: Tokens kept per wake list; more would only cause spurious wake-ups.
 MAX_TOKENS = 64
+#: Seconds a consumer whose prefetch is full waits before it looks again (acks free room within ms).
+FULL_PREFETCH_PAUSE = 0.002
 
 
 def wake_key(namespace: str, queue_name: str) -> str:
@@ -104,9 +107,13 @@ class _WakingConsumer(_RedisConsumer):
                     message = Message.decode(data)
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
-                if self.outstanding_message_count < self.prefetch:
-                    wanted = self.prefetch - self.outstanding_message_count
-                    self.message_cache = self.broker.do_fetch(self.queue_name, wanted)
+                if self.outstanding_message_count >= self.prefetch:
+                    # Every prefetched message is still being worked on: new work cannot be taken, and a
+                    # back-off here would outlast the acks that free room. Look again very soon instead.
+                    time.sleep(FULL_PREFETCH_PAUSE)
+                    return None
+                wanted = self.prefetch - self.outstanding_message_count
+                self.message_cache = self.broker.do_fetch(self.queue_name, wanted)
                 if not self.message_cache:
                     self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
                     self.broker.wait_for_work(self.queue_name, backoff_ms / 1000)
