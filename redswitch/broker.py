@@ -32,7 +32,8 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             raise ConfigError(
                 "BROKER_URL is amqp:// but pika is not installed (pip install 'dramatiq[rabbitmq]')"
             ) from None
-        broker = RabbitmqBroker(url=url)
+        # Publisher confirms: a message sent by the bridge or a client is on the broker when send() returns.
+        broker = RabbitmqBroker(url=url, confirm_delivery=True)
     else:
         broker = WakingRedisBroker(  # type: ignore[no-untyped-call]
             url=url,
