@@ -24,6 +24,27 @@ ACTIVE_KEY_ORDERS = ("dial_org_user", "org_user_dial")
 
 
 @dataclasses.dataclass(frozen=True)
+class EslNode:
+    """One FreeSWITCH: its name (stored with each call it holds) and how to reach its event socket."""
+
+    name: str
+    host: str
+    port: int
+    password: str
+
+
+_NODE = re.compile(r"(?:(?P<name>[A-Za-z0-9_.:\-]{1,64})=)?(?P<host>[A-Za-z0-9.\-\[\]:_]{1,253}):(?P<port>[0-9]{1,5})")
+
+
+def _node(item: str, password: str) -> EslNode:
+    match = _NODE.fullmatch(item.strip())
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise ConfigError(f"ESL_NODES entries must be [name=]host:port: {item.strip()!r}")
+    host, port = match["host"], int(match["port"])
+    return EslNode(match["name"] or f"{host}:{port}", host, port, password)
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """Every setting Redswitch knows, with the original Redswitch's defaults where it had one."""
 
@@ -31,6 +52,9 @@ class Settings:
     esl_port: int = 8021
     esl_url: str = "127.0.0.1"
     esl_timeout: float = 5.0
+    esl_nodes: str = ""
+    node_retry_after: float = 10.0
+    node_lost_after: float = 30.0
     pubsub_redis_timeout: float = 10.0
     pubsub_redis_url: str = "redis://127.0.0.1:6379"
     broker_url: str = ""
@@ -55,6 +79,19 @@ class Settings:
     reconcile_grace: float = 10.0
     dead_max: int = 10_000
     scheduler_lease: float = 15.0
+
+    def nodes(self) -> list[EslNode]:
+        """Every FreeSWITCH node: ``ESL_NODES`` (``[name=]host:port,...``), else the one ESL_URL/ESL_PORT node."""
+        if not self.esl_nodes:
+            return [EslNode(f"{self.esl_url}:{self.esl_port}", self.esl_url, self.esl_port, self.esl_password)]
+        return [_node(item, self.esl_password) for item in self.esl_nodes.split(",")]
+
+    def node(self, name: str) -> EslNode:
+        """The node called ``name``; an unknown name (a record from an older configuration) is an error."""
+        for node in self.nodes():
+            if node.name == name:
+                return node
+        raise ConfigError(f"ESL_NODES has no node named {name!r}")
 
     @property
     def effective_broker_url(self) -> str:
@@ -86,6 +123,9 @@ class Settings:
             )
         _check_template("ENDPOINT_TEMPLATE", self.endpoint_template, {"call_provider", "number"}, required={"number"})
         _check_template("SIP_ENDPOINT_TEMPLATE", self.sip_endpoint_template, {"address"}, required={"address"})
+        names = [node.name for node in self.nodes()]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"ESL_NODES names must be unique: {', '.join(names)}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"LOG_FORMAT must be 'text' or 'json': {self.log_format!r}")
 
@@ -185,6 +225,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "esl_port": _number(int, 1, 65535),
     "esl_url": _host,
     "esl_timeout": _number(float, 0.1, 600),
+    "esl_nodes": _optional_text,
+    "node_retry_after": _number(float, 0.1, 3600),
+    "node_lost_after": _number(float, 0.5, 86400),
     "pubsub_redis_timeout": _number(float, 0.1, 600),
     "pubsub_redis_url": _redis_url,
     "broker_url": _broker_url,

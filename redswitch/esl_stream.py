@@ -25,6 +25,7 @@ class EventStream:
         self._sock: socket.socket | None = None
         self._parser = Parser(Mode.FRAMES)
         self._frames: deque[Frame] = deque()
+        self._goodbye = ""
 
     def connect(self) -> None:
         try:
@@ -61,7 +62,13 @@ class EventStream:
         return [parse_event_plain(payload) for payload in self.read_payloads(timeout)]
 
     def read_payloads(self, timeout: float) -> list[bytes]:
-        """Like :meth:`read`, but the raw plain-event payloads, for consumers that decode only what they need."""
+        """Like :meth:`read`, but the raw plain-event payloads, for consumers that decode only what they need.
+
+        Events that arrived before a disconnect notice are returned first; the next call raises.
+        """
+        if self._goodbye:
+            self.close()
+            raise EslConnectionError(f"FreeSWITCH closed the event connection: {self._goodbye.strip()}")
         if not self._frames:
             self._fill(timeout)
         payloads = []
@@ -71,8 +78,8 @@ class EventStream:
             if kind == "text/event-plain":
                 payloads.append(frame.raw_body)
             elif kind in ("text/disconnect-notice", "text/rude-rejection"):
-                self.close()
-                raise EslConnectionError("FreeSWITCH closed the event connection")
+                self._goodbye = frame.body or "disconnected"
+                break
         return payloads
 
     def close(self) -> None:

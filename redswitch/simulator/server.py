@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from redswitch.protocol import encode_disconnect_notice
 from redswitch.simulator.api import Api
 from redswitch.simulator.bus import EventBus, SwitchInfo
 from redswitch.simulator.calls import CallEngine
@@ -27,6 +28,10 @@ from redswitch.simulator.session import Session
 __all__ = ["Simulator"]
 
 T = TypeVar("T")
+
+
+#: MES body of the disconnect notice on module/system shutdown.
+SHUTDOWN_NOTICE = "The system is being shut down.\n"
 
 
 class Simulator:
@@ -181,6 +186,20 @@ class Simulator:
         return info.eavesdrop_mode
 
     # ---------------------------------------------------------------------------------------- faults
+
+    def shutdown(self, cause: str = "SYSTEM_SHUTDOWN") -> None:
+        """Stop as FreeSWITCH's ``fsctl shutdown`` does: hang every channel up (its events go out to the
+        subscribers), tell each client ``The system is being shut down.``, close, then stop serving."""
+        self._call(lambda: self.engine.hupall(cause))
+        time.sleep(0.2)  # let the hangup events reach the subscribers before the sockets close
+        self._call(self._say_goodbye)
+        time.sleep(0.05)
+        self.stop()
+
+    def _say_goodbye(self) -> None:
+        for session in list(self.sessions):
+            session.write(encode_disconnect_notice(SHUTDOWN_NOTICE))
+            session.close()
 
     def drop_all_connections(self) -> None:
         """Abort every ESL connection (clients see EOF/reset, no disconnect notice)."""
