@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 EventHandler = Callable[[dict[str, str], str], None]
 
+#: Seconds of hub time before each command: one event-loop turn, enough to read a pending EOF.
+FRESHNESS_CHECK = 0.0005
+
 _TRANSIENT = (OSError, NotConnectedError, gevent.exceptions.LoopExit, socket.error, EOFError)
 
 
@@ -74,6 +77,10 @@ class EslClient:
         Raises EslConnectionError when the command could not be written (FreeSWITCH surely did not run it)
         and EslUncertainError when it was written but no reply came (it may have run).
         """
+        if self._conn is not None:
+            # An idle thread's hub has not run since the last reply: let it notice a connection the switch
+            # closed meanwhile (EOF, disconnect notice), so we reconnect instead of writing into a dead socket.
+            gevent.sleep(FRESHNESS_CHECK)
         if not self.connected:
             self.connect()
         limit = self.timeout if timeout is None else timeout

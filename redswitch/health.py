@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import redis
 
 from redswitch.config import Settings
@@ -12,7 +14,12 @@ from redswitch.redis_client import redis_from_settings
 
 def check(settings: Settings) -> list[str]:
     """Return one line per failed part (empty when all is well), saying which part failed and why."""
-    return [problem for problem in (check_redis(settings), check_esl(settings)) if problem]
+    problems = [check_redis(settings)]
+    for node in settings.nodes():
+        problems.append(
+            check_esl(dataclasses.replace(settings, esl_url=node.host, esl_port=node.port, esl_password=node.password))
+        )
+    return [problem for problem in problems if problem]
 
 
 def check_redis(settings: Settings) -> str:

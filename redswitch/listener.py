@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import redis
 
 from redswitch import metrics
-from redswitch.config import Settings
+from redswitch.config import EslNode, Settings
 from redswitch.errors import EslError
 from redswitch.esl_stream import EventStream
 from redswitch.messages import ID_PATTERN
@@ -161,15 +161,29 @@ class Listener:
 
     # -- connection ------------------------------------------------------------------------------------------
 
-    def connect(self) -> EventStream:
-        settings = self.settings
-        stream = EventStream(settings.esl_url, settings.esl_port, settings.esl_password, settings.esl_timeout)
+    def connect(self, node: EslNode) -> EventStream:
+        stream = EventStream(node.host, node.port, node.password, self.settings.esl_timeout)
         stream.connect()
         stream.subscribe(EVENTS)
         return stream
 
     def run(self, stop: threading.Event) -> None:
-        """Stay subscribed until ``stop`` is set, reconnecting with backoff whenever the connection drops.
+        """Follow every FreeSWITCH node (one connection, one thread each) until ``stop`` is set."""
+        nodes = self.settings.nodes()
+        if len(nodes) == 1:
+            self.follow(nodes[0], stop)
+            return
+        threads = [
+            threading.Thread(target=self.follow, args=(node, stop), name=f"listen-{node.name}", daemon=True)
+            for node in nodes
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def follow(self, node: EslNode, stop: threading.Event) -> None:
+        """Stay subscribed to ``node`` until ``stop`` is set, reconnecting with backoff whenever it drops.
 
         A Redis outage does not lose events: the batch being applied is retried until Redis is back.
         """
@@ -177,13 +191,13 @@ class Listener:
         connected_before = False
         while not stop.is_set():
             try:
-                stream = self.connect()
+                stream = self.connect(node)
             except EslError as exc:
-                logger.warning("ESL connection failed: %s; retrying in %.1fs", exc, delay)
+                logger.warning("ESL connection to %s failed: %s; retrying in %.1fs", node.name, exc, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            logger.info("listening to FreeSWITCH at %s:%s", self.settings.esl_url, self.settings.esl_port)
+            logger.info("listening to FreeSWITCH %s at %s:%s", node.name, node.host, node.port)
             delay = 0.1
             if connected_before:
                 metrics.ESL_RECONNECTS.inc()
@@ -191,7 +205,7 @@ class Listener:
             try:
                 self._pump(stream, stop)
             except EslError as exc:
-                logger.warning("ESL connection lost: %s; reconnecting", exc)
+                logger.warning("ESL connection to %s lost: %s; reconnecting", node.name, exc)
             finally:
                 stream.close()
 

@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -109,10 +110,21 @@ class Reconciler:
     calls that are just starting. ``missing_since`` carries those first sightings from pass to pass.
     """
 
-    def __init__(self, settings: Settings, client: redis.Redis, esl: EslClient, missing_since: dict[str, float]):
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        esl: EslClient | Mapping[str, EslClient | None],
+        missing_since: dict[str, float],
+    ):
+        """``esl``: one client (a single node), or a client per node name — ``None`` for a node that is lost
+        (unreachable for NODE_LOST_AFTER seconds), which then counts as having no channel left."""
         self.settings = settings
         self.client = client
-        self.esl = esl
+        first = settings.nodes()[0].name
+        self.esls = dict(esl) if isinstance(esl, Mapping) else {first: esl}
+        self.first_node = first
+        self.channel_nodes: dict[str, str] = {}
         self.state = CallState(client, settings)
         self.keys = Keys(settings)
         self.missing_since = missing_since
@@ -133,9 +145,13 @@ class Reconciler:
         return report
 
     def _channels(self) -> set[str]:
-        """The uuids of every channel FreeSWITCH has (``show channels as json``)."""
-        data = json.loads(self.esl.api("show channels as json") or "{}")
-        return {row["uuid"] for row in data.get("rows", [])}
+        """The uuids of every channel the reachable nodes have (``show channels as json``), noting each one's node."""
+        for node, esl in self.esls.items():
+            if esl is None:
+                continue
+            data = json.loads(esl.api("show channels as json") or "{}")
+            self.channel_nodes.update({row["uuid"]: node for row in data.get("rows", [])})
+        return set(self.channel_nodes)
 
     def _check_call(
         self, dial_id: str, record: dict[str, str], channels: set[str], report: Report, seen_missing: set[str]
@@ -145,8 +161,8 @@ class Reconciler:
             self.state.end_call(dial_id)
             report.ended.append(dial_id)
             return
-        if record.get("state") != "sent":
-            return
+        if record.get("state") != "sent" or record.get("node", self.first_node) not in self.esls:
+            return  # still being dialled, or on a node we could not ask this time
         legs = {side: record[field] for side, field in LEG_FIELDS.items() if record.get(field)}
         gone = {side for side, leg in legs.items() if leg not in channels}
         lost = {side for side in gone if self._missing_long_enough(f"{dial_id}/{side}", seen_missing)}
@@ -200,7 +216,9 @@ class Reconciler:
         self.foreign &= unknown
         for channel in sorted(unknown - self.foreign):
             try:
-                dial_id = self.esl.api(commands.uuid_getvar(channel, VAR_DIAL_ID)).strip()
+                esl = self.esls[self.channel_nodes[channel]]
+                assert esl is not None
+                dial_id = esl.api(commands.uuid_getvar(channel, VAR_DIAL_ID)).strip()
             except (EslCommandError, PayloadError):
                 continue  # gone meanwhile, or not a uuid we would send back
             if ID_PATTERN.fullmatch(dial_id) and dial_id != "_undef_":
@@ -274,6 +292,7 @@ class Scheduler:
         self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.lease = Lease(client, self.holder, settings.scheduler_lease)
         self.missing_since: dict[str, float] = {}
+        self.unreachable_since: dict[str, float] = {}
 
     def lead(self) -> bool:
         """Take or renew the lease; True when this scheduler may act."""
@@ -289,15 +308,35 @@ class Scheduler:
         if not self.lead():
             self.missing_since.clear()  # another scheduler acts: our sightings would be stale on takeover
             return None
-        s = self.settings
-        esl = EslClient(s.esl_url, s.esl_port, s.esl_password, s.esl_timeout)
+        esls = self._connect_nodes()
         try:
-            return Reconciler(s, self.client, esl, self.missing_since).run_once()
+            return Reconciler(self.settings, self.client, esls, self.missing_since).run_once()
         except (EslError, redis.exceptions.RedisError, ValueError) as exc:
             logger.warning("reconciliation skipped: %s", exc)
             return None
         finally:
-            esl.close()
+            for esl in esls.values():
+                if esl is not None:
+                    esl.close()
+
+    def _connect_nodes(self) -> dict[str, EslClient | None]:
+        """A client per reachable node; ``None`` for a node unreachable for NODE_LOST_AFTER (its calls are lost);
+        a node unreachable for less is left out, so its calls are not judged this pass."""
+        s = self.settings
+        esls: dict[str, EslClient | None] = {}
+        for node in s.nodes():
+            esl = EslClient(node.host, node.port, node.password, s.esl_timeout)
+            try:
+                esl.connect()
+            except EslError as exc:
+                since = self.unreachable_since.setdefault(node.name, time.monotonic())
+                logger.warning("FreeSWITCH node %s unreachable for %.0fs: %s", node.name, time.monotonic() - since, exc)
+                if time.monotonic() - since >= s.node_lost_after:
+                    esls[node.name] = None
+                continue
+            self.unreachable_since.pop(node.name, None)
+            esls[node.name] = esl
+        return esls
 
     def trim_dead(self) -> int:
         """Keep the dead list within DEAD_MAX entries (0: unbounded); return how many were dropped."""

@@ -160,8 +160,27 @@ for i = 4, #ARGV do
     if kind == 'H' and side == '0' then
       redis.call('SREM', 'redswitch:active', dial)
       redis.call('PUBLISH', 'redswitch:calls', 'end:' .. dial)
+      local node = redis.call('HGET', call, 'node')
+      if node then redis.call('SREM', 'redswitch:node-calls:' .. node, dial) end
     end
   end
+end
+"""
+
+
+# A call is over: relays leave its channel, and its node holds one call fewer.
+_END_SCRIPT = """
+redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('PUBLISH', 'redswitch:calls', 'end:' .. ARGV[1])
+local node = redis.call('HGET', KEYS[2], 'node')
+if node then redis.call('SREM', 'redswitch:node-calls:' .. node, ARGV[1]) end
+"""
+
+# The originate was accepted: the node holds the call, unless the call already ended in the meantime.
+_SENT_SCRIPT = """
+redis.call('HSET', KEYS[1], 'state', 'sent', 'node', ARGV[2])
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  redis.call('SADD', 'redswitch:node-calls:' .. ARGV[2], ARGV[1])
 end
 """
 
@@ -177,6 +196,8 @@ class CallState:
         self.client = client
         self.keys = Keys(settings)
         self._events = client.register_script(_EVENTS_SCRIPT)
+        self._end_script = client.register_script(_END_SCRIPT)
+        self._sent_script = client.register_script(_SENT_SCRIPT)
         self._org_first = settings.active_key_order == "org_user_dial"
 
     def record_events(self, records: list[str]) -> None:
@@ -266,8 +287,11 @@ class CallState:
             self._end(staged, dial_id)
 
     def _end(self, pipe: Any, dial_id: str) -> None:
-        pipe.srem(Keys.active_calls(), dial_id)
-        pipe.publish(Keys.lifecycle(), f"end:{dial_id}")
+        self._end_script(keys=[Keys.active_calls(), Keys.call(dial_id)], args=[dial_id], client=pipe)
+
+    def call_sent(self, dial_id: str, node: str) -> None:
+        """FreeSWITCH node ``node`` accepted the originate: it holds the call until the call ends."""
+        self._sent_script(keys=[Keys.call(dial_id), Keys.active_calls()], args=[dial_id, node])
 
     def reply(self, dial_id: str, event: JsonDict) -> None:
         """Publish an ``ack`` or ``error`` on the call's channel (and its user's history when the call is known)."""

@@ -69,6 +69,7 @@ def _claim(call: AspCall) -> tuple[bool, dict[str, str]]:
         "uuid0": str(uuid.uuid4()),
         "uuid1": str(uuid.uuid4()),
         "job_uuid": str(uuid.uuid4()),
+        "node": context.nodes().in_order()[0].name,
         # The first run dials right away: recorded as dialling from the start, one round trip fewer.
         "state": "dialling",
         "dialling_since": f"{time.time():.3f}",
@@ -97,7 +98,7 @@ def _evidence_of_call(record: dict[str, str]) -> bool:
     """Did FreeSWITCH get this call? The listener saw a channel or the job's result, or side 0 is alive."""
     if record.get("seen") == "1" or record.get("job_result"):
         return True
-    reply = context.esl_pool().client().api(commands.uuid_exists(record["uuid0"]))
+    reply = context.esl_pool(record.get("node", "")).client().api(commands.uuid_exists(record["uuid0"]))
     return reply.strip() == "true"
 
 
@@ -105,7 +106,7 @@ def _send(call: AspCall, record: dict[str, str]) -> None:
     settings = context.settings()
     command = originate.click_to_call(settings, call, record["uuid0"], record["uuid1"])
     try:
-        context.esl_pool().client().bgapi(command, record["job_uuid"])
+        node = _hand_over(call.dial_id, record, command)
     except EslUncertainError as exc:
         logger.warning(
             "dial_id=%s no answer to the originate (%s); will look for it before any redial", call.dial_id, exc
@@ -123,9 +124,35 @@ def _send(call: AspCall, record: dict[str, str]) -> None:
         context.call_state().fail(call.dial_id, call.org_id, call.user_id, exc.reply)
         _set_state(call.dial_id, "sent")
         return
-    _set_state(call.dial_id, "sent")
+    context.call_state().call_sent(call.dial_id, node)
     _count_originate()
-    logger.info("dial_id=%s originate handed to FreeSWITCH (job %s)", call.dial_id, record["job_uuid"])
+    logger.info("dial_id=%s originate handed to FreeSWITCH %s (job %s)", call.dial_id, node, record["job_uuid"])
+
+
+def _hand_over(dial_id: str, record: dict[str, str], command: str) -> str:
+    """bgapi the originate on the record's node or, when a node refuses to connect, on the next; return the node.
+
+    Moving on is safe only because a refused connection never carried the command; a command that went out
+    unanswered (EslUncertainError) is not tried elsewhere.
+    """
+    nodes = context.nodes()
+    order = sorted(nodes.in_order(), key=lambda node: node.name != record.get("node"))
+    failure: EslConnectionError | None = None
+    for node in order:
+        if node.name != record.get("node"):
+            context.call_state().update_call(dial_id, node=node.name)
+            record["node"] = node.name
+        try:
+            context.esl_pool(node.name).client().bgapi(command, record["job_uuid"])
+            return node.name
+        except EslUncertainError:
+            raise
+        except EslConnectionError as exc:
+            logger.warning("dial_id=%s FreeSWITCH node %s refused: %s", dial_id, node.name, exc)
+            nodes.mark_down(node)
+            failure = exc
+    assert failure is not None
+    raise failure
 
 
 def _count_originate() -> None:

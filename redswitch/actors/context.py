@@ -12,6 +12,7 @@ import redis
 
 from redswitch.config import Settings
 from redswitch.esl import EslPool
+from redswitch.nodes import Nodes
 from redswitch.redis_client import redis_from_settings
 from redswitch.state import CallState
 
@@ -26,10 +27,21 @@ def redis_client() -> redis.Redis:
     return redis_from_settings(settings())
 
 
-@functools.lru_cache(maxsize=1)
-def esl_pool() -> EslPool:
+def esl_pool(node: str = "") -> EslPool:
+    """The connections to FreeSWITCH node ``node`` (default: the first node), one per worker thread."""
+    return _pool(node or settings().nodes()[0].name)
+
+
+@functools.cache
+def _pool(name: str) -> EslPool:
     current = settings()
-    return EslPool(current.esl_url, current.esl_port, current.esl_password, current.esl_timeout)
+    target = current.node(name)
+    return EslPool(target.host, target.port, target.password, current.esl_timeout)
+
+
+@functools.lru_cache(maxsize=1)
+def nodes() -> Nodes:
+    return Nodes(redis_client(), settings())
 
 
 def call_state() -> CallState:
@@ -38,5 +50,5 @@ def call_state() -> CallState:
 
 def reset() -> None:
     """Forget everything (tests change the environment between runs)."""
-    for cached in (settings, redis_client, esl_pool):
+    for cached in (settings, redis_client, _pool, nodes):
         cached.cache_clear()

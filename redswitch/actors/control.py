@@ -69,15 +69,16 @@ def _active_record(dial_id: str) -> dict[str, str]:
     return record
 
 
-def _api(command: str) -> str:
-    return context.esl_pool().client().api(command)
+def _api(record: dict[str, str], command: str) -> str:
+    """Run ``command`` on the FreeSWITCH node that holds the call."""
+    return context.esl_pool(record.get("node", "")).client().api(command)
 
 
 def _hangup(dial_id: str, control: Control) -> None:
     record = _active_record(dial_id)
     for side in ("uuid0", "uuid1"):
         try:
-            _api(commands.uuid_kill(record[side]))
+            _api(record, commands.uuid_kill(record[side]))
             return
         except EslCommandError:
             continue  # that side is already gone; the other may still be up
@@ -105,7 +106,7 @@ def _barge(dial_id: str, control: Control) -> None:
     variables = originate.leg_variables(settings, ids, leg)
     command = commands.originate(commands.dial_string(endpoint, variables), commands.app("eavesdrop", record["uuid0"]))
     try:
-        context.esl_pool().client().bgapi(command, str(uuid.uuid4()))
+        context.esl_pool(record.get("node", "")).client().bgapi(command, str(uuid.uuid4()))
     except Exception:
         context.call_state().clear_call_fields(dial_id, "barger_uuid")
         raise
@@ -124,7 +125,7 @@ def _barger_record(dial_id: str) -> dict[str, str]:
 
 def _set_mode(dial_id: str, mode: str, record: dict[str, str] | None = None) -> None:
     record = record or _barger_record(dial_id)
-    _api(commands.uuid_recv_dtmf(record["barger_uuid"], MODE_DIGITS[mode]))
+    _api(record, commands.uuid_recv_dtmf(record["barger_uuid"], MODE_DIGITS[mode]))
     previous = record.get("barger_mode", "listen")
     context.call_state().update_call(dial_id, barger_mode=mode, barger_prev_mode=previous)
 
