@@ -79,6 +79,10 @@ class Settings:
     reconcile_grace: float = 10.0
     dead_max: int = 10_000
     scheduler_lease: float = 15.0
+    switch_cps: int = 30
+    gateway_cps: str = ""
+    org_max_calls: str = ""
+    throttle_retries: int = 8
 
     def nodes(self) -> list[EslNode]:
         """Every FreeSWITCH node: ``ESL_NODES`` (``[name=]host:port,...``), else the one ESL_URL/ESL_PORT node."""
@@ -92,6 +96,14 @@ class Settings:
             if node.name == name:
                 return node
         raise ConfigError(f"ESL_NODES has no node named {name!r}")
+
+    def gateway_cps_limits(self) -> dict[str, int]:
+        """``GATEWAY_CPS`` as {gateway: sessions per second}; the key ``*`` is the default for other gateways."""
+        return limit_map(self.gateway_cps)
+
+    def org_max_calls_limits(self) -> dict[str, int]:
+        """``ORG_MAX_CALLS`` as {org_id: concurrent calls}; the key ``*`` is the default for other orgs."""
+        return limit_map(self.org_max_calls)
 
     @property
     def effective_broker_url(self) -> str:
@@ -141,6 +153,24 @@ class Settings:
 def setting_names() -> set[str]:
     """Every environment variable :meth:`Settings.from_env` reads."""
     return {field.name.upper() for field in dataclasses.fields(Settings)}
+
+
+def limit_map(raw: str) -> dict[str, int]:
+    """Parse ``name=N,...`` (a bare ``N`` or ``*=N`` is the default for every other name)."""
+    limits: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, _, value = item.rpartition("=")
+        limits[name.strip() or "*"] = int(value)
+    return limits
+
+
+def _limits(name: str, raw: str) -> str:
+    """Validate a ``name=N,...`` list of positive limits now, so a typo fails at start and not mid-burst."""
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        match = re.fullmatch(r"(?:([A-Za-z0-9_.:\-*]{1,128})\s*=\s*)?([0-9]{1,6})", item)
+        if match is None or int(match[2]) < 1:
+            raise ConfigError(f"{name} must be name=N,... with N >= 1 (a bare N or *=N is the default): {item!r}")
+    return ",".join(part.strip() for part in raw.split(",") if part.strip())
 
 
 _KIND_NAMES: dict[object, str] = {int: "a whole number", float: "a number"}
@@ -252,4 +282,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "reconcile_grace": _number(float, 0, 3600),
     "dead_max": _number(int, 0, 100_000_000),
     "scheduler_lease": _number(float, 0.5, 600),
+    "switch_cps": _number(int, 0, 100_000),
+    "gateway_cps": _limits,
+    "org_max_calls": _limits,
+    "throttle_retries": _number(int, 0, 100),
 }

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import redis
 
 from redswitch import metrics
+from redswitch.admission import ThrottleRetry
 from redswitch.config import EslNode, Settings
 from redswitch.errors import EslError
 from redswitch.esl_stream import EventStream
@@ -118,6 +119,7 @@ class Listener:
         self.settings = settings
         self.client = client
         self.state = CallState(client, settings)
+        self.throttle = ThrottleRetry(client, settings)
 
     def apply(self, actions: list[Action]) -> None:
         """Apply channel actions in order in one script call, then the job results."""
@@ -150,6 +152,8 @@ class Listener:
         record = self.state.call_record(str(dial_id))
         if not action.cause or record.get("seen") == "1":
             return
+        if self.throttle.retry(str(dial_id), action.job_uuid, action.cause):
+            return  # side 0 never existed and the cause is transient: the originate goes out again
         logger.info("dial_id=%s FreeSWITCH refused the originate: %s", dial_id, action.cause)
         self.state.fail(
             str(dial_id),

@@ -37,7 +37,8 @@ class Pipeline:
 
     def start(self) -> Pipeline:
         self.simulator.start()
-        values = {"originate_timeout": 2, **self.extra}
+        # No pacing unless a test asks: the simulator, like these tests, has no sessions-per-second limit by default.
+        values = {"originate_timeout": 2, "switch_cps": 0, **self.extra}
         self.settings = Settings(pubsub_redis_url=self.redis_url, esl_port=self.simulator.port, **values)
         self.stack = Stack(
             self.settings, bridges=self.bridges, listener=self.listener, env=self.env, log_dir=self.log_dir

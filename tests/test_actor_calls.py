@@ -27,6 +27,7 @@ def actors(
     monkeypatch.setenv("ESL_PORT", str(simulator.port))
     monkeypatch.setenv("ESL_TIMEOUT", "0.3")
     monkeypatch.setenv("REDIAL_GUARD", "0.5")
+    monkeypatch.setenv("SWITCH_CPS", "0")  # these tests run the actor's function directly: nothing runs a deferral
     import redswitch.actors
     from redswitch.actors import context
 

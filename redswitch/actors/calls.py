@@ -26,7 +26,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from redswitch import metrics, originate
+from redswitch import admission, metrics, originate
 from redswitch.actors import context
 from redswitch.errors import EslCommandError, EslConnectionError, EslUncertainError, PayloadError
 from redswitch.messages import ID_PATTERN, AspCall, job_from_dict
@@ -52,12 +52,25 @@ def asp_call(job: dict[str, Any]) -> None:
     except PayloadError as exc:
         _report_invalid(job, exc)
         raise
+    client = context.redis_client()
     created, record = _claim(call)
-    if not created:
-        if not _may_dial(call.dial_id, record):
+    if admission.RETRY_KEY in job:  # the listener's re-send of an originate the switch throttled
+        taken = admission.take_retry(client, call.dial_id, job)
+        if taken is None:
             return
-        _set_state(call.dial_id, "dialling", dialling_since=f"{time.time():.3f}")
+        record = taken
+    elif not created and not _may_dial(call.dial_id, record):
+        return
+    if not admission.admit(client, context.settings(), call, record.get("node", ""), lambda ms: _send_again(job, ms)):
+        return  # deferred by a limit: the message was sent again with a delay
+    if not created and not admission.begin_dial(client, call.dial_id, record):
+        return  # another copy of this message started the attempt
     _send(call, record)
+
+
+def _send_again(job: dict[str, Any], delay_ms: int) -> None:
+    """Defer the job: a fresh message (not a retry, so deferrals never use up the retries of real failures)."""
+    asp_call.send_with_options(args=(job,), delay=delay_ms)
 
 
 def _claim(call: AspCall) -> tuple[bool, dict[str, str]]:
@@ -73,6 +86,7 @@ def _claim(call: AspCall) -> tuple[bool, dict[str, str]]:
         # The first run dials right away: recorded as dialling from the start, one round trip fewer.
         "state": "dialling",
         "dialling_since": f"{time.time():.3f}",
+        "job": admission.job_field(call),  # the listener sends a throttled originate again
     }
     return context.call_state().claim_call(call.dial_id, call.org_id, call.user_id, fresh)
 
