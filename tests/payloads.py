@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from redswitch.launcher import SEED_JOB as DEMO_SEED_JOB
+
 #: The original README's example job, exactly as printed there (with its trailing comma).
 SEED_JOB_TEXT = """{
     "type": "asp-call",
@@ -18,17 +20,8 @@ SEED_JOB_TEXT = """{
     "user_id": "talkiq_user_id",
 }"""
 
-SEED_JOB: dict[str, str] = {
-    "type": "asp-call",
-    "call_provider": "talk_call_provider",
-    "callee_number": "1415697098",
-    "caller_id_lega": "15105625882",
-    "caller_id_legb": "14157697098",
-    "caller_number": "15105625882",
-    "dial_id": "talkiq_dial_id",
-    "org_id": "talkiq_org_id",
-    "user_id": "talkiq_user_id",
-}
+#: The same job as a dict: what the demo pushes too.
+SEED_JOB: dict[str, str] = dict(DEMO_SEED_JOB)
 
 JOB_FIELDS = [
     "call_provider",
