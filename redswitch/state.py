@@ -176,8 +176,10 @@ local node = redis.call('HGET', KEYS[2], 'node')
 if node then redis.call('SREM', 'redswitch:node-calls:' .. node, ARGV[1]) end
 """
 
-# The originate was accepted: the node holds the call, unless the call already ended in the meantime.
+# The originate was accepted: the node holds the call, unless the call already ended in the meantime. Only
+# from ``dialling``: the listener may already have taken the call back (a throttled originate to send again).
 _SENT_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'dialling' then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'sent', 'node', ARGV[2])
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
   redis.call('SADD', 'redswitch:node-calls:' .. ARGV[2], ARGV[1])
