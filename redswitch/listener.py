@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import redis
 
 from redswitch import metrics
-from redswitch.admission import ThrottleRetry
+from redswitch.admission import ThrottleRetry, is_retryable
 from redswitch.config import EslNode, Settings
 from redswitch.errors import EslError
 from redswitch.esl_stream import EventStream
@@ -34,6 +34,8 @@ EVENTS = ["CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP", "BACKGROUND_JOB"
 SIDES = ("0", "1", "2")
 #: FreeSWITCH cause names; anything else is reported as NORMAL_UNSPECIFIED.
 CAUSE_PATTERN = re.compile(r"[A-Z0-9_]{1,64}")
+#: A SIP final response code, as FreeSWITCH records it in sip_term_status / sip_invite_failure_status.
+SIP_CODE_PATTERN = re.compile(r"[1-6][0-9]{2}")
 #: The protocol event each kind of action publishes (for the events-published metric).
 _EVENT_TYPES = {"answered": "answer-event", "hung_up": "hangup-event"}
 
@@ -50,6 +52,8 @@ class Action:
     cause: str = ""
     job_uuid: str = ""
     result: str = ""
+    sip_code: str = ""  # the SIP final response FreeSWITCH recorded for a refused leg ("" when none)
+    retryable: bool | None = None  # for a side that never answered: is its cause worth another attempt?
 
 
 def translate(headers: Mapping[str, str], body: str = "") -> Action | None:
@@ -67,10 +71,19 @@ def translate(headers: Mapping[str, str], body: str = "") -> Action | None:
     if name == "CHANNEL_ANSWER":
         return Action("answered", dial_id, org_id, user_id, side)
     if name == "CHANNEL_HANGUP":
-        cause = headers.get("Hangup-Cause", "")
-        cause = cause if CAUSE_PATTERN.fullmatch(cause) else "NORMAL_UNSPECIFIED"
-        return Action("hung_up", dial_id, org_id, user_id, side, cause=cause)
+        return _hangup_action(headers, dial_id, org_id, user_id, side)
     return None
+
+
+def _hangup_action(headers: Mapping[str, str], dial_id: str, org_id: str, user_id: str, side: str) -> Action:
+    """A side hung up: its cause, and for a side that never answered, the SIP code and whether to try again."""
+    cause = headers.get("Hangup-Cause", "")
+    cause = cause if CAUSE_PATTERN.fullmatch(cause) else "NORMAL_UNSPECIFIED"
+    sip = headers.get("variable_sip_invite_failure_status") or headers.get("variable_sip_term_status", "")
+    sip = sip if SIP_CODE_PATTERN.fullmatch(sip) else ""
+    answered = headers.get("Caller-Channel-Answered-Time", "0") not in ("", "0")
+    retryable = None if answered else is_retryable(cause)
+    return Action("hung_up", dial_id, org_id, user_id, side, cause=cause, sip_code=sip, retryable=retryable)
 
 
 def _job_action(headers: Mapping[str, str], body: str) -> Action | None:
@@ -83,7 +96,14 @@ def _job_action(headers: Mapping[str, str], body: str) -> Action | None:
 
 
 _PICK = header_picker(
-    ["Event-Name", "Hangup-Cause", *(f"variable_{var}" for var in (VAR_DIAL_ID, VAR_ORG_ID, VAR_USER_ID, VAR_SIDE))]
+    [
+        "Event-Name",
+        "Hangup-Cause",
+        "Caller-Channel-Answered-Time",
+        "variable_sip_term_status",
+        "variable_sip_invite_failure_status",
+        *(f"variable_{var}" for var in (VAR_DIAL_ID, VAR_ORG_ID, VAR_USER_ID, VAR_SIDE)),
+    ]
 )
 
 
@@ -105,7 +125,10 @@ def _record(action: Action) -> str:
     if kind is None:
         return ""
     fields = [kind, action.dial_id, action.org_id, action.user_id, action.side]
-    return "|".join([*fields, action.cause] if kind == "H" else fields)
+    if kind != "H":
+        return "|".join(fields)
+    retry = "-" if action.retryable is None else ("1" if action.retryable else "0")
+    return "|".join([*fields, action.cause, action.sip_code or "-", retry])
 
 
 class Listener:
@@ -161,6 +184,7 @@ class Listener:
             record.get("user_id"),
             action.cause,
             reason="FreeSWITCH did not attempt the call",
+            retryable=is_retryable(action.cause),
         )
 
     # -- connection ------------------------------------------------------------------------------------------

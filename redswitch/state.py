@@ -121,7 +121,8 @@ return 1
 
 # The listener's hot path: one script call applies a whole batch of channel events, in order. Each event's state
 # change comes before the PUBLISH that announces it, and the batch is one command on the wire: redis-py spends
-# far more time packing commands than Redis spends running them. Records are "kind|dial|org|user|side[|cause]"
+# far more time packing commands than Redis spends running them. Records are "kind|dial|org|user|side" and, for
+# a hangup, "|cause|sip_code|retryable" ("-" when absent; extensions beside the contract's cause)
 # with ids that passed ID_PATTERN and causes of [A-Z0-9_], so the JSON is built here byte for byte as
 # ``encode`` builds it. (Keys are derived inside the script, so this path is for a single Redis, not a cluster.)
 _EVENTS_SCRIPT = """
@@ -152,7 +153,10 @@ for i = 4, #ARGV do
           redis.call('HDEL', call, 'barger_uuid', 'barger_mode', 'barger_prev_mode', 'barger_answered')
         end
       end
-      event = '{"type": "hangup-event", "side": "' .. side .. '", "cause": "' .. f[6] .. '"}'
+      event = '{"type": "hangup-event", "side": "' .. side .. '", "cause": "' .. f[6] .. '"'
+      if f[7] and f[7] ~= '-' then event = event .. ', "sip_code": "' .. f[7] .. '"' end
+      if f[8] and f[8] ~= '-' then event = event .. ', "retryable": ' .. (f[8] == '1' and 'true' or 'false') end
+      event = event .. '}'
     end
     redis.call('RPUSH', history, event)
     redis.call('EXPIRE', history, history_ttl)
@@ -267,13 +271,16 @@ class CallState:
         *,
         reason: str = "",
         end_call: bool = True,
+        retryable: bool | None = None,
     ) -> None:
         """Announce ``failure``: FreeSWITCH never attempted the call (or the job was refused).
 
         ``reason`` (an extension beside the contract's ``cause``) says why in words.
         """
         pipe = self.client.pipeline(transaction=True)
-        event = {"type": "failure", "cause": cause, **({"reason": reason} if reason else {})}
+        event: dict[str, Any] = {"type": "failure", "cause": cause, **({"reason": reason} if reason else {})}
+        if retryable is not None:
+            event["retryable"] = retryable
         if org_id is not None and user_id is not None:
             self._announce(pipe, dial_id, org_id, user_id, event)
         else:

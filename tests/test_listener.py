@@ -23,8 +23,15 @@ def payload(name: str, **headers: str) -> bytes:
 
 def test_translate_maps_our_channel_events_and_ignores_others() -> None:
     assert translate({"Event-Name": "CHANNEL_ANSWER", **OURS}) == Action("answered", "d1", "o1", "u1", "0")
-    hangup = translate({"Event-Name": "CHANNEL_HANGUP", "Hangup-Cause": "USER_BUSY", **OURS})
-    assert hangup == Action("hung_up", "d1", "o1", "u1", "0", cause="USER_BUSY")
+    hangup = translate(
+        {
+            "Event-Name": "CHANNEL_HANGUP",
+            "Hangup-Cause": "NORMAL_CLEARING",
+            **OURS,
+            "Caller-Channel-Answered-Time": "1795754822836678",
+        }
+    )
+    assert hangup == Action("hung_up", "d1", "o1", "u1", "0", cause="NORMAL_CLEARING")
     assert translate({"Event-Name": "CHANNEL_ANSWER"}) is None  # not one of ours
     assert translate({"Event-Name": "CHANNEL_ANSWER", **OURS, "variable_redswitch_side": "7"}) is None
     assert translate({"Event-Name": "CHANNEL_ANSWER", **OURS, "variable_redswitch_dial_id": "a.b"}) is None
@@ -48,7 +55,11 @@ def test_background_job_results_are_read_from_the_event_body() -> None:
 
 def test_records_carry_only_validated_fields_in_a_fixed_order() -> None:
     assert _record(Action("answered", "d1", "o1", "u1", "1")) == "A|d1|o1|u1|1"
-    assert _record(Action("hung_up", "d1", "o1", "u1", "0", cause="USER_BUSY")) == "H|d1|o1|u1|0|USER_BUSY"
+    assert (
+        _record(Action("hung_up", "d1", "o1", "u1", "0", cause="NORMAL_CLEARING")) == "H|d1|o1|u1|0|NORMAL_CLEARING|-|-"
+    )
+    busy = Action("hung_up", "d1", "o1", "u1", "0", cause="USER_BUSY", sip_code="486", retryable=False)
+    assert _record(busy) == "H|d1|o1|u1|0|USER_BUSY|486|0"
     assert _record(Action("created", "d1", "o1", "u1", "2")) == "S|d1|o1|u1|2"
     assert _record(Action("job_done", "", job_uuid="j")) == ""
 
@@ -72,3 +83,20 @@ def test_picker_agrees_with_the_full_parser(headers: dict[str, str]) -> None:
     # A value FreeSWITCH would have sent already holding %XX decodes the same way in both
     assert picked == {name: full[name] for name in picked}
     assert set(picked) == {"Event-Name", *headers}
+
+
+def test_a_refused_side_carries_its_sip_code_and_whether_to_try_again() -> None:
+    refused = {"Event-Name": "CHANNEL_HANGUP", **OURS, "Caller-Channel-Answered-Time": "0"}
+    busy = translate(
+        {
+            **refused,
+            "Hangup-Cause": "USER_BUSY",
+            "variable_sip_term_status": "486",
+            "variable_sip_invite_failure_status": "486",
+        }
+    )
+    assert busy is not None and (busy.sip_code, busy.retryable) == ("486", False)
+    congested = translate({**refused, "Hangup-Cause": "NORMAL_TEMPORARY_FAILURE", "variable_sip_term_status": "503"})
+    assert congested is not None and (congested.sip_code, congested.retryable) == ("503", True)
+    forged = translate({**refused, "Hangup-Cause": "USER_BUSY", "variable_sip_term_status": '486", "x": "'})
+    assert forged is not None and forged.sip_code == ""

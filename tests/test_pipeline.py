@@ -13,6 +13,8 @@ from tests.payloads import INJECTIONS, JOB_FIELDS, SEED_JOB_TEXT, job
 from tests.pipeline import Pipeline, has, hung_up
 from tests.servers import RedisServer
 
+SIP_CODES = {"USER_BUSY": "486", "UNALLOCATED_NUMBER": "404", "NORMAL_TEMPORARY_FAILURE": "503"}
+
 
 @pytest.fixture(scope="module")
 def pipeline(redis_server: RedisServer) -> Iterator[Pipeline]:
@@ -76,6 +78,10 @@ def test_failed_calls_publish_hangup_events_with_freeswitch_causes(pipeline: Pip
     events = pipeline.events_until(pubsub, hung_up(*expected))
     causes = {e["side"]: e["cause"] for e in events if e["type"] == "hangup-event"}
     assert causes == expected
+    refused = next(e for e in events if e["type"] == "hangup-event" and e["side"] == max(expected))
+    if expected[max(expected)] in SIP_CODES:  # the refusing side says what the carrier answered
+        assert refused["sip_code"] == SIP_CODES[expected[max(expected)]]
+        assert refused["retryable"] is (expected[max(expected)] == "NORMAL_TEMPORARY_FAILURE")
     if "1" not in expected:  # side 0 never answered: side 1 was never dialled
         assert not has("answer-event")(events)
     assert pipeline.client.llen(f"redswitch.{dial_id}.talkiq_org_id.{dial_id}") == 0

@@ -160,11 +160,25 @@ class CallEngine:
             ch.callstate, ch.state = "RINGING", "CS_CONSUME_MEDIA"
             self.emit("CHANNEL_PROGRESS", ch)
         if outcome.kind == FAIL:
-            ch.timers.append(loop.call_later(outcome.ring, self.hangup, ch.uuid, outcome.cause))
+            ch.timers.append(loop.call_later(outcome.ring, self._refused, ch, outcome.cause))
         elif outcome.kind != NO_ANSWER and outcome.ring < timeout:
             ch.timers.append(loop.call_later(outcome.ring, self.answer, ch, outcome))
         ch.timers.append(loop.call_later(timeout, self.hangup, ch.uuid, "NO_ANSWER"))
         return await ch.waiter
+
+    def _refused(self, ch: Channel, cause: str) -> None:
+        """The far end refused the INVITE: a sofia leg records the SIP answer, as mod_sofia does."""
+        status = SIP_REFUSALS.get(cause)
+        if status is not None and ch.variables.get("sofia_profile_name"):
+            code, phrase = status
+            ch.variables.update(
+                sip_term_status=code,
+                proto_specific_hangup_cause=f"sip:{code}",
+                sip_hangup_disposition="recv_refuse",
+                sip_invite_failure_status=code,
+                sip_invite_failure_phrase=phrase,
+            )
+        self.hangup(ch.uuid, cause)
 
     def answer(self, ch: Channel, outcome: Outcome) -> None:
         if not ch.alive or ch.answered:
@@ -343,6 +357,20 @@ class CallEngine:
     def hupall(self, cause: str) -> None:
         for uid in list(self.channels):
             self.hangup(uid, cause)
+
+
+#: The SIP final response behind each refusal cause (mod_sofia's sip_to_hangup_cause, read backwards).
+SIP_REFUSALS: dict[str, tuple[str, str]] = {
+    "USER_BUSY": ("486", "Busy Here"),
+    "UNALLOCATED_NUMBER": ("404", "Not Found"),
+    "NORMAL_TEMPORARY_FAILURE": ("503", "Service Unavailable"),
+    "CALL_REJECTED": ("603", "Decline"),
+    "NO_USER_RESPONSE": ("480", "Temporarily Unavailable"),
+    "INVALID_NUMBER_FORMAT": ("484", "Address Incomplete"),
+    "NETWORK_OUT_OF_ORDER": ("502", "Bad Gateway"),
+    "RECOVERY_ON_TIMER_EXPIRE": ("408", "Request Timeout"),
+    "SERVICE_UNAVAILABLE": ("503", "Service Unavailable"),
+}
 
 
 def _truthy(value: str | None) -> bool:
