@@ -232,6 +232,9 @@ class Admission:
     def check(self, call: AspCall, node: str) -> Decision:
         """Take the call's org slot and its sessions now, or say how long to wait."""
         limiters = self._limiters(call, node)
+        org_max = self._orgs.get(call.org_id, self._orgs.get("*", 0))
+        if not limiters and not org_max:
+            return Decision("go", 0.0, "", 0, False)  # no limit applies: no round trip on the hot path
         keys = [
             Keys.call(call.dial_id),
             org_slots(call.org_id),
@@ -242,7 +245,6 @@ class Admission:
         ]
         for kind, name, _limit in limiters:
             keys += [rate_log(kind, name), f"redswitch:admission:{kind}:{name}:next"]
-        org_max = self._orgs.get(call.org_id, self._orgs.get("*", 0))
         args: list[str | int | float] = [call.dial_id, org_max, SESSIONS_PER_CALL, WINDOW, STALE_WAITER]
         args += [self.keys.channel(call.dial_id), HISTORY_TTL]
         args += [limit for _kind, _name, limit in limiters] + [f"{kind}_cps" for kind, _name, _limit in limiters]
