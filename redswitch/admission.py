@@ -39,6 +39,7 @@ import redis
 
 from redswitch.config import Settings
 from redswitch.messages import AspCall
+from redswitch.redis_client import is_cluster_client
 from redswitch.state import HISTORY_TTL, Keys
 
 logger = logging.getLogger(__name__)
@@ -221,6 +222,14 @@ class Decision:
 
 class Admission:
     """Checks a call against every limit in one atomic script; see the module docstring."""
+
+    def __new__(cls, client: redis.Redis, settings: Settings) -> Admission:
+        """On a Redis Cluster, :class:`~redswitch.cluster_admission.ClusterAdmission` (its keys span slots)."""
+        if cls is Admission and is_cluster_client(client):
+            from redswitch.cluster_admission import ClusterAdmission
+
+            cls = ClusterAdmission
+        return super().__new__(cls)
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client

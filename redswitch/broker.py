@@ -16,6 +16,7 @@ from dramatiq.middleware import CurrentMessage
 
 from redswitch.config import Settings
 from redswitch.errors import ConfigError
+from redswitch.redis_client import is_cluster
 from redswitch.waking_broker import WakingRedisBroker
 
 
@@ -35,6 +36,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         # Publisher confirms: a message sent by the bridge or a client is on the broker when send() returns.
         broker = RabbitmqBroker(url=url, confirm_delivery=True)
     else:
+        _refuse_cluster(settings, url)
         broker = WakingRedisBroker(  # type: ignore[no-untyped-call]
             url=url,
             socket_timeout=settings.pubsub_redis_timeout,
@@ -48,6 +50,26 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if os.environ.get("dramatiq_prom_port"):
         broker.add_middleware(_worker_prometheus())
     return broker
+
+
+def _refuse_cluster(settings: Settings, url: str) -> None:
+    """Dramatiq's Redis broker runs multi-key scripts over its queues: it cannot run on a Redis Cluster.
+
+    Caught at start (the bridge and ``redswitch`` commands exit with a configuration error, the worker does not
+    start) rather than as CROSSSLOT errors on the first job.
+    """
+    if not is_cluster(url, settings.pubsub_redis_timeout):
+        return
+    if settings.broker_url:
+        raise ConfigError(
+            "BROKER_URL points at a Redis Cluster, where Dramatiq's Redis broker cannot run: "
+            "set BROKER_URL to a single Redis (redis://...) or RabbitMQ (amqp://...)"
+        )
+    raise ConfigError(
+        "PUBSUB_REDIS_URL is a Redis Cluster and BROKER_URL is not set, so the broker would run on the cluster, "
+        "where Dramatiq's Redis broker cannot run: set BROKER_URL to a single Redis (redis://...) or RabbitMQ "
+        "(amqp://...)"
+    )
 
 
 def _worker_prometheus() -> dramatiq.Middleware:

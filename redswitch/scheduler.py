@@ -178,6 +178,9 @@ class Reconciler:
         """Publish the lost sides' hangups (side 0 last: it ends the call), atomically with the state change."""
         org_id, user_id = record["org_id"], record["user_id"]
         active_key = self.keys.active(dial_id, org_id, user_id)
+        if not self.state.atomic:
+            self._repair_unwatched(dial_id, record, lost, call_over, report)
+            return
         with self.client.pipeline(transaction=True) as pipe:
             # The listener touches both keys on every event of the call: any event meanwhile aborts the repair.
             pipe.watch(Keys.call(dial_id), active_key)  # type: ignore[no-untyped-call]
@@ -188,18 +191,43 @@ class Reconciler:
             if not (sides or call_over or "2" in lost):
                 return  # e.g. side 1 not dialled yet: nothing is owed
             pipe.multi()
-            extra = {"cause": RECONCILED_CAUSE, "reason": RECONCILED_REASON}
-            for side in sides:
-                self.state.side_hung_up(dial_id, org_id, user_id, side, extra, pipe)
-            if "2" in lost:
-                self.state.clear_call_fields(dial_id, *BARGER_FIELDS, pipe=pipe)
-            if call_over:
-                self.state.end_call(dial_id, pipe)
+            self._stage_repair(pipe, record, dial_id, sides, lost, call_over)
             try:
                 pipe.execute()
             except redis.exceptions.WatchError:
                 return  # an event of this call arrived meanwhile: look again next pass
         self._note(dial_id, sides, call_over, report)
+
+    def _repair_unwatched(
+        self, dial_id: str, record: dict[str, str], lost: set[str], call_over: bool, report: Report
+    ) -> None:
+        """``_repair`` on a Redis Cluster, where no WATCH spans the call's keys: read, then apply in order.
+
+        A listener event of the call landing between the read and the writes is not noticed; at worst a side's
+        hangup-event is published twice (the reconciler only acts on legs FreeSWITCH lost RECONCILE_GRACE ago).
+        """
+        active_key = self.keys.active(dial_id, record["org_id"], record["user_id"])
+        listed = {_text(item).partition(".")[2] for item in self.client.lrange(active_key, 0, -1)}
+        if not self.client.sismember(Keys.active_calls(), dial_id):
+            return
+        sides = _sides_to_hang_up(lost, listed, call_over)
+        if not (sides or call_over or "2" in lost):
+            return
+        stage = self.state.transaction()
+        self._stage_repair(stage, record, dial_id, sides, lost, call_over)
+        stage.execute()
+        self._note(dial_id, sides, call_over, report)
+
+    def _stage_repair(
+        self, pipe: Any, record: dict[str, str], dial_id: str, sides: list[str], lost: set[str], call_over: bool
+    ) -> None:
+        extra = {"cause": RECONCILED_CAUSE, "reason": RECONCILED_REASON}
+        for side in sides:
+            self.state.side_hung_up(dial_id, record["org_id"], record["user_id"], side, extra, pipe)
+        if "2" in lost:
+            self.state.clear_call_fields(dial_id, *BARGER_FIELDS, pipe=pipe)
+        if call_over:
+            self.state.end_call(dial_id, pipe)
 
     def _note(self, dial_id: str, sides: list[str], call_over: bool, report: Report) -> None:
         for side in sides:

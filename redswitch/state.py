@@ -4,7 +4,8 @@ The names marked *contract* are the original Redswitch's and existing clients re
 Redswitch's own bookkeeping under the ``redswitch:`` prefix (a colon, so they can never collide with the
 dotted contract names). Every state change that is also announced on pub/sub is written in the same
 MULTI/EXEC as its PUBLISH: a consumer that reacts to an event and then reads the active list or the history
-finds the change already there.
+finds the change already there. On a Redis Cluster the same changes are applied in the same order but not
+atomically (:mod:`redswitch.cluster_state`); :class:`CallState` picks that path itself when given a cluster client.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import redis
 
 from redswitch import metrics
 from redswitch.config import Settings
+from redswitch.redis_client import is_cluster_client
 
 ACTIVE_TTL = 24 * 3600  # contract: active calls expire after 24 h
 HISTORY_TTL = 4 * 3600  # contract: event histories expire after 4 h
@@ -198,6 +200,18 @@ def encode(event: JsonDict) -> str:
 class CallState:
     """The transitions of a call's Redis state, each one atomic with the event that announces it."""
 
+    #: False on a Redis Cluster: changes are ordered (state, history, PUBLISH) but not one transaction.
+    atomic = True
+
+    def __new__(cls, client: redis.Redis, settings: Settings) -> CallState:
+        """A :class:`~redswitch.cluster_state.ClusterCallState` for a cluster client: the one switch, decided by
+        the client each process built at start, so that every module keeps constructing ``CallState``."""
+        if cls is CallState and is_cluster_client(client):
+            from redswitch.cluster_state import ClusterCallState
+
+            cls = ClusterCallState
+        return super().__new__(cls)
+
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
         self.keys = Keys(settings)
@@ -258,9 +272,13 @@ class CallState:
         if pipe is not None:
             yield pipe
             return
-        own = self.client.pipeline(transaction=True)
+        own = self.transaction()
         yield own
         own.execute()
+
+    def transaction(self) -> Any:
+        """Where a change and its announcement are staged: a MULTI/EXEC (on a cluster, an ordered stage)."""
+        return self.client.pipeline(transaction=True)
 
     def fail(
         self,
@@ -277,7 +295,7 @@ class CallState:
 
         ``reason`` (an extension beside the contract's ``cause``) says why in words.
         """
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.transaction()
         event: dict[str, Any] = {"type": "failure", "cause": cause, **({"reason": reason} if reason else {})}
         if retryable is not None:
             event["retryable"] = retryable
@@ -305,7 +323,7 @@ class CallState:
     def reply(self, dial_id: str, event: JsonDict) -> None:
         """Publish an ``ack`` or ``error`` on the call's channel (and its user's history when the call is known)."""
         record = self.call_record(dial_id)
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.transaction()
         if "org_id" in record and "user_id" in record:
             self._announce(pipe, dial_id, record["org_id"], record["user_id"], event)
         else:
