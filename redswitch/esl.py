@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import threading
 from collections.abc import Callable
@@ -27,8 +28,11 @@ logger = logging.getLogger(__name__)
 
 EventHandler = Callable[[dict[str, str], str], None]
 
-#: Seconds of hub time before each command: one event-loop turn, enough to read a pending EOF.
-FRESHNESS_CHECK = 0.0005
+#: Seconds of hub time given to a connection with unread bytes: one event-loop turn, enough to read an EOF.
+FRESHNESS_CHECK = 0.001
+
+#: The operating system's select, even where gevent has patched the module (a zero timeout never blocks).
+_real_select = getattr(select, "_original_select", select.select)
 
 _TRANSIENT = (OSError, NotConnectedError, gevent.exceptions.LoopExit, socket.error, EOFError)
 
@@ -77,9 +81,10 @@ class EslClient:
         Raises EslConnectionError when the command could not be written (FreeSWITCH surely did not run it)
         and EslUncertainError when it was written but no reply came (it may have run).
         """
-        if self._conn is not None:
-            # An idle thread's hub has not run since the last reply: let it notice a connection the switch
-            # closed meanwhile (EOF, disconnect notice), so we reconnect instead of writing into a dead socket.
+        if self._conn is not None and _has_unread_bytes(self._conn):
+            # Between commands nothing should arrive on this connection: bytes waiting mean the switch closed it
+            # (EOF, disconnect notice). An idle thread's hub has not run since; let it read them, so that we
+            # reconnect instead of writing into a dead socket.
             gevent.sleep(FRESHNESS_CHECK)
         if not self.connected:
             self.connect()
@@ -137,6 +142,15 @@ class EslClient:
         conn, self._conn = self._conn, None
         if conn is not None:
             _close_quietly(conn)
+
+
+def _has_unread_bytes(conn: Any) -> bool:
+    """A zero-timeout poll of the connection's socket (the real ``select``: this costs microseconds)."""
+    try:
+        readable, _, _ = _real_select([conn.sock.fileno()], [], [], 0)
+    except (OSError, ValueError, AttributeError):
+        return True  # closed or broken: let the hub find out
+    return bool(readable)
 
 
 def _close_quietly(conn: Any) -> None:

@@ -25,7 +25,7 @@ from redswitch.esl_stream import EventStream
 from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID, VAR_ORG_ID, VAR_SIDE, VAR_USER_ID
 from redswitch.protocol import parse_event_plain
-from redswitch.protocol.pick import header_picker
+from redswitch.protocol.pick import event_name, header_picker
 from redswitch.state import CallState, Keys
 
 logger = logging.getLogger(__name__)
@@ -95,24 +95,36 @@ def _job_action(headers: Mapping[str, str], body: str) -> Action | None:
     return Action("job_done", dial_id="", cause=cause, job_uuid=headers.get("Job-UUID", ""), result=result[:200])
 
 
-_PICK = header_picker(
-    [
-        "Event-Name",
-        "Hangup-Cause",
-        "Caller-Channel-Answered-Time",
-        "variable_sip_term_status",
-        "variable_sip_invite_failure_status",
-        *(f"variable_{var}" for var in (VAR_DIAL_ID, VAR_ORG_ID, VAR_USER_ID, VAR_SIDE)),
-    ]
-)
+_IDS = [f"variable_{var}" for var in (VAR_DIAL_ID, VAR_ORG_ID, VAR_USER_ID, VAR_SIDE)]
+#: What each event we act on needs, picked without decoding the rest of the event.
+_PICKERS = {
+    "CHANNEL_CREATE": header_picker(_IDS),
+    "CHANNEL_ANSWER": header_picker(_IDS),
+    "CHANNEL_HANGUP": header_picker(
+        [
+            *_IDS,
+            "Hangup-Cause",
+            "Caller-Channel-Answered-Time",
+            "variable_sip_term_status",
+            "variable_sip_invite_failure_status",
+        ]
+    ),
+}
 
 
 def action_of(payload: bytes) -> Action | None:
     """The Action of one plain event payload, decoding only the headers it needs (bodies for jobs only)."""
-    headers = _PICK(payload)
-    if headers.get("Event-Name") == "BACKGROUND_JOB":
+    name = event_name(payload)
+    if name == "BACKGROUND_JOB":
         event = parse_event_plain(payload)
         return translate(dict(event.headers), event.body)
+    picker = _PICKERS.get(name)
+    if picker is None:
+        return None
+    headers = picker(payload)
+    if f"variable_{VAR_DIAL_ID}" not in headers:
+        return None  # not a channel of ours
+    headers["Event-Name"] = name
     return translate(headers)
 
 
