@@ -115,3 +115,24 @@ def test_many_calls_through_many_threads_each_dial_once_with_their_own_replies(a
     for t in range(8):
         for n in range(25):
             assert originates(simulator, f"t{t}_{n}") == 1
+
+
+def test_the_client_api_validates_and_enqueues_jobs_and_control_messages(actors) -> None:
+    from redswitch.client import send_asp_call, send_control
+    from redswitch.errors import PayloadError
+
+    broker = actors.broker
+    broker.flush_all()
+    assert send_asp_call(job(dial_id="client1"))
+    assert send_control("client1", {"type": "barge", "phone_number": "777-777-7777", "caller_id": "1001"})
+    calls = broker.queues["redswitch-calls"]
+    control = broker.queues["redswitch-control"]
+    assert calls.qsize() == 1 and control.qsize() == 1
+    with pytest.raises(PayloadError):
+        send_control("client1", {"type": "barge", "phone_number": "1 2", "caller_id": "1001"})
+    with pytest.raises(PayloadError):
+        send_control("bad id", {"type": "hangup"})
+    with pytest.raises(PayloadError):
+        send_asp_call(job(callee_number="1;2"))
+    assert calls.qsize() == 1 and control.qsize() == 1  # nothing invalid was enqueued
+    broker.flush_all()
