@@ -271,7 +271,10 @@ def _sides_to_hang_up(lost: set[str], listed: set[str], call_over: bool) -> list
 
 
 class HeartbeatWatch:
-    """Keeps an event connection subscribed to HEARTBEAT; feeds the ESL-up and last-heartbeat gauges."""
+    """Keeps an event connection subscribed to HEARTBEAT; feeds the ESL-up and last-heartbeat gauges.
+
+    With several nodes it watches the first one of ``ESL_NODES`` (the others are judged by the reconciler).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -285,8 +288,8 @@ class HeartbeatWatch:
     def run(self, stop: threading.Event) -> None:
         delay, connected_before = 0.1, False
         while not stop.is_set():
-            s = self.settings
-            stream = EventStream(s.esl_url, s.esl_port, s.esl_password, s.esl_timeout)
+            node = self.settings.nodes()[0]
+            stream = EventStream(node.host, node.port, node.password, self.settings.esl_timeout)
             try:
                 stream.connect()
                 stream.subscribe(["HEARTBEAT"])
