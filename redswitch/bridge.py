@@ -112,9 +112,6 @@ class Bridge:
 
     # -- jobs ------------------------------------------------------------------------------------------------
 
-    def handle(self, raw: Any, adopted: bool) -> None:
-        self.handle_batch([raw], adopted)
-
     def handle_batch(self, raws: list[Any], adopted: bool) -> None:
         """Enqueue or park every job of ``raws`` (in their processing list); only then drop them from it."""
         if not adopted:

@@ -14,7 +14,6 @@ import logging
 import select
 import socket
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -26,8 +25,6 @@ from redswitch.errors import EslAuthError, EslCommandError, EslConnectionError, 
 
 logger = logging.getLogger(__name__)
 
-EventHandler = Callable[[dict[str, str], str], None]
-
 #: Seconds of hub time given to a connection with unread bytes: one event-loop turn, enough to read an EOF.
 FRESHNESS_CHECK = 0.001
 
@@ -35,17 +32,6 @@ FRESHNESS_CHECK = 0.001
 _real_select = getattr(select, "_original_select", select.select)
 
 _TRANSIENT = (OSError, NotConnectedError, gevent.exceptions.LoopExit, socket.error, EOFError)
-
-
-def bgapi_result(headers: dict[str, str]) -> str:
-    """The body of a BACKGROUND_JOB event as greenswitch delivers it.
-
-    greenswitch does not expose an event body: it ends up appended to the inner ``Content-Length`` header
-    (``'41\\n\\n+OK <uuid>\\n'``). Split it off there.
-    """
-    raw = headers.get("Content-Length", "")
-    _, _, body = raw.partition("\n\n")
-    return body
 
 
 class EslClient:
@@ -121,22 +107,6 @@ class EslClient:
             self.close()
             raise EslUncertainError(f"bgapi reply names job {answered!r}, not ours ({job_uuid})")
         return answered
-
-    def subscribe(self, events: list[str], handler: EventHandler) -> None:
-        """Receive ``events`` (plain format) through ``handler(headers, body)`` in this thread's gevent hub."""
-        if not self.connected:
-            self.connect()
-
-        def dispatch(event: Any) -> None:
-            headers = dict(event.headers)
-            handler(headers, bgapi_result(headers) if headers.get("Event-Name") == "BACKGROUND_JOB" else "")
-
-        self._conn.register_handle("*", dispatch)
-        self.send("event plain " + " ".join(events))
-
-    def on_disconnect(self, handler: Callable[[], None]) -> None:
-        if self._conn is not None:
-            self._conn.register_handle("DISCONNECT", lambda event: handler())
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

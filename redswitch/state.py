@@ -260,12 +260,6 @@ class CallState:
             staged.lrem(active, 0, f"ACTIVE.{side}")
             self._announce(staged, dial_id, org_id, user_id, {"type": "hangup-event", "side": side, **extra})
 
-    def mark_seen(self, dial_id: str, pipe: Any = None) -> None:
-        """FreeSWITCH has shown a channel of this call: a redelivered job must not dial it again."""
-        with self._staging(pipe) as staged:
-            staged.hset(Keys.call(dial_id), "seen", "1")
-            staged.expire(Keys.call(dial_id), CALL_TTL)
-
     @contextlib.contextmanager
     def _staging(self, pipe: Any) -> Iterator[Any]:
         """Stage commands on ``pipe``, or on a transaction of our own that is executed at the end."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
@@ -28,8 +29,10 @@ from dramatiq.middleware import CurrentMessage
 
 from redswitch import admission, metrics, originate
 from redswitch.actors import context
+from redswitch.config import EslNode
 from redswitch.errors import EslCommandError, EslConnectionError, EslUncertainError, PayloadError
 from redswitch.messages import ID_PATTERN, AspCall, job_from_dict
+from redswitch.nodes import Nodes
 from redswitch.protocol import commands
 
 logger = logging.getLogger(__name__)
@@ -150,9 +153,9 @@ def _hand_over(dial_id: str, record: dict[str, str], command: str) -> str:
     unanswered (EslUncertainError) is not tried elsewhere.
     """
     nodes = context.nodes()
-    order = sorted(nodes.in_order(), key=lambda node: node.name != record.get("node"))
+    preferred = [node for node in nodes.all if node.name == record.get("node")]
     failure: EslConnectionError | None = None
-    for node in order:
+    for node in _then_the_rest(preferred, nodes):
         if node.name != record.get("node"):
             context.call_state().update_call(dial_id, node=node.name)
             record["node"] = node.name
@@ -167,6 +170,12 @@ def _hand_over(dial_id: str, record: dict[str, str], command: str) -> str:
             failure = exc
     assert failure is not None
     raise failure
+
+
+def _then_the_rest(preferred: list[EslNode], nodes: Nodes) -> Iterator[EslNode]:
+    """The record's node, then — only if it refused — the others in placement order (one look-up, if any)."""
+    yield from preferred
+    yield from (node for node in nodes.in_order() if node not in preferred)
 
 
 def _count_originate() -> None:
