@@ -37,6 +37,7 @@ from typing import Any
 import dramatiq
 import redis
 
+from redswitch import scripts
 from redswitch.config import Settings
 from redswitch.messages import AspCall
 from redswitch.redis_client import is_cluster_client
@@ -257,7 +258,7 @@ class Admission:
         args: list[str | int | float] = [call.dial_id, org_max, SESSIONS_PER_CALL, WINDOW, STALE_WAITER]
         args += [self.keys.channel(call.dial_id), HISTORY_TTL]
         args += [limit for _kind, _name, limit in limiters] + [f"{kind}_cps" for kind, _name, _limit in limiters]
-        verdict, number, first, reason = self.client.eval(_ADMIT_SCRIPT, len(keys), *keys, *args)
+        verdict, number, first, reason = scripts.run(self.client, _ADMIT_SCRIPT, keys, args)
         verdict, reason = _text(verdict), _text(reason)
         if verdict == "queued":
             return Decision("queued", POLL_MS / 1000, reason, int(number), bool(first))
@@ -292,7 +293,7 @@ def admit(client: redis.Redis, settings: Settings, call: AspCall, node: str, res
 def begin_dial(client: redis.Redis, dial_id: str, record: dict[str, str]) -> bool:
     """Move the record from the state this run read to ``dialling``; False when another run got there first."""
     args = [record.get("state", ""), record.get("dialling_since", ""), f"{time.time():.3f}"]
-    return bool(client.eval(_BEGIN_DIAL_SCRIPT, 1, Keys.call(dial_id), *args))
+    return bool(scripts.run(client, _BEGIN_DIAL_SCRIPT, [Keys.call(dial_id)], args))
 
 
 def take_retry(client: redis.Redis, dial_id: str, job: dict[str, object]) -> dict[str, str] | None:

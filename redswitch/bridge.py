@@ -32,6 +32,7 @@ from redswitch import metrics
 from redswitch.config import Settings
 from redswitch.errors import PayloadError
 from redswitch.messages import AspCall, parse_job, peek_field
+from redswitch.redis_client import is_cluster_client
 from redswitch.state import CallState, Keys, now_iso
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ class Bridge:
         self.processing = self.keys.processing(self.bridge_id)
         self._next_heartbeat = 0.0
         self._take_more = client.register_script(_TAKE_SCRIPT)
+        self._cluster = is_cluster_client(client)
+        #: Jobs handled (enqueued or parked) but still in the processing list: removed on the next round trip.
+        self._done: list[Any] = []
 
     # -- main loop -------------------------------------------------------------------------------------------
 
@@ -79,6 +83,7 @@ class Bridge:
             except redis.exceptions.ConnectionError as exc:
                 logger.warning("bridge %s: Redis unavailable (%s); retrying", self.bridge_id, exc)
                 stop.wait(0.5)
+        self._forget_done()
         self.client.delete(Keys.bridge_alive(self.bridge_id))
 
     def beat(self) -> None:
@@ -87,6 +92,7 @@ class Bridge:
         if now < self._next_heartbeat:
             return
         self._next_heartbeat = now + self.settings.bridge_heartbeat
+        self._forget_done()  # before _resume, which would take a handled job for one left by an error
         ttl_ms = int(self.settings.bridge_dead_after * 1000)
         self.client.set(Keys.bridge_alive(self.bridge_id), "1", px=ttl_ms)
         self._resume(self.processing)
@@ -94,26 +100,45 @@ class Bridge:
             self._adopt(other)
 
     def take(self, block: float) -> bool:
-        """Wait up to ``block`` seconds for a job, then handle it with whatever else is waiting (up to BATCH)."""
-        first = self.client.blmove(self.keys.jobs, self.processing, block, "LEFT", "RIGHT")  # type: ignore[arg-type]
-        if first is None:
-            return False
-        more = self._take_more(keys=[self.keys.jobs, self.processing], args=[BATCH - 1])
-        self.handle_batch([first, *more], adopted=False)
-        return True
+        """Wait up to ``block`` seconds for a job, then handle it with whatever else is waiting (up to BATCH).
+
+        One round trip: the previous batch's removals, the blocking move of the first job, and the move of
+        the rest are pipelined; Redis runs the last one as soon as the blocking move returns.
+        """
+        removals = len(self._done)
+        pipe = self.client.pipeline(transaction=False)
+        self._stage_forget(pipe)
+        pipe.blmove(self.keys.jobs, self.processing, block, "LEFT", "RIGHT")  # type: ignore[arg-type]
+        if not self._cluster:  # a cluster pipeline refuses scripts: there, the rest is a round trip of its own
+            pipe.evalsha(self._take_more.sha, 2, self.keys.jobs, self.processing, BATCH - 1)
+        replies = _checked(self.client, pipe.execute(raise_on_error=False))
+        self._done = []
+        first, more = replies[removals], replies[-1]
+        if self._cluster:
+            more = self._take_more(keys=[self.keys.jobs, self.processing], args=[BATCH - 1]) if first else []
+        taken = ([first] if first is not None else []) + (more if isinstance(more, list) else [])
+        if taken:
+            self.handle_batch(taken, adopted=False)
+        return bool(taken)
 
     def drain(self) -> int:
         """Handle every job waiting now, without blocking; return how many (for tests and benchmarks)."""
         count = 0
         while batch := self._take_more(keys=[self.keys.jobs, self.processing], args=[BATCH]):
             self.handle_batch(batch, adopted=False)
+            self._forget_done()
             count += len(batch)
         return count
 
     # -- jobs ------------------------------------------------------------------------------------------------
 
     def handle_batch(self, raws: list[Any], adopted: bool) -> None:
-        """Enqueue or park every job of ``raws`` (in their processing list); only then drop them from it."""
+        """Enqueue or park every job of ``raws`` (in our processing list); only then mark them for removal.
+
+        The removal itself rides on the next round trip (:meth:`take`) or follows at once (:meth:`_forget_done`).
+        A bridge killed in between leaves handled jobs in its processing list: they are enqueued again when
+        adopted, and the actor's claim makes sure each call is dialled once.
+        """
         if not adopted:
             metrics.JOBS_TAKEN.inc(len(raws))
         valid = []
@@ -126,10 +151,19 @@ class Bridge:
         if jobs:
             self.send([job.to_dict() for job in jobs])
             metrics.JOBS_ENQUEUED.inc(len(jobs))
-        pipe = self.client.pipeline(transaction=False)
-        for raw in raws:
+        self._done.extend(raws)
+
+    def _stage_forget(self, pipe: Any) -> None:
+        for raw in self._done:
             pipe.lrem(self.processing, 1, raw)
-        pipe.execute()
+
+    def _forget_done(self) -> None:
+        """Drop the handled jobs from the processing list now."""
+        if self._done:
+            pipe = self.client.pipeline(transaction=False)
+            self._stage_forget(pipe)
+            pipe.execute()
+            self._done = []
 
     def _first_of_their_dial_id(self, valid: list[tuple[AspCall, bytes]], adopted: bool) -> list[AspCall]:
         """Record each dial_id as dialled (24 h); park the jobs whose dial_id was already taken."""
@@ -179,12 +213,25 @@ class Bridge:
         while batch := self._take_more(keys=[source, self.processing], args=[BATCH]):
             logger.warning("bridge %s adopting %d jobs of dead bridge %s", self.bridge_id, len(batch), other)
             self.handle_batch(batch, adopted=True)
+            self._forget_done()
 
     def _resume(self, key: str) -> None:
         """Jobs already in our own processing list (left by an error) are handled again first."""
         left = self.client.lrange(key, 0, -1)
         if left:
             self.handle_batch(left, adopted=True)
+            self._forget_done()
+
+
+def _checked(client: redis.Redis, replies: list[Any]) -> list[Any]:
+    """Raise the first error among pipeline ``replies``; a ``NOSCRIPT`` (that command did not run) only reloads the
+    take script, and its reply counts as no more jobs."""
+    for reply in replies:
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            client.script_load(_TAKE_SCRIPT)
+        elif isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 def _text(value: Any) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from redswitch import metrics
+from redswitch import metrics, scripts
 from redswitch.config import Settings
 from redswitch.redis_client import is_cluster_client
 
@@ -238,7 +238,7 @@ class CallState:
         flat = [item for pair in record.items() for item in pair]
         keys = [Keys.call(dial_id), Keys.active_calls(), history, Keys.job(record["job_uuid"])]
         args: list[str | int] = [dial_id, event, self.keys.channel(dial_id), CALL_TTL, HISTORY_TTL, *flat]
-        created, values = self.client.eval(_CLAIM_SCRIPT, len(keys), *keys, *args)
+        created, values = scripts.run(self.client, _CLAIM_SCRIPT, keys, args)
         return bool(created), dict(zip(values[::2], values[1::2], strict=True))
 
     def side_answered(self, dial_id: str, org_id: str, user_id: str, side: str, pipe: Any = None) -> None:
@@ -330,7 +330,9 @@ class CallState:
     def claim_relay(self, dial_id: str, bridge_id: str) -> bool:
         """True when this bridge's relay is (now) the one that executes ``dial_id``'s control messages."""
         alive_prefix = Keys.bridge_alive("")
-        owned = self.client.eval(_RELAY_OWNER_SCRIPT, 1, Keys.relay_owner(dial_id), bridge_id, alive_prefix, CALL_TTL)
+        owned = scripts.run(
+            self.client, _RELAY_OWNER_SCRIPT, [Keys.relay_owner(dial_id)], [bridge_id, alive_prefix, CALL_TTL]
+        )
         return bool(owned)
 
     def update_call(self, dial_id: str, pipe: Any = None, **fields: str) -> None:

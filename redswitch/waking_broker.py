@@ -49,20 +49,37 @@ class WakingRedisBroker(RedisBroker):
         """Enqueue ``messages`` (no delay) and wake their consumers in one round trip.
 
         The same dispatch script and message encoding as ``RedisBroker.enqueue``, issued on a pipeline; the
-        middleware hooks run for each message as they would one by one.
+        middleware hooks run for each message as they would one by one. The script goes by its SHA alone:
+        redis-py would first ask ``SCRIPT EXISTS`` (a round trip per batch) for a script that is almost
+        always loaded; the messages refused with ``NOSCRIPT`` (they did not run) are sent once more after a load.
         """
-        pipe = self.client.pipeline(transaction=False)
         enqueued = []
         for original in messages:
             message = original.copy(options={"redis_message_id": str(uuid4())})
             self.emit_before("enqueue", message, None)
-            self.scripts["dispatch"](keys=[self.namespace], args=self._dispatch_args(message), client=pipe)
             enqueued.append(message)
-        self._wake(pipe, {message.queue_name for message in enqueued})
-        pipe.execute()
+        if missed := self._dispatch_all(enqueued):
+            self.client.script_load(self.scripts["dispatch"].script)
+            if self._dispatch_all(missed):
+                raise redis.exceptions.NoScriptError("dispatch script missing right after SCRIPT LOAD")
         for message in enqueued:
             self.emit_after("enqueue", message, None)
         return enqueued
+
+    def _dispatch_all(self, messages: list[Message[Any]]) -> list[Message[Any]]:
+        """Dispatch every message and wake its queue; return those Redis refused for not knowing the script."""
+        pipe = self.client.pipeline(transaction=False)
+        sha = self.scripts["dispatch"].sha
+        for message in messages:
+            pipe.evalsha(sha, 1, self.namespace, *self._dispatch_args(message))
+        self._wake(pipe, {message.queue_name for message in messages})
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception) and not isinstance(reply, redis.exceptions.NoScriptError):
+                raise reply
+        return [
+            m for m, reply in zip(messages, replies, strict=False) if isinstance(reply, redis.exceptions.NoScriptError)
+        ]
 
     def _dispatch_args(self, message: Message[Any]) -> list[Any]:
         """The arguments ``RedisBroker._dispatch("enqueue")`` passes to dispatch.lua."""

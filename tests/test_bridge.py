@@ -135,3 +135,50 @@ def test_bridge_takes_jobs_in_batches_keeping_order_and_refusing_a_duplicate_wit
     dead = json.loads(raw_client.lindex("talkiq-asp.calls.dead", 0))
     assert dead["reason"].startswith("duplicate dial_id 'b3'") and json.loads(dead["payload"])["callee_number"]
     assert raw_client.llen(bridge.processing) == 0 and raw_client.llen("talkiq-asp.calls") == 0
+
+
+def test_bridge_take_survives_redis_losing_its_script_cache(settings, raw_client) -> None:
+    # Given a bridge that has already taken jobs (its take script is cached in Redis), and then SCRIPT FLUSH
+    earlier: list[dict[str, str]] = []
+    bridge = Bridge(settings, raw_client, earlier.extend, bridge_id="flushed")
+    raw_client.rpush("talkiq-asp.calls", job_json(dial_id="f0"))
+    assert bridge.take(0.1)
+    raw_client.script_flush()
+    sent: list[dict[str, str]] = []
+    bridge.send = sent.extend
+    raw_client.rpush("talkiq-asp.calls", *[job_json(dial_id=f"f{n}") for n in range(1, 6)])
+    # When it takes again until nothing is left
+    while bridge.take(0.1):
+        pass
+    # Then every job went out once, in order, and none is left behind
+    assert [job["dial_id"] for job in sent] == [f"f{n}" for n in range(1, 6)]
+    assert raw_client.llen(bridge.processing) == 0 and raw_client.llen("talkiq-asp.calls") == 0
+
+
+def test_bridge_removes_handled_jobs_before_it_looks_for_its_own_leftovers(settings, raw_client) -> None:
+    # Given a bridge that handled a job whose removal rides on its next round trip
+    sent: list[dict[str, str]] = []
+    bridge = make_bridge(settings, raw_client, sent, name="beater")
+    raw_client.rpush("talkiq-asp.calls", job_json(dial_id="once1"))
+    assert bridge.take(0.1)
+    # When its heartbeat comes first (it re-handles whatever is left in its processing list)
+    bridge._next_heartbeat = 0
+    bridge.beat()
+    # Then the handled job was not taken for a leftover and sent again
+    assert [job["dial_id"] for job in sent] == ["once1"]
+    assert raw_client.llen(bridge.processing) == 0
+
+
+def test_broker_batch_enqueue_survives_redis_losing_its_script_cache(redis_server: RedisServer) -> None:
+    import dramatiq
+
+    from redswitch.waking_broker import WakingRedisBroker
+
+    broker = WakingRedisBroker(url=redis_server.url)  # type: ignore[no-untyped-call]
+    client = redis.Redis(host=redis_server.host, port=redis_server.port)
+    message: dramatiq.Message[None] = dramatiq.Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={})
+    broker.enqueue_many([message])
+    client.script_flush()
+    broker.enqueue_many([message.copy(), message.copy()])
+    assert client.llen("dramatiq:q") == 3
+    broker.close()

@@ -44,11 +44,12 @@ def nodes() -> Nodes:
     return Nodes(redis_client(), settings())
 
 
+@functools.lru_cache(maxsize=1)
 def call_state() -> CallState:
     return CallState(redis_client(), settings())
 
 
 def reset() -> None:
     """Forget everything (tests change the environment between runs)."""
-    for cached in (settings, redis_client, _pool, nodes):
+    for cached in (settings, redis_client, _pool, nodes, call_state):
         cached.cache_clear()
