@@ -24,8 +24,9 @@ import redis
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.feeder import Feeder, call_events
+from bench.remote_sim import RemoteSimulator
 from redswitch.broker import send_all
-from redswitch.simulator import Outcome, Scenario, Simulator
+from redswitch.simulator import Outcome, Scenario
 from tests.payloads import job
 from tests.pipeline import Pipeline, has
 from tests.servers import RedisServer
@@ -37,22 +38,6 @@ ROWS: list[tuple[str, str, str]] = []
 def row(name: str, value: str, note: str = "") -> None:
     ROWS.append((name, value, note))
     print(f"  {name:52s} {value:>22s}  {note}", flush=True)
-
-
-class TimedSimulator(Simulator):
-    """Records when each command arrived (perf_counter), for latency measured at the switch."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.arrivals: list[tuple[float, str]] = []
-        self.calls_by_prefix: dict[str, int] = {}
-
-    def record_command(self, line: str) -> None:
-        self.arrivals.append((time.perf_counter(), line))
-        if "&bridge(" in line:  # count cheaply, so waiting for N originates costs the switch no CPU
-            prefix = line.split("redswitch_dial_id=", 1)[1].split(",", 1)[0].rsplit("_", 1)[0]
-            self.calls_by_prefix[prefix] = self.calls_by_prefix.get(prefix, 0) + 1
-        super().record_command(line)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -69,24 +54,19 @@ def wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.005)
 
 
 def pipeline_with(redis_url: str, **kwargs: Any) -> Pipeline:
+    """A pipeline whose simulator runs in a process of its own (see bench/remote_sim.py)."""
     pipeline = Pipeline(redis_url, kwargs.pop("scenario", None), **kwargs)
-    pipeline.simulator = TimedSimulator(
-        host="127.0.0.1", port=0, password="ClueCon", scenario=pipeline.simulator.scenario
-    )
+    pipeline.simulator = RemoteSimulator(pipeline.simulator.scenario)  # type: ignore[assignment]
     return pipeline
 
 
-def originate_times(sim: TimedSimulator, marker: str) -> dict[str, float]:
-    found = {}
-    for at, line in list(sim.arrivals):
-        if "&bridge(" in line and marker in line:
-            found[line.split("redswitch_dial_id=")[1].split(",")[0]] = at
-    return found
+def remote(pipeline: Pipeline) -> RemoteSimulator:
+    return pipeline.simulator  # type: ignore[return-value]
 
 
-def wait_originates(sim: TimedSimulator, prefix: str, count: int, timeout: float = 60) -> None:
+def wait_originates(sim: RemoteSimulator, prefix: str, count: int, timeout: float = 60) -> None:
     """Wait for ``count`` originates of dial_ids ``<prefix><n>`` (prefix ends with ``_``)."""
-    wait(lambda: sim.calls_by_prefix.get(prefix.rstrip("_"), 0) >= count, timeout, interval=0.01)
+    wait(lambda: sim.count(prefix.rstrip("_")) >= count, timeout, interval=0.02)
 
 
 # -- 1. intake throughput ------------------------------------------------------------------------------------
@@ -99,13 +79,13 @@ def intake_throughput(redis_url: str, count: int) -> None:
     try:
         warm = f"warm{time.monotonic_ns()}_"
         push(pipeline, warm, 50)
-        sim: TimedSimulator = pipeline.simulator  # type: ignore[assignment]
+        sim = remote(pipeline)
         wait_originates(sim, warm, 50)
         prefix = f"thr{time.monotonic_ns()}_"
         start = time.perf_counter()
         push(pipeline, prefix, count)
         wait_originates(sim, prefix, count, 120)
-        ours = count / (max(originate_times(sim, prefix).values()) - start)
+        ours = count / (max(sim.originate_times(prefix).values()) - start)
     finally:
         pipeline.stop()
     noop = noop_throughput(redis_url, count)
@@ -154,7 +134,7 @@ def noop_throughput(redis_url: str, count: int) -> float:
 def bare_intake(redis_url: str, count: int) -> float:
     redis.Redis.from_url(redis_url).flushall()
     quiet = Scenario.default().with_changes(default_outcome=Outcome(ring=0.01, hangup_after=0.2))
-    sim = TimedSimulator(host="127.0.0.1", port=0, password="ClueCon", scenario=quiet).start()
+    sim = RemoteSimulator(quiet).start()
     try:
         client = redis.Redis.from_url(redis_url)
         proc = subprocess.Popen(
@@ -166,8 +146,8 @@ def bare_intake(redis_url: str, count: int) -> float:
         payloads = [json.dumps(job(dial_id=f"bare_{n}", user_id=f"bare_{n}")) for n in range(count)]
         for first in range(0, count, 1000):
             client.rpush("talkiq-asp.calls", *payloads[first : first + 1000])
-        wait(lambda: sim.calls_by_prefix.get("bare", 0) >= count, 120, interval=0.01)
-        rate = count / (max(originate_times(sim, "bare_").values()) - start)
+        wait_originates(sim, "bare_", count, 120)
+        rate = count / (max(sim.originate_times("bare_").values()) - start)
         proc.wait(30)
         return rate
     finally:
@@ -195,9 +175,9 @@ def intake_latency(redis_url: str, rates: list[int], seconds: float) -> None:
                 pushed[dial_id] = time.perf_counter()
                 pipeline.client.rpush(pipeline.settings.jobs_key, json.dumps(job(dial_id=dial_id, user_id=dial_id)))
                 n += 1
-            sim: TimedSimulator = pipeline.simulator  # type: ignore[assignment]
+            sim = remote(pipeline)
             wait_originates(sim, prefix, len(pushed))
-            arrived = originate_times(sim, prefix)
+            arrived = sim.originate_times(prefix)
             lat = [(arrived[d] - t) * 1000 for d, t in pushed.items()]
             row(
                 f"intake latency at {rate} calls/s (push -> originate)",
@@ -268,16 +248,17 @@ def control_latency(redis_url: str, samples: int) -> None:
         pubsub = pipeline.call("bench_ctl")
         pipeline.publish("bench_ctl", {"type": "barge", "phone_number": "15105550177", "caller_id": "1001"})
         pipeline.events_until(pubsub, lambda ev: has("answer-event", "2")(ev) and has("ack")(ev))
-        sim: TimedSimulator = pipeline.simulator  # type: ignore[assignment]
+        sim = remote(pipeline)
         to_command, to_ack = [], []
         for n in range(samples):
             kind = ("whisper", "mute")[n % 2]
-            before = len(sim.arrivals)
+            before = sim.arrived()
             start = time.perf_counter()
             pipeline.publish("bench_ctl", {"type": kind})
             pipeline.events_until(pubsub, lambda ev, k=kind: any(e.get("event") == k for e in ev))
             acked = time.perf_counter()
-            command_at = next(at for at, line in sim.arrivals[before:] if "uuid_recv_dtmf" in line)
+            command_at = sim.first_after(before, "uuid_recv_dtmf")
+            assert command_at is not None, "the command never reached the switch"
             to_command.append((command_at - start) * 1000)
             to_ack.append((acked - start) * 1000)
             time.sleep(0.1)  # an idle worker between commands, as in real use
@@ -320,10 +301,7 @@ def memory_use(redis_url: str, calls: int) -> None:
         row("Redis bytes per history event", f"{per_event:,.0f} B")
         for name, kib in memory(pipeline).items():
             row(f"RSS at {calls:,} live calls: {name}", f"{kib / 1024:,.1f} MiB")
-        row(
-            f"RSS at {calls:,} live calls: simulator (in the bench process)",
-            f"{int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) / 1024:,.1f} MiB",
-        )
+        row(f"RSS at {calls:,} live calls: simulator (own process)", f"{remote(pipeline).rss_kib() / 1024:,.1f} MiB")
     finally:
         pipeline.stop()
 

@@ -197,6 +197,19 @@ class ClusterCallState(CallState):
         pipe.later(lambda: self._leave_nodes([(dial_id, self.client.hget(Keys.call(dial_id), "node"))]))
         pipe.publish(Keys.lifecycle(), f"end:{dial_id}")
 
+    def job_result(self, job_uuid: str, result: str) -> dict[str, str] | None:
+        """As :meth:`CallState.job_result`, in steps: the job's key and the call's live in different slots."""
+        dial_id = self.client.get(Keys.job(job_uuid))
+        if not dial_id:
+            return None
+        dial_id = dial_id.decode() if isinstance(dial_id, bytes) else str(dial_id)
+        found = {"dial_id": dial_id, "seen": "", "org_id": "", "user_id": ""}
+        record = self.call_record(dial_id)
+        if record:
+            self.update_call(dial_id, job_result=result)
+            found.update({name: record.get(name, "") for name in ("seen", "org_id", "user_id")})
+        return found
+
     def call_sent(self, dial_id: str, node: str) -> None:
         """Record the node (only from ``dialling``, atomic on the record); count the call on it only while it is
         active (checked again after, undone if it ended meanwhile)."""

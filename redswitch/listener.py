@@ -26,7 +26,7 @@ from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID, VAR_ORG_ID, VAR_SIDE, VAR_USER_ID
 from redswitch.protocol import parse_event_plain
 from redswitch.protocol.pick import event_name, header_picker
-from redswitch.state import CallState, Keys
+from redswitch.state import CallState
 
 logger = logging.getLogger(__name__)
 
@@ -180,20 +180,19 @@ class Listener:
 
     def _job_done(self, action: Action) -> None:
         """Record an originate's result; if FreeSWITCH refused it and no leg existed, report ``failure``."""
-        dial_id = self.client.get(Keys.job(action.job_uuid))
-        if not dial_id:
+        call = self.state.job_result(action.job_uuid, action.result)
+        if call is None:
             return  # not one of ours
-        self.state.update_call(str(dial_id), job_result=action.result)
-        record = self.state.call_record(str(dial_id))
-        if not action.cause or record.get("seen") == "1":
+        dial_id = call["dial_id"]
+        if not action.cause or call["seen"] == "1":
             return
-        if self.throttle.retry(str(dial_id), action.job_uuid, action.cause):
+        if self.throttle.retry(dial_id, action.job_uuid, action.cause):
             return  # side 0 never existed and the cause is transient: the originate goes out again
         logger.info("dial_id=%s FreeSWITCH refused the originate: %s", dial_id, action.cause)
         self.state.fail(
-            str(dial_id),
-            record.get("org_id"),
-            record.get("user_id"),
+            dial_id,
+            call["org_id"] or None,
+            call["user_id"] or None,
             action.cause,
             reason="FreeSWITCH did not attempt the call",
             retryable=is_retryable(action.cause),

@@ -174,6 +174,19 @@ end
 """
 
 
+# A background originate's result: note it on the call it belongs to (if any, and only while the record lives)
+# and return what the listener needs to judge a refusal: {dial_id, seen, org_id, user_id}.
+_JOB_RESULT_SCRIPT = """
+local dial = redis.call('GET', KEYS[1])
+if not dial then return false end
+local call = 'redswitch:call:' .. dial
+if redis.call('EXISTS', call) == 0 then return {dial, '', '', ''} end
+redis.call('HSET', call, 'job_result', ARGV[1])
+local seen, org, user = unpack(redis.call('HMGET', call, 'seen', 'org_id', 'user_id'))
+return {dial, seen or '', org or '', user or ''}
+"""
+
+
 # A call is over: relays leave its channel, and its node holds one call fewer.
 _END_SCRIPT = """
 redis.call('SREM', KEYS[1], ARGV[1])
@@ -335,6 +348,16 @@ class CallState:
         )
         return bool(owned)
 
+    def job_result(self, job_uuid: str, result: str) -> dict[str, str] | None:
+        """Note a bgapi originate's result on its call; the call's dial_id, seen, org_id and user_id (None: not ours).
+
+        One round trip per BACKGROUND_JOB: the listener gets one for every call it follows.
+        """
+        reply = scripts.run(self.client, _JOB_RESULT_SCRIPT, [Keys.job(job_uuid)], [result])
+        if not reply:
+            return None
+        return dict(zip(("dial_id", "seen", "org_id", "user_id"), map(_text, reply), strict=True))
+
     def update_call(self, dial_id: str, pipe: Any = None, **fields: str) -> None:
         with self._staging(pipe) as staged:
             staged.hset(Keys.call(dial_id), items=[item for pair in fields.items() for item in pair])
@@ -360,3 +383,7 @@ class CallState:
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

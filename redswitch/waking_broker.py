@@ -10,7 +10,7 @@ Messages, acks, retries and crash recovery are Dramatiq's own; only the idle wai
 
 from __future__ import annotations
 
-import time
+import threading
 from typing import Any
 from uuid import uuid4
 
@@ -23,8 +23,8 @@ from dramatiq.message import Message
 
 #: Tokens kept per wake list; more would only cause spurious wake-ups.
 MAX_TOKENS = 64
-#: Seconds a consumer whose prefetch is full waits before it looks again (acks free room within ms).
-FULL_PREFETCH_PAUSE = 0.002
+#: Longest wait of a consumer whose prefetch is full; an ack or nack ends the wait at once.
+FULL_PREFETCH_PAUSE = 0.05
 
 
 def wake_key(namespace: str, queue_name: str) -> str:
@@ -111,7 +111,24 @@ class WakingRedisBroker(RedisBroker):
 
 
 class _WakingConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer with the idle ``time.sleep`` replaced by a wait on the wake list."""
+    """Dramatiq's Redis consumer with the idle ``time.sleep`` replaced by a wait on the wake list, and the wait
+    for room in a full prefetch ended by the ack (or nack) that makes the room."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._room = threading.Event()
+
+    def ack(self, message: MessageProxy) -> None:
+        try:
+            super().ack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self._room.set()
+
+    def nack(self, message: MessageProxy) -> None:
+        try:
+            super().nack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self._room.set()
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -124,10 +141,11 @@ class _WakingConsumer(_RedisConsumer):
                     message = Message.decode(data)
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
+                self._room.clear()
                 if self.outstanding_message_count >= self.prefetch:
                     # Every prefetched message is still being worked on: new work cannot be taken, and a
-                    # back-off here would outlast the acks that free room. Look again very soon instead.
-                    time.sleep(FULL_PREFETCH_PAUSE)
+                    # back-off (or a poll) would outlast the ack that frees room. Wait for that ack instead.
+                    self._room.wait(FULL_PREFETCH_PAUSE)
                     return None
                 wanted = self.prefetch - self.outstanding_message_count
                 self.message_cache = self.broker.do_fetch(self.queue_name, wanted)

@@ -73,9 +73,13 @@ class OutEvent:
     def event(self) -> Event:
         """The whole event as a value (built on first use: filters, json and xml need it, plain does not)."""
         if self._event is None:
-            rest = self._rest() if callable(self._rest) else self._rest
-            self._event = Event((*self.head, *rest), self.body)
+            self._event = Event((*self.head, *self._rest_pairs()), self.body)
         return self._event
+
+    def _rest_pairs(self) -> Pairs:
+        if callable(self._rest):
+            self._rest = self._rest()
+        return self._rest
 
     def wire(self, fmt: str) -> bytes:
         data = self._cache.get(fmt)
@@ -90,8 +94,7 @@ class OutEvent:
             return encode_event_xml(self.event)
         rest_plain = self.rest_plain
         if rest_plain is None:
-            rest = self._rest() if callable(self._rest) else self._rest
-            rest_plain = serialize_headers_plain(rest)
+            rest_plain = serialize_headers_plain(self._rest_pairs())
         return event_plain_frame(self.head_plain + rest_plain + plain_body_section(self.body))
 
 
@@ -234,15 +237,19 @@ class EventBus:
         self,
         name: str,
         caller: tuple[str, str, int],
-        headers: Iterable[tuple[str, str]] = (),
+        headers: Iterable[tuple[str, str]] | Callable[[], Pairs] = (),
         body: str = "",
         subclass: str | None = None,
         *,
         unique_id: str | None = None,
     ) -> OutEvent:
-        """Create and deliver an event: standard headers, then ``headers``; ``unique_id`` defaults to theirs."""
-        rest = list(headers)
-        if unique_id is None:
+        """Create and deliver an event: standard headers, then ``headers``; ``unique_id`` defaults to theirs.
+
+        ``headers`` may be a function building them (then give ``unique_id``): it runs only if a subscriber takes
+        the event or a filter must look at it, while the event is being delivered.
+        """
+        rest: Pairs | Callable[[], Pairs] = headers if callable(headers) else list(headers)
+        if unique_id is None and not callable(rest):
             unique_id = next((v for k, v in rest if k == "Unique-ID"), None)
         head, head_plain = self._standard(name, caller, subclass)
         return self.publish(OutEvent(name, head, head_plain, rest, body, subclass=subclass, unique_id=unique_id))

@@ -63,7 +63,10 @@ class CallEngine:
         tail: tuple[tuple[str, str], ...] = (),
     ) -> None:
         other = self.channels.get(ch.other_uuid) if ch.other_uuid else None
-        headers = [*extra, *channel_headers(ch, other, variables=variables), *tail]
+
+        def headers() -> list[tuple[str, str]]:  # built only for a subscriber that takes the event, as it goes out
+            return [*extra, *channel_headers(ch, other, variables=variables), *tail]
+
         caller = CALLERS.get(name, ("switch_channel.c", "switch_channel_event", 1))
         self.bus.fire(name, caller, headers, unique_id=ch.uuid)
 
