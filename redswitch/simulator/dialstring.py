@@ -8,6 +8,7 @@ single-quote grouping of arguments, ``undef`` for an empty positional argument, 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 __all__ = ["USAGE", "Endpoint", "Leg", "OriginateRequest", "UsageError", "parse_dial_string", "parse_originate"]
@@ -84,6 +85,8 @@ class OriginateRequest:
 
 def split_args(text: str) -> list[str]:
     """Split on spaces; single quotes group (and are removed); ``undef`` means an empty argument."""
+    if "'" not in text:  # the common case, without the character loop (runs of spaces separate once)
+        return ["" if a == "undef" else a for a in text.split(" ") if a]
     args: list[str] = []
     cur: list[str] = []
     quoted = False
@@ -104,8 +107,13 @@ def split_args(text: str) -> list[str]:
     return ["" if a == "undef" else a for a in args]
 
 
+_NESTING_OR_ESCAPE = frozenset("{[(<}])>\\")
+
+
 def _split_top(text: str, seps: str) -> list[str]:
     """Split on any of ``seps`` outside brackets/parentheses and not escaped by a backslash."""
+    if _NESTING_OR_ESCAPE.isdisjoint(text):  # nothing nests and nothing is escaped: a plain split
+        return re.split("[" + re.escape(seps) + "]", text)
     parts: list[str] = []
     depth = 0
     cur: list[str] = []
@@ -142,6 +150,9 @@ def parse_vars(text: str) -> dict[str, str]:
 def _take_block(text: str, open_ch: str, close_ch: str) -> tuple[str | None, str]:
     if not text.startswith(open_ch):
         return None, text
+    close = text.find(close_ch, 1)
+    if close > 0 and open_ch not in text[1:close]:  # no nested block: the first close ends it
+        return text[1:close], text[close + 1 :]
     depth = 0
     for i, ch in enumerate(text):
         depth += ch == open_ch
