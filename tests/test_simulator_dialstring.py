@@ -33,7 +33,8 @@ def split_args_by_rule(text: str) -> list[str]:
 
 def split_top_by_rule(text: str, seps: str) -> list[str]:
     parts: list[str] = []
-    depth, cur, prev = 0, [], ""
+    cur: list[str] = []
+    depth, prev = 0, ""
     for ch in text:
         depth += ch in "{[(<"
         depth -= ch in "}])>"
