@@ -46,6 +46,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             heartbeat_timeout=settings.broker_heartbeat_timeout,
             maintenance_chance=settings.broker_maintenance_chance,
         )
+        broker.carries_state_writes = url == settings.pubsub_redis_url
     broker.add_middleware(CurrentMessage())
     if os.environ.get("dramatiq_prom_port"):
         broker.add_middleware(_worker_prometheus())

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from redswitch import metrics, scripts
+from redswitch.ack_writes import ScriptWrite, write_with_ack
 from redswitch.config import Settings
 from redswitch.redis_client import is_cluster_client
 
@@ -230,7 +231,6 @@ class CallState:
         self.keys = Keys(settings)
         self._events = client.register_script(_EVENTS_SCRIPT)
         self._end_script = client.register_script(_END_SCRIPT)
-        self._sent_script = client.register_script(_SENT_SCRIPT)
         self._org_first = settings.active_key_order == "org_user_dial"
 
     def record_events(self, records: list[str]) -> None:
@@ -324,8 +324,13 @@ class CallState:
         self._end_script(keys=[Keys.active_calls(), Keys.call(dial_id)], args=[dial_id], client=pipe)
 
     def call_sent(self, dial_id: str, node: str) -> None:
-        """FreeSWITCH node ``node`` accepted the originate: it holds the call until the call ends."""
-        self._sent_script(keys=[Keys.call(dial_id), Keys.active_calls()], args=[dial_id, node])
+        """FreeSWITCH node ``node`` accepted the originate: it holds the call until the call ends.
+
+        Inside an actor, the write goes out with the message's ack when the broker can carry it (see
+        :mod:`redswitch.ack_writes`): the run's last two writes share a round trip.
+        """
+        write = ScriptWrite(_SENT_SCRIPT, [Keys.call(dial_id), Keys.active_calls()], [dial_id, node])
+        write_with_ack(self.client, write)
 
     def reply(self, dial_id: str, event: JsonDict) -> None:
         """Publish an ``ack`` or ``error`` on the call's channel (and its user's history when the call is known)."""

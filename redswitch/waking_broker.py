@@ -21,6 +21,9 @@ from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+from redswitch import scripts
+from redswitch.ack_writes import ScriptWrite, pending_writes
+
 #: Tokens kept per wake list; more would only cause spurious wake-ups.
 MAX_TOKENS = 64
 #: Longest wait of a consumer whose prefetch is full; an ack or nack ends the wait at once.
@@ -33,6 +36,10 @@ def wake_key(namespace: str, queue_name: str) -> str:
 
 class WakingRedisBroker(RedisBroker):
     """RedisBroker + a wake-up list per queue (see the module docstring)."""
+
+    #: True when this broker's Redis also holds the call state: an ack may carry state writes
+    #: (:mod:`redswitch.ack_writes`).
+    carries_state_writes = False
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -83,18 +90,9 @@ class WakingRedisBroker(RedisBroker):
 
     def _dispatch_args(self, message: Message[Any]) -> list[Any]:
         """The arguments ``RedisBroker._dispatch("enqueue")`` passes to dispatch.lua."""
-        return [
-            "enqueue",
-            current_millis(),
-            message.queue_name,
-            self.broker_id,
-            self.heartbeat_timeout,
-            self.dead_message_ttl,
-            self._should_do_maintenance("enqueue"),
-            self._max_unpack_size(),  # type: ignore[no-untyped-call]
-            message.options["redis_message_id"],
-            message.encode(),
-        ]
+        return self._dispatch_args_for(
+            "enqueue", message.queue_name, message.options["redis_message_id"], message.encode()
+        )
 
     def _wake(self, client: Any, queue_names: set[str]) -> None:
         pipe = client if client is not self.client else self.client.pipeline(transaction=False)
@@ -104,6 +102,38 @@ class WakingRedisBroker(RedisBroker):
             pipe.ltrim(key, -MAX_TOKENS, -1)
         if pipe is not client:
             pipe.execute()
+
+    def ack_with_writes(self, queue_name: str, message: MessageProxy, writes: list[ScriptWrite]) -> None:
+        """``writes``, then the ack of ``message``, in one round trip (``NOSCRIPT`` ones go again on their own)."""
+        pipe = self.client.pipeline(transaction=False)
+        for write in writes:
+            pipe.evalsha(scripts.sha(write.script), len(write.keys), *write.keys, *write.args)
+        ack_args = self._dispatch_args_for("ack", queue_name, message.options["redis_message_id"])
+        pipe.evalsha(self.scripts["dispatch"].sha, 1, self.namespace, *ack_args)
+        replies = pipe.execute(raise_on_error=False)
+        for write, reply in zip(writes, replies, strict=False):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                write.run(self.client)
+            elif isinstance(reply, Exception):
+                raise reply
+        if isinstance(replies[-1], redis.exceptions.NoScriptError):
+            self.do_ack(queue_name, message.options["redis_message_id"])
+        elif isinstance(replies[-1], Exception):
+            raise replies[-1]
+
+    def _dispatch_args_for(self, command: str, queue_name: str, *args: Any) -> list[Any]:
+        """The arguments ``RedisBroker._dispatch(command)`` passes to dispatch.lua."""
+        return [
+            command,
+            current_millis(),
+            queue_name,
+            self.broker_id,
+            self.heartbeat_timeout,
+            self.dead_message_ttl,
+            self._should_do_maintenance(command),
+            self._max_unpack_size(),  # type: ignore[no-untyped-call]
+            *args,
+        ]
 
     def wait_for_work(self, queue_name: str, seconds: float) -> None:
         """Block until a message is enqueued on ``queue_name`` or ``seconds`` pass."""
@@ -119,13 +149,25 @@ class _WakingConsumer(_RedisConsumer):
         self._room = threading.Event()
 
     def ack(self, message: MessageProxy) -> None:
+        writes = pending_writes(message)
+        if not writes:
+            try:
+                super().ack(message)  # type: ignore[no-untyped-call]
+            finally:
+                self._room.set()
+            return
         try:
-            super().ack(message)  # type: ignore[no-untyped-call]
+            self.broker.ack_with_writes(self.queue_name, message, writes)
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         finally:
+            self.queued_message_ids.discard(message.message_id)
             self._room.set()
 
     def nack(self, message: MessageProxy) -> None:
         try:
+            for write in pending_writes(message):  # what the run did stays recorded, whatever failed after it
+                write.run(self.broker.client)
             super().nack(message)  # type: ignore[no-untyped-call]
         finally:
             self._room.set()

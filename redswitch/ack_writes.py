@@ -1,0 +1,55 @@
+"""State writes that ride on the round trip of the message's ack, when the broker's Redis holds the state too.
+
+An actor run ends with two writes to the same Redis: its last state change (``sent``, after the originate) and
+Dramatiq's ack. Each round trip costs both processes a send, a receive and a poll or two; on a loaded 2-core
+machine that is what bounds intake. When the broker is a :class:`~redswitch.waking_broker.WakingRedisBroker` on
+the state's Redis (``BROKER_URL`` unset, the default), the actor hands the write to the message and the consumer
+pipelines it just before the ack. Anywhere else (a StubBroker, RabbitMQ, a separate broker Redis, no current
+message) the write runs at once, as before.
+
+Ordering is what it was: the write lands before the ack, and a worker killed in between leaves the write undone
+and the message unacked, so the message runs again and finds the state as it would have before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.middleware import CurrentMessage
+
+from redswitch import scripts
+
+#: The attribute of the message proxy holding its writes (the consumer's ack reads it).
+ATTRIBUTE = "redswitch_ack_writes"
+
+
+@dataclass(frozen=True)
+class ScriptWrite:
+    """One Lua script call: idempotent, as the ack may be sent again after a connection error."""
+
+    script: str
+    keys: Sequence[str]
+    args: Sequence[Any]
+
+    def run(self, client: redis.Redis) -> Any:
+        return scripts.run(client, self.script, self.keys, self.args)
+
+
+def write_with_ack(client: redis.Redis, write: ScriptWrite) -> None:
+    """Run ``write`` on the current message's ack round trip if the broker can carry it; otherwise now."""
+    message = CurrentMessage.get_current_message()
+    if message is None or not getattr(dramatiq.get_broker(), "carries_state_writes", False):
+        write.run(client)
+        return
+    pending = getattr(message, ATTRIBUTE, None)
+    if pending is None:
+        setattr(message, ATTRIBUTE, pending := [])
+    pending.append(write)
+
+
+def pending_writes(message: Any) -> list[ScriptWrite]:
+    return list(getattr(message, ATTRIBUTE, None) or [])
