@@ -157,16 +157,43 @@ def bare_intake(redis_url: str, count: int) -> float:
 # -- 2. intake latency -----------------------------------------------------------------------------------------
 
 
-def intake_latency(redis_url: str, rates: list[int], seconds: float) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (``/proc/<pid>/stat``)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1] == str(pid):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def process_table(pipeline: Pipeline, redis_pid: int) -> dict[str, list[int]]:
+    """Every process of the run by role (Dramatiq's worker processes count with their parent)."""
+    assert pipeline.stack is not None
+    table = {child.name: [child.proc.pid, *children_of(child.proc.pid)] for child in pipeline.stack.children}
+    table.update({"redis": [redis_pid], "simulator": [remote(pipeline).pid], "load generator": [os.getpid()]})
+    return table
+
+
+def intake_latency(redis_url: str, rates: list[int], seconds: float, redis_pid: int) -> None:
     print("intake latency", flush=True)
     quiet = Scenario.default().with_changes(default_outcome=Outcome(ring=0.01, hangup_after=0.3))
     pipeline = pipeline_with(redis_url, scenario=quiet).start()
     try:
         push(pipeline, f"warmlat{time.monotonic_ns()}_", 50)
         time.sleep(2)
+        table = process_table(pipeline, redis_pid)
         for rate in rates:
             prefix = f"lat{rate}_{time.monotonic_ns()}_"
             pushed: dict[str, float] = {}
+            used = {role: sum(map(cpu_seconds, pids)) for role, pids in table.items()}
             start = time.perf_counter()
             n = 0
             while n < rate * seconds:
@@ -175,6 +202,8 @@ def intake_latency(redis_url: str, rates: list[int], seconds: float) -> None:
                 pushed[dial_id] = time.perf_counter()
                 pipeline.client.rpush(pipeline.settings.jobs_key, json.dumps(job(dial_id=dial_id, user_id=dial_id)))
                 n += 1
+            elapsed = time.perf_counter() - start
+            used = {role: sum(map(cpu_seconds, pids)) - used[role] for role, pids in table.items()}
             sim = remote(pipeline)
             wait_originates(sim, prefix, len(pushed))
             arrived = sim.originate_times(prefix)
@@ -183,6 +212,12 @@ def intake_latency(redis_url: str, rates: list[int], seconds: float) -> None:
                 f"intake latency at {rate} calls/s (push -> originate)",
                 f"p50 {pct(lat, 0.5):.1f} / p99 {pct(lat, 0.99):.1f} / max {max(lat):.1f} ms",
                 f"n={len(lat)}",
+            )
+            shares = ", ".join(f"{role} {100 * cpu / elapsed:.0f} %" for role, cpu in used.items())
+            row(
+                f"  CPU at {rate} calls/s, % of one core",
+                f"{100 * sum(used.values()) / elapsed:.0f} % of {100 * (os.cpu_count() or 1)} %",
+                shares,
             )
     finally:
         pipeline.stop()
@@ -316,7 +351,8 @@ def main() -> None:
         started = time.monotonic()
         listener_throughput(server.url, 2000 if quick else 10000)
         intake_throughput(server.url, 500 if quick else 3000)
-        intake_latency(server.url, [50, 200], 3 if quick else 10)
+        assert server.proc is not None
+        intake_latency(server.url, [50, 200], 3 if quick else 10, server.proc.pid)
         control_latency(server.url, 30 if quick else 200)
         memory_use(server.url, 200 if quick else 1000)
         print(f"\nfinished in {time.monotonic() - started:.0f} s")
