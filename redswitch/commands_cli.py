@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from redswitch import heap
 from redswitch.config import Settings
 
 Subparsers = Any  # argparse's _SubParsersAction is private
@@ -66,6 +67,7 @@ def run_bridge(args: argparse.Namespace, settings: Settings) -> int:
     stop = _stop_on_signals()
     relay_thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)
     relay_thread.start()
+    heap.settle()
     bridge.run(stop)
     relay_thread.join(timeout=5)
     return 0
@@ -82,7 +84,9 @@ def run_listen(args: argparse.Namespace, settings: Settings) -> int:
     from redswitch.redis_client import redis_from_settings
 
     start_metrics_server(settings)
-    Listener(settings, redis_from_settings(settings)).run(_stop_on_signals())
+    listener = Listener(settings, redis_from_settings(settings))
+    heap.settle()
+    listener.run(_stop_on_signals())
     return 0
 
 

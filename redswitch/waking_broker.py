@@ -26,6 +26,10 @@ from redswitch.ack_writes import ScriptWrite, pending_writes
 
 #: Tokens kept per wake list; more would only cause spurious wake-ups.
 MAX_TOKENS = 64
+#: Milliseconds of the first idle wait on the wake list, doubling after each empty fetch up to the worker
+#: timeout. A token ends the wait at once; the timeout only matters for messages enqueued without a token
+#: (requeued by Dramatiq's maintenance, or sent by a plain RedisBroker).
+WAIT_FACTOR = 20
 #: Longest wait of a consumer whose prefetch is full; an ack or nack ends the wait at once.
 FULL_PREFETCH_PAUSE = 0.05
 
@@ -135,6 +139,25 @@ class WakingRedisBroker(RedisBroker):
             *args,
         ]
 
+    def fetch_clearing_wake(self, queue_name: str, wanted: int) -> list[bytes]:
+        """Fetch up to ``wanted`` messages and drop the queue's wake tokens, in one round trip.
+
+        The tokens dropped are those of messages enqueued before this fetch, which it takes (or leaves for
+        a consumer with room); a later enqueue leaves a new token. Stale tokens would only wake an idle
+        consumer for an empty fetch.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(wake_key(self.namespace, queue_name))
+        pipe.evalsha(
+            self.scripts["dispatch"].sha, 1, self.namespace, *self._dispatch_args_for("fetch", queue_name, wanted)
+        )
+        fetched = pipe.execute(raise_on_error=False)[-1]
+        if isinstance(fetched, redis.exceptions.NoScriptError):
+            return list(self.do_fetch(queue_name, wanted))
+        if isinstance(fetched, Exception):
+            raise fetched
+        return list(fetched)
+
     def wait_for_work(self, queue_name: str, seconds: float) -> None:
         """Block until a message is enqueued on ``queue_name`` or ``seconds`` pass."""
         self.client.blpop([wake_key(self.namespace, queue_name)], timeout=max(seconds, 0.001))
@@ -147,6 +170,7 @@ class _WakingConsumer(_RedisConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self._room = threading.Event()
+        self._drained = False
 
     def ack(self, message: MessageProxy) -> None:
         writes = pending_writes(message)
@@ -189,11 +213,15 @@ class _WakingConsumer(_RedisConsumer):
                     # back-off (or a poll) would outlast the ack that frees room. Wait for that ack instead.
                     self._room.wait(FULL_PREFETCH_PAUSE)
                     return None
-                wanted = self.prefetch - self.outstanding_message_count
-                self.message_cache = self.broker.do_fetch(self.queue_name, wanted)
-                if not self.message_cache:
-                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                if self._drained:
+                    # The last fetch emptied the queue: anything enqueued since left a token, so wait for one
+                    # (or the back-off, for messages requeued or sent without a token) before asking again.
+                    self._drained = False
+                    self.misses, backoff_ms = compute_backoff(self.misses, factor=WAIT_FACTOR, max_backoff=self.timeout)
                     self.broker.wait_for_work(self.queue_name, backoff_ms / 1000)
                     return None
+                wanted = self.prefetch - self.outstanding_message_count
+                self.message_cache = self.broker.fetch_clearing_wake(self.queue_name, wanted)
+                self._drained = len(self.message_cache) < wanted
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
