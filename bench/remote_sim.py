@@ -9,9 +9,13 @@ a command arrived after a given point.
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import pickle
+import secrets
+import subprocess
+import sys
 import time
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
 
 from redswitch.simulator import Scenario, Simulator
@@ -46,6 +50,7 @@ class TimedSimulator(Simulator):
 
 
 def _serve(conn: Connection, scenario: Scenario) -> None:
+    """Run the simulator and answer the bench's questions until it says stop."""
     sim = TimedSimulator(host="127.0.0.1", port=0, password="ClueCon", scenario=scenario).start()
     conn.send(sim.port)
     answers = {
@@ -65,6 +70,13 @@ def _serve(conn: Connection, scenario: Scenario) -> None:
         conn.send(answers[request](argument))
 
 
+def main(argv: list[str]) -> None:
+    """The child's entry point: connect back to the bench, then serve."""
+    host, port, authkey, scenario = argv
+    conn = Client((host, int(port)), authkey=bytes.fromhex(authkey))
+    _serve(conn, pickle.loads(bytes.fromhex(scenario)))  # our own parent sent these bytes
+
+
 class RemoteSimulator:
     """A :class:`TimedSimulator` in a child process, with the part of the Simulator API the pipeline uses."""
 
@@ -75,17 +87,22 @@ class RemoteSimulator:
         self._process: Any = None
 
     def start(self) -> RemoteSimulator:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, self.scenario), daemon=True)
-        self._process.start()
+        """Start the child (a fresh interpreter, whatever the parent's ``__main__``) and wait for its port."""
+        authkey = secrets.token_bytes(16)
+        with Listener(("127.0.0.1", 0), authkey=authkey) as listener:
+            host, port = listener.address
+            code = "import sys; from bench.remote_sim import main; main(sys.argv[1:])"
+            args = [host, str(port), authkey.hex(), pickle.dumps(self.scenario).hex()]
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            self._process = subprocess.Popen([sys.executable, "-c", code, *args], cwd=root)
+            self._conn = listener.accept()
         self.port = self._ask_raw()
         return self
 
     def stop(self) -> None:
-        if self._process is not None and self._process.is_alive():
+        if self._process is not None and self._process.poll() is None:
             self._ask("stop")
-            self._process.join(10)
+            self._process.wait(10)
         self._process = None
 
     @property
