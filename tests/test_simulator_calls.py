@@ -207,3 +207,34 @@ def test_b_hangup_with_park_after_bridge_parks_a(simulator: Simulator) -> None:
     assert [e.name for e in events if e.unique_id == "A6"] == ["CHANNEL_UNBRIDGE", "CHANNEL_EXECUTE", "CHANNEL_PARK"]
     assert client.command("api uuid_exists A6").body == "true"
     assert client.command("api uuid_exists B6").body == "false"
+
+
+def test_plain_events_built_from_cached_header_groups_match_their_headers(simulator: Simulator) -> None:
+    # Given a bus subscriber that checks every event's plain bytes against a serialisation of its headers
+    from redswitch.protocol.codec import event_plain_frame, plain_body_section, serialize_headers_plain
+
+    checked: list[tuple[str, bool]] = []
+
+    class Check:
+        closing = False
+
+        def deliver(self, ev: Any) -> None:
+            got = ev.wire("plain")
+            rows = serialize_headers_plain(ev._rest_pairs())
+            checked.append((ev.name, got == event_plain_frame(ev.head_plain + rows + plain_body_section(ev.body))))
+
+        def backlog(self) -> int:
+            return 0
+
+    simulator.bus.subscribers.add(Check())
+    client = client_for(simulator)
+    # When a click-to-call is bridged, a variable changes mid-call, someone eavesdrops, and it all hangs up
+    job_result(client, f"originate {{origination_uuid=C1,dial_id=c9}}{GW}/15105550122 &bridge({{call_side=1}}{GW}/2)")
+    client.events_until(lambda e: e.name == "CHANNEL_BRIDGE")
+    assert client.command("api uuid_setvar C1 dial_id c10").body.startswith("+OK")
+    job_result(client, f"originate {{origination_uuid=S9}}{GW}/15105550177 &eavesdrop(C1)")
+    client.command("api uuid_kill C1")
+    client.events_until(lambda e: e.name == "CHANNEL_DESTROY" and e.unique_id == "S9")
+    # Then every event's bytes were exactly its headers' serialisation
+    assert len(checked) >= 25
+    assert [name for name, same in checked if not same] == []

@@ -57,7 +57,7 @@ class OutEvent:
         *,
         subclass: str | None = None,
         unique_id: str | None = None,
-        rest_plain: bytes | None = None,
+        rest_plain: bytes | Callable[[], bytes] | None = None,
     ) -> None:
         self.name = name
         self.head, self.head_plain = head, head_plain
@@ -93,6 +93,8 @@ class OutEvent:
         if fmt == "xml":
             return encode_event_xml(self.event)
         rest_plain = self.rest_plain
+        if callable(rest_plain):
+            rest_plain = rest_plain()
         if rest_plain is None:
             rest_plain = serialize_headers_plain(self._rest_pairs())
         return event_plain_frame(self.head_plain + rest_plain + plain_body_section(self.body))
@@ -242,17 +244,23 @@ class EventBus:
         subclass: str | None = None,
         *,
         unique_id: str | None = None,
+        rest_plain: Callable[[], bytes] | None = None,
     ) -> OutEvent:
         """Create and deliver an event: standard headers, then ``headers``; ``unique_id`` defaults to theirs.
 
         ``headers`` may be a function building them (then give ``unique_id``): it runs only if a subscriber takes
-        the event or a filter must look at it, while the event is being delivered.
+        the event or a filter must look at it, while the event is being delivered. ``rest_plain``, if given,
+        builds their plain serialisation (byte for byte what serialising ``headers`` would give), for plain
+        subscribers.
         """
         rest: Pairs | Callable[[], Pairs] = headers if callable(headers) else list(headers)
         if unique_id is None and not callable(rest):
             unique_id = next((v for k, v in rest if k == "Unique-ID"), None)
         head, head_plain = self._standard(name, caller, subclass)
-        return self.publish(OutEvent(name, head, head_plain, rest, body, subclass=subclass, unique_id=unique_id))
+        out = OutEvent(
+            name, head, head_plain, rest, body, subclass=subclass, unique_id=unique_id, rest_plain=rest_plain
+        )
+        return self.publish(out)
 
     def fire_prebuilt(
         self,

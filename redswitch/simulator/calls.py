@@ -14,8 +14,9 @@ import uuid as uuidlib
 from collections.abc import Callable
 
 from redswitch.protocol import cause_name
+from redswitch.protocol.codec import serialize_headers_plain
 from redswitch.simulator.bus import EventBus
-from redswitch.simulator.channels import Channel, channel_headers
+from redswitch.simulator.channels import Channel, channel_headers, channel_plain
 from redswitch.simulator.dialstring import Leg, OriginateRequest, parse_dial_string
 from redswitch.simulator.scenario import FAIL, NO_ANSWER, Outcome, Scenario
 
@@ -64,11 +65,17 @@ class CallEngine:
     ) -> None:
         other = self.channels.get(ch.other_uuid) if ch.other_uuid else None
 
-        def headers() -> list[tuple[str, str]]:  # built only for a subscriber that takes the event, as it goes out
+        # Built only for a subscriber that takes the event, as it goes out: pairs for json/xml and filters,
+        # bytes for plain (channel_plain reuses the serialisation of what did not change since the last event).
+        def headers() -> list[tuple[str, str]]:
             return [*extra, *channel_headers(ch, other, variables=variables), *tail]
 
+        def plain() -> bytes:
+            rows = channel_plain(ch, other, variables=variables)
+            return serialize_headers_plain(extra) + rows + serialize_headers_plain(tail)
+
         caller = CALLERS.get(name, ("switch_channel.c", "switch_channel_event", 1))
-        self.bus.fire(name, caller, headers, unique_id=ch.uuid)
+        self.bus.fire(name, caller, headers, unique_id=ch.uuid, rest_plain=plain)
 
     # ------------------------------------------------------------------------------------------- originate
 

@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass, field
 
 from redswitch.protocol import cause_code
+from redswitch.protocol.codec import serialize_headers_plain
 
-__all__ = ["Channel", "ChannelInfo", "channel_headers"]
+__all__ = ["Channel", "ChannelInfo", "channel_headers", "channel_plain"]
 
 STATE_NUMBERS = {
     "CS_NEW": 0,
@@ -73,6 +74,8 @@ class Channel:
     waiter: asyncio.Future[str | None] | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     pending_b: str | None = None  # uuid of a bridge leg still ringing
+    #: Plain serialisations of this channel's header groups, each with the rows it was made from.
+    plain_cache: dict[str, tuple[object, bytes]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def answered(self) -> bool:
@@ -193,3 +196,31 @@ def channel_headers(
     if variables:
         rows += [(f"variable_{k}", v) for k, v in ch.variables.items()]
     return rows
+
+
+def channel_plain(ch: Channel, other: Channel | None, *, variables: bool = True) -> bytes:
+    """``serialize_headers_plain(channel_headers(...))``, reusing the serialisation of a group of headers (a
+    profile, the variables) while its rows are unchanged: a channel's events mostly repeat them."""
+    hanging = ch.cause is not None and ch.state not in ("CS_REPORTING", "CS_DESTROY")
+    parts = [serialize_headers_plain(ch.basic(None, STATE_NUMBERS["CS_HANGUP"] if hanging else None))]
+    parts.append(_group_plain(ch, "caller", ch.profile("Caller")))
+    if other is not None and ch.other_type is not None:
+        parts.append(serialize_headers_plain([("Other-Type", ch.other_type)]))
+        parts.append(_group_plain(ch, "other", other.profile("Other-Leg", with_index=False)))
+    if variables:
+        items = tuple(ch.variables.items())
+        cached = ch.plain_cache.get("variables")
+        if cached is None or cached[0] != items:
+            cached = ch.plain_cache["variables"] = (
+                items,
+                serialize_headers_plain([(f"variable_{k}", v) for k, v in items]),
+            )
+        parts.append(cached[1])
+    return b"".join(parts)
+
+
+def _group_plain(ch: Channel, name: str, rows: list[tuple[str, str]]) -> bytes:
+    cached = ch.plain_cache.get(name)
+    if cached is None or cached[0] != rows:
+        cached = ch.plain_cache[name] = (rows, serialize_headers_plain(rows))
+    return cached[1]
