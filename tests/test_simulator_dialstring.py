@@ -1,4 +1,6 @@
-"""The simulator's dial-string splitting: the fast paths agree with the character-by-character rules."""
+"""The simulator's dial-string splitting: the fast paths agree with the character-by-character rules.
+
+The rules are the module's own fallbacks; on text that takes a fast path, each side is computed separately."""
 
 from __future__ import annotations
 
@@ -6,58 +8,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from redswitch.simulator import dialstring
-from redswitch.simulator.dialstring import parse_dial_string, split_args
+from redswitch.simulator.dialstring import (
+    parse_dial_string,
+    split_args,
+    split_args_by_rule,
+    split_top_by_rule,
+    take_block_by_rule,
+)
 
 # Text made mostly of the characters the splitters care about, so that every branch is reached.
 TEXT = st.text(alphabet="ab =,|'{}[]()<>\\", max_size=40)
-
-
-def split_args_by_rule(text: str) -> list[str]:
-    args: list[str] = []
-    cur: list[str] = []
-    quoted = started = False
-    for ch in text:
-        if ch == "'":
-            quoted, started = not quoted, True
-        elif ch == " " and not quoted:
-            if started:
-                args.append("".join(cur))
-            cur, started = [], False
-        else:
-            cur.append(ch)
-            started = True
-    if started:
-        args.append("".join(cur))
-    return ["" if a == "undef" else a for a in args]
-
-
-def split_top_by_rule(text: str, seps: str) -> list[str]:
-    parts: list[str] = []
-    cur: list[str] = []
-    depth, prev = 0, ""
-    for ch in text:
-        depth += ch in "{[(<"
-        depth -= ch in "}])>"
-        if ch in seps and depth == 0 and prev != "\\":
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-        prev = ch
-    parts.append("".join(cur))
-    return parts
-
-
-def take_block_by_rule(text: str, open_ch: str, close_ch: str) -> tuple[str | None, str]:
-    if not text.startswith(open_ch):
-        return None, text
-    depth = 0
-    for i, ch in enumerate(text):
-        depth += ch == open_ch
-        depth -= ch == close_ch
-        if depth == 0:
-            return text[1:i], text[i + 1 :]
-    return text[1:], ""
 
 
 @given(TEXT)

@@ -87,6 +87,11 @@ def split_args(text: str) -> list[str]:
     """Split on spaces; single quotes group (and are removed); ``undef`` means an empty argument."""
     if "'" not in text:  # the common case, without the character loop (runs of spaces separate once)
         return ["" if a == "undef" else a for a in text.split(" ") if a]
+    return split_args_by_rule(text)
+
+
+def split_args_by_rule(text: str) -> list[str]:
+    """:func:`split_args` one character at a time (the rule itself; also what the fast path is tested against)."""
     args: list[str] = []
     cur: list[str] = []
     quoted = False
@@ -114,6 +119,11 @@ def _split_top(text: str, seps: str) -> list[str]:
     """Split on any of ``seps`` outside brackets/parentheses and not escaped by a backslash."""
     if _NESTING_OR_ESCAPE.isdisjoint(text):  # nothing nests and nothing is escaped: a plain split
         return re.split("[" + re.escape(seps) + "]", text)
+    return split_top_by_rule(text, seps)
+
+
+def split_top_by_rule(text: str, seps: str) -> list[str]:
+    """:func:`_split_top` one character at a time."""
     parts: list[str] = []
     depth = 0
     cur: list[str] = []
@@ -153,6 +163,13 @@ def _take_block(text: str, open_ch: str, close_ch: str) -> tuple[str | None, str
     close = text.find(close_ch, 1)
     if close > 0 and open_ch not in text[1:close]:  # no nested block: the first close ends it
         return text[1:close], text[close + 1 :]
+    return take_block_by_rule(text, open_ch, close_ch)
+
+
+def take_block_by_rule(text: str, open_ch: str, close_ch: str) -> tuple[str | None, str]:
+    """:func:`_take_block` one character at a time."""
+    if not text.startswith(open_ch):
+        return None, text
     depth = 0
     for i, ch in enumerate(text):
         depth += ch == open_ch
