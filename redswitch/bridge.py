@@ -66,6 +66,8 @@ class Bridge:
         self.bridge_id = bridge_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.processing = self.keys.processing(self.bridge_id)
         self._next_heartbeat = 0.0
+        #: Until when (monotonic) our liveness key surely exists: read by the relay (see ``surely_alive``).
+        self._alive_until = 0.0
         self._take_more = client.register_script(_TAKE_SCRIPT)
         self._cluster = is_cluster_client(client)
         #: Jobs handled (enqueued or parked) but still in the processing list: removed on the next round trip.
@@ -94,10 +96,18 @@ class Bridge:
         self._next_heartbeat = now + self.settings.bridge_heartbeat
         self._forget_done()  # before _resume, which would take a handled job for one left by an error
         ttl_ms = int(self.settings.bridge_dead_after * 1000)
+        sent_at = time.monotonic()
         self.client.set(Keys.bridge_alive(self.bridge_id), "1", px=ttl_ms)
+        self._alive_until = sent_at + ttl_ms / 1000
         self._resume(self.processing)
         for other in self._dead_bridges():
             self._adopt(other)
+
+    def surely_alive(self) -> bool:
+        """True while the liveness key set by our last heartbeat cannot have expired: no other bridge can take
+        over a call our relay owns (a Redis restart wipes the key, but it also breaks the relay's subscription,
+        and the relay forgets what it owned when it subscribes again)."""
+        return time.monotonic() < self._alive_until
 
     def take(self, block: float) -> bool:
         """Wait up to ``block`` seconds for a job, then handle it with whatever else is waiting (up to BATCH).

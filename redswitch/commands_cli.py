@@ -62,7 +62,7 @@ def run_bridge(args: argparse.Namespace, settings: Settings) -> int:
     def forward(actor_name: str, dial_id: str, message: dict[str, str]) -> object:
         return CONTROL_ACTORS[actor_name].send(dial_id, message)
 
-    relay = Relay(redis_from_settings(settings), bridge.state, bridge.bridge_id, forward)
+    relay = Relay(redis_from_settings(settings), bridge.state, bridge.bridge_id, forward, bridge.surely_alive)
     start_metrics_server(settings)
     stop = _stop_on_signals()
     relay_thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)

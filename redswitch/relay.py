@@ -31,12 +31,23 @@ Forward = Callable[[str, str, dict[str, str]], object]  # (actor name, dial_id, 
 
 
 class Relay:
-    def __init__(self, client: redis.Redis, state: CallState, bridge_id: str, forward: Forward) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        state: CallState,
+        bridge_id: str,
+        forward: Forward,
+        surely_alive: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.client = client
         self.state = state
         self.bridge_id = bridge_id
         self.forward = forward
         self.subscribed: set[str] = set()
+        #: Calls this relay owns, skipping the ownership check while ``surely_alive()`` (our bridge's liveness
+        #: key cannot have expired, so no other relay can have taken them over).
+        self.owned: set[str] = set()
+        self.surely_alive = surely_alive
 
     def run(self, stop: threading.Event) -> None:
         """Relay until ``stop`` is set; after a Redis outage, subscribe again to every active call."""
@@ -52,6 +63,7 @@ class Relay:
         try:
             pubsub.subscribe(Keys.lifecycle())  # first, so no call starts unseen between the two steps
             self.subscribed = set()
+            self.owned = set()  # Redis may have restarted (our liveness key lost): ask again
             self._follow(pubsub, {_text(m) for m in self.client.smembers(Keys.active_calls())})
             while not stop.is_set():
                 message = pubsub.get_message(timeout=0.5)
@@ -75,12 +87,13 @@ class Relay:
             elif kind == "end" and dial_id in self.subscribed:
                 pubsub.unsubscribe(dial_id)
                 self.subscribed.discard(dial_id)
+                self.owned.discard(dial_id)
             return
         self.on_message(channel, data)
 
     def on_message(self, dial_id: str, data: str) -> None:
         """Forward one message published on ``dial_id``'s channel, if it is a command and we own the call."""
-        if _is_our_own(data) or not self.state.claim_relay(dial_id, self.bridge_id):
+        if _is_our_own(data) or not self._owns(dial_id):
             return
         try:
             control = parse_control(data)
@@ -92,6 +105,16 @@ class Relay:
             return
         self.forward(control.type, dial_id, control.to_dict())
         metrics.CONTROL_MESSAGES.labels(control.type, "forwarded").inc()
+
+    def _owns(self, dial_id: str) -> bool:
+        """Is this relay the call's owner (one script call, or none while our ownership cannot have moved)?"""
+        if dial_id in self.owned and self.surely_alive():
+            return True
+        if not self.state.claim_relay(dial_id, self.bridge_id):
+            self.owned.discard(dial_id)
+            return False
+        self.owned.add(dial_id)
+        return True
 
 
 def _is_our_own(data: str) -> bool:

@@ -332,15 +332,31 @@ class CallState:
         write = ScriptWrite(_SENT_SCRIPT, [Keys.call(dial_id), Keys.active_calls()], [dial_id, node])
         write_with_ack(self.client, write)
 
-    def reply(self, dial_id: str, event: JsonDict) -> None:
-        """Publish an ``ack`` or ``error`` on the call's channel (and its user's history when the call is known)."""
-        record = self.call_record(dial_id)
+    def reply(self, dial_id: str, event: JsonDict, record: Mapping[str, str] | None = None, **fields: str) -> None:
+        """Publish an ``ack`` or ``error`` on the call's channel (and its user's history when the call is known).
+
+        ``record`` is the call record when the caller has it (saves reading it again); ``fields`` are written to
+        it in the same transaction, before the announcement.
+        """
+        record = self.call_record(dial_id) if record is None else record
         pipe = self.transaction()
+        if fields:
+            self.update_call(dial_id, pipe, **fields)
         if "org_id" in record and "user_id" in record:
             self._announce(pipe, dial_id, record["org_id"], record["user_id"], event)
         else:
             pipe.publish(self.keys.channel(dial_id), encode(event))
         pipe.execute()
+
+    def active_call_record(self, dial_id: str) -> dict[str, str] | None:
+        """The call record if the call is still active (one round trip for both reads), else None."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(Keys.call(dial_id))
+        pipe.sismember(Keys.active_calls(), dial_id)
+        raw, active = pipe.execute()
+        if not raw or not active:
+            return None
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     def is_active(self, dial_id: str) -> bool:
         return bool(self.client.sismember(Keys.active_calls(), dial_id))

@@ -46,17 +46,19 @@ def test_barge_whisper_mute_threeway_unthreeway_hangup_on_a_live_call(pipeline: 
     assert sim.channels()[barger].eavesdrop_target == pipeline.channel_of_side(dial_id, "0")
     assert sim.eavesdrop_mode(barger) == "listen"
     # each mode change is acked, in order, and FreeSWITCH's eavesdrop mode follows
-    for kind, mode in [
-        ("whisper", "talk_target"),
-        ("mute", "listen"),
-        ("threeway", "threeway"),
-        ("unthreeway", "listen"),
-        ("whisper", "talk_target"),
-        ("threeway", "threeway"),
-        ("unthreeway", "talk_target"),
+    # (and the barger's mode is in the call record by the time the ack arrives: written in the ack's transaction)
+    for kind, mode, recorded in [
+        ("whisper", "talk_target", "whisper"),
+        ("mute", "listen", "listen"),
+        ("threeway", "threeway", "threeway"),
+        ("unthreeway", "listen", "listen"),
+        ("whisper", "talk_target", "whisper"),
+        ("threeway", "threeway", "threeway"),
+        ("unthreeway", "talk_target", "whisper"),
     ]:
         command(pipeline, pubsub, dial_id, {"type": kind}, kind)
         assert sim.eavesdrop_mode(barger) == mode, kind
+        assert pipeline.client.hget(f"redswitch:call:{dial_id}", "barger_mode") == recorded, kind
     # hangup: every side hangs up and the active list is empty
     pipeline.publish(dial_id, {"type": "hangup"})
     events = pipeline.events_until(pubsub, lambda ev: reply_to("hangup")(ev) and hung_up("0", "1", "2")(ev))

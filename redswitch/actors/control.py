@@ -12,6 +12,7 @@ The barger's current and previous modes live in the call record, so ``unthreeway
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -37,21 +38,32 @@ class CannotApply(Exception):
     """The command does not apply to the call as it is; the reason goes back to the sender."""
 
 
-def _control_actor(name: str, fn: Callable[[str, Control], None]) -> dramatiq.Actor[[str, dict[str, str]], None]:
-    """Wrap ``fn(dial_id, control)`` as actor ``name`` that validates, runs, and always answers ack or error."""
+@dataclasses.dataclass(frozen=True)
+class Done:
+    """A command FreeSWITCH accepted: the call record it was run against, and the fields to record with the ack."""
+
+    record: dict[str, str]
+    fields: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _control_actor(name: str, fn: Callable[[str, Control], Done]) -> dramatiq.Actor[[str, dict[str, str]], None]:
+    """Wrap ``fn(dial_id, control)`` as actor ``name`` that validates, runs, and always answers ack or error.
+
+    The ack and the record's new fields go out in one transaction, with the record already read for the command.
+    """
 
     def run(dial_id: str, message: dict[str, str]) -> None:
         kind = str(message.get("type", name))
         try:
             control = parse_control(json.dumps(message))
-            fn(dial_id, control)
+            done = fn(dial_id, control)
         except (CannotApply, PayloadError, EslCommandError) as exc:
             reason = exc.reason if isinstance(exc, PayloadError) else str(exc)
             logger.info("dial_id=%s %s refused: %s", dial_id, kind, reason)
             context.call_state().reply(dial_id, {"type": "error", "event": kind, "reason": reason})
             metrics.CONTROL_COMMANDS.labels(name, "error").inc()
             return
-        context.call_state().reply(dial_id, {"type": "ack", "event": kind})
+        context.call_state().reply(dial_id, {"type": "ack", "event": kind}, done.record, **done.fields)
         metrics.CONTROL_COMMANDS.labels(name, "ack").inc()
         logger.info("dial_id=%s %s done", dial_id, kind)
 
@@ -62,9 +74,8 @@ def _control_actor(name: str, fn: Callable[[str, Control], None]) -> dramatiq.Ac
 
 
 def _active_record(dial_id: str) -> dict[str, str]:
-    state = context.call_state()
-    record = state.call_record(dial_id)
-    if not record or not state.is_active(dial_id):
+    record = context.call_state().active_call_record(dial_id)
+    if record is None:
         raise CannotApply(f"no active call with dial_id {dial_id!r}")
     return record
 
@@ -74,18 +85,18 @@ def _api(record: dict[str, str], command: str) -> str:
     return context.esl_pool(record.get("node", "")).client().api(command)
 
 
-def _hangup(dial_id: str, control: Control) -> None:
+def _hangup(dial_id: str, control: Control) -> Done:
     record = _active_record(dial_id)
     for side in ("uuid0", "uuid1"):
         try:
             _api(record, commands.uuid_kill(record[side]))
-            return
+            return Done(record)
         except EslCommandError:
             continue  # that side is already gone; the other may still be up
     raise CannotApply("FreeSWITCH has no channel of this call any more")
 
 
-def _barge(dial_id: str, control: Control) -> None:
+def _barge(dial_id: str, control: Control) -> Done:
     record = _active_record(dial_id)
     if record.get("barger_uuid"):
         raise CannotApply("a barge is already up on this call")
@@ -110,7 +121,7 @@ def _barge(dial_id: str, control: Control) -> None:
     except Exception:
         context.call_state().clear_call_fields(dial_id, "barger_uuid")
         raise
-    context.call_state().update_call(dial_id, barger_mode="listen", barger_prev_mode="listen")
+    return Done(record, {"barger_mode": "listen", "barger_prev_mode": "listen"})
 
 
 def _barger_record(dial_id: str) -> dict[str, str]:
@@ -123,30 +134,29 @@ def _barger_record(dial_id: str) -> dict[str, str]:
     return record
 
 
-def _set_mode(dial_id: str, mode: str, record: dict[str, str] | None = None) -> None:
+def _set_mode(dial_id: str, mode: str, record: dict[str, str] | None = None) -> Done:
     record = record or _barger_record(dial_id)
     _api(record, commands.uuid_recv_dtmf(record["barger_uuid"], MODE_DIGITS[mode]))
-    previous = record.get("barger_mode", "listen")
-    context.call_state().update_call(dial_id, barger_mode=mode, barger_prev_mode=previous)
+    return Done(record, {"barger_mode": mode, "barger_prev_mode": record.get("barger_mode", "listen")})
 
 
-def _whisper(dial_id: str, control: Control) -> None:
-    _set_mode(dial_id, "whisper")
+def _whisper(dial_id: str, control: Control) -> Done:
+    return _set_mode(dial_id, "whisper")
 
 
-def _mute(dial_id: str, control: Control) -> None:
-    _set_mode(dial_id, "listen")
+def _mute(dial_id: str, control: Control) -> Done:
+    return _set_mode(dial_id, "listen")
 
 
-def _threeway(dial_id: str, control: Control) -> None:
-    _set_mode(dial_id, "threeway")
+def _threeway(dial_id: str, control: Control) -> Done:
+    return _set_mode(dial_id, "threeway")
 
 
-def _unthreeway(dial_id: str, control: Control) -> None:
+def _unthreeway(dial_id: str, control: Control) -> Done:
     record = _barger_record(dial_id)
     if record.get("barger_mode") != "threeway":
         raise CannotApply("the barger is not in threeway")
-    _set_mode(dial_id, record.get("barger_prev_mode", "listen"), record)
+    return _set_mode(dial_id, record.get("barger_prev_mode", "listen"), record)
 
 
 hangup = _control_actor("hangup", _hangup)
