@@ -85,8 +85,13 @@ class Bridge:
             except redis.exceptions.ConnectionError as exc:
                 logger.warning("bridge %s: Redis unavailable (%s); retrying", self.bridge_id, exc)
                 stop.wait(0.5)
-        self._forget_done()
-        self.client.delete(Keys.bridge_alive(self.bridge_id))
+        try:
+            self._forget_done()
+            self.client.delete(Keys.bridge_alive(self.bridge_id))
+        except redis.exceptions.ConnectionError as exc:
+            # Stopping while Redis is away: handled jobs still listed are enqueued again by whoever adopts
+            # our processing list (the actor's claim dials each call once), and our liveness key expires.
+            logger.warning("bridge %s: stopping without Redis (%s)", self.bridge_id, exc)
 
     def beat(self) -> None:
         """Heartbeat, then adopt the jobs of dead bridges (and our own, after a Redis outage)."""

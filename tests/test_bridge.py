@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 import redis
@@ -182,3 +183,30 @@ def test_broker_batch_enqueue_survives_redis_losing_its_script_cache(redis_serve
     broker.enqueue_many([message.copy(), message.copy()])
     assert client.llen("dramatiq:q") == 3
     broker.close()
+
+
+def test_bridge_stops_cleanly_when_redis_is_already_gone() -> None:
+    # Given a bridge serving its own Redis, which then goes away
+    server = RedisServer().start()
+    client = redis.Redis(host=server.host, port=server.port, socket_timeout=2, socket_connect_timeout=2)
+    settings = Settings(pubsub_redis_url=server.url, bridge_heartbeat=0.05, bridge_dead_after=0.3)
+    sent: list[dict[str, str]] = []
+    bridge = Bridge(settings, client, sent.extend, bridge_id="orphan")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            bridge.run(stop, 0.1)
+        except BaseException as exc:  # the test reports whatever escaped
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    time.sleep(0.3)
+    server.stop()
+    # When it is told to stop
+    stop.set()
+    thread.join(30)
+    # Then it returned, without an error escaping
+    assert not thread.is_alive() and errors == []
