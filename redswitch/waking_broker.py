@@ -5,7 +5,11 @@ its queue is empty, so a message sent to an idle worker waits tens to hundreds o
 runs. That is fine for batch work and wrong for call control: a barge or a hangup that waits is felt by the
 people on the call. Here every enqueue also pushes a token on the queue's wake list, and an idle consumer
 waits on that list with ``BLPOP`` for as long as it would have slept; the token wakes it at once.
-Messages, acks, retries and crash recovery are Dramatiq's own; only the idle wait changes.
+
+The same knowledge saves round trips: a consumer whose fetch emptied the queue waits for a token rather than
+fetching again at once, each fetch drops the tokens of what it takes, a busy consumer refills several messages at
+a time, and an ack may carry the actor's last state write (:mod:`redswitch.ack_writes`). Messages, their storage,
+retries and crash recovery are Dramatiq's own, through its dispatch script.
 """
 
 from __future__ import annotations
