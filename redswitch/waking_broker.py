@@ -34,9 +34,6 @@ MAX_TOKENS = 64
 #: timeout. A token ends the wait at once; the timeout only matters for messages enqueued without a token
 #: (requeued by Dramatiq's maintenance, or sent by a plain RedisBroker).
 WAIT_FACTOR = 20
-#: A consumer fetches again once no more than this share of its prefetch is outstanding: under load each fetch
-#: then brings a quarter of the prefetch, not the one message the last ack made room for.
-REFILL_AT = 0.75
 #: Longest wait of a consumer whose prefetch is full; an ack or nack ends the wait at once.
 FULL_PREFETCH_PAUSE = 0.05
 
@@ -215,10 +212,9 @@ class _WakingConsumer(_RedisConsumer):
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
                 self._room.clear()
-                if self.outstanding_message_count > self.prefetch * REFILL_AT:
-                    # Most prefetched messages are still being worked on or queued for a thread: fetching the
-                    # one or two slots an ack frees would cost a round trip per message. Wait for acks (a
-                    # back-off or a poll would outlast them) and then fetch several at once.
+                if self.outstanding_message_count >= self.prefetch:
+                    # Every prefetched message is still being worked on: new work cannot be taken, and a
+                    # back-off (or a poll) would outlast the ack that frees room. Wait for that ack instead.
                     self._room.wait(FULL_PREFETCH_PAUSE)
                     return None
                 if self._drained:
