@@ -7,9 +7,9 @@ people on the call. Here every enqueue also pushes a token on the queue's wake l
 waits on that list with ``BLPOP`` for as long as it would have slept; the token wakes it at once.
 
 The same knowledge saves round trips: a consumer whose fetch emptied the queue waits for a token rather than
-fetching again at once, each fetch drops the tokens of what it takes, a busy consumer refills several messages at
-a time, and an ack may carry the actor's last state write (:mod:`redswitch.ack_writes`). Messages, their storage,
-retries and crash recovery are Dramatiq's own, through its dispatch script.
+fetching again at once, each fetch drops the tokens of what it takes, a consumer whose prefetch is full waits
+for the ack that frees room, and an ack may carry the actor's last state write (:mod:`redswitch.ack_writes`).
+Messages, their storage, retries and crash recovery are Dramatiq's own, through its dispatch script.
 """
 
 from __future__ import annotations
