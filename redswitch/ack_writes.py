@@ -38,6 +38,9 @@ class ScriptWrite:
     def run(self, client: redis.Redis) -> Any:
         return scripts.run(client, self.script, self.keys, self.args)
 
+    def stage(self, pipe: Any) -> None:
+        scripts.stage(pipe, self.script, self.keys, self.args)
+
 
 def write_with_ack(client: redis.Redis, write: ScriptWrite) -> None:
     """Run ``write`` on the current message's ack round trip if the broker can carry it; otherwise now."""

@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 
-from redswitch import metrics
+from redswitch import metrics, scripts
 from redswitch.config import Settings
 from redswitch.errors import PayloadError
 from redswitch.messages import AspCall, parse_job, peek_field
@@ -68,7 +68,6 @@ class Bridge:
         self._next_heartbeat = 0.0
         #: Until when (monotonic) our liveness key surely exists: read by the relay (see ``surely_alive``).
         self._alive_until = 0.0
-        self._take_more = client.register_script(_TAKE_SCRIPT)
         self._cluster = is_cluster_client(client)
         #: Jobs handled (enqueued or parked) but still in the processing list: removed on the next round trip.
         self._done: list[Any] = []
@@ -125,21 +124,27 @@ class Bridge:
         self._stage_forget(pipe)
         pipe.blmove(self.keys.jobs, self.processing, block, "LEFT", "RIGHT")  # type: ignore[arg-type]
         if not self._cluster:  # a cluster pipeline refuses scripts: there, the rest is a round trip of its own
-            pipe.evalsha(self._take_more.sha, 2, self.keys.jobs, self.processing, BATCH - 1)
-        replies = _checked(self.client, pipe.execute(raise_on_error=False))
+            scripts.stage(pipe, _TAKE_SCRIPT, [self.keys.jobs, self.processing], [BATCH - 1])
+        replies = scripts.checked(pipe.execute(raise_on_error=False))
         self._done = []
         first, more = replies[removals], replies[-1]
         if self._cluster:
-            more = self._take_more(keys=[self.keys.jobs, self.processing], args=[BATCH - 1]) if first else []
-        taken = ([first] if first is not None else []) + (more if isinstance(more, list) else [])
+            more = self._take_rest(self.keys.jobs, BATCH - 1) if first is not None else []
+        elif scripts.missing(more):  # Redis lost its script cache: the take of the rest did not run
+            more = self._take_rest(self.keys.jobs, BATCH - 1)
+        taken = ([first] if first is not None else []) + list(more)
         if taken:
             self.handle_batch(taken, adopted=False)
         return bool(taken)
 
+    def _take_rest(self, source: str, count: int) -> list[Any]:
+        """Move up to ``count`` jobs from ``source`` to our processing list (one script call)."""
+        return list(scripts.run(self.client, _TAKE_SCRIPT, [source, self.processing], [count]))
+
     def drain(self) -> int:
         """Handle every job waiting now, without blocking; return how many (for tests and benchmarks)."""
         count = 0
-        while batch := self._take_more(keys=[self.keys.jobs, self.processing], args=[BATCH]):
+        while batch := self._take_rest(self.keys.jobs, BATCH):
             self.handle_batch(batch, adopted=False)
             self._forget_done()
             count += len(batch)
@@ -225,7 +230,7 @@ class Bridge:
 
     def _adopt(self, other: str) -> None:
         source = self.keys.processing(other)
-        while batch := self._take_more(keys=[source, self.processing], args=[BATCH]):
+        while batch := self._take_rest(source, BATCH):
             logger.warning("bridge %s adopting %d jobs of dead bridge %s", self.bridge_id, len(batch), other)
             self.handle_batch(batch, adopted=True)
             self._forget_done()
@@ -236,17 +241,6 @@ class Bridge:
         if left:
             self.handle_batch(left, adopted=True)
             self._forget_done()
-
-
-def _checked(client: redis.Redis, replies: list[Any]) -> list[Any]:
-    """Raise the first error among pipeline ``replies``; a ``NOSCRIPT`` (that command did not run) only reloads the
-    take script, and its reply counts as no more jobs."""
-    for reply in replies:
-        if isinstance(reply, redis.exceptions.NoScriptError):
-            client.script_load(_TAKE_SCRIPT)
-        elif isinstance(reply, Exception):
-            raise reply
-    return replies
 
 
 def _text(value: Any) -> str:

@@ -73,34 +73,29 @@ class WakingRedisBroker(RedisBroker):
             message = original.copy(options={"redis_message_id": str(uuid4())})
             self.emit_before("enqueue", message, None)
             enqueued.append(message)
-        if missed := self._dispatch_all(enqueued):
-            self.client.script_load(self.scripts["dispatch"].script)
-            if self._dispatch_all(missed):
-                raise redis.exceptions.NoScriptError("dispatch script missing right after SCRIPT LOAD")
+        for message in self._dispatch_all(enqueued):  # Redis did not know the script: these did not run
+            scripts.run(self.client, self._dispatch_script, [self.namespace], self._enqueue_args(message))
         for message in enqueued:
             self.emit_after("enqueue", message, None)
         return enqueued
 
+    @property
+    def _dispatch_script(self) -> str:
+        """Dramatiq's dispatch.lua (redis-py keeps the text it was given: here, bytes)."""
+        script = self.scripts["dispatch"].script
+        return script.decode() if isinstance(script, bytes) else str(script)
+
     def _dispatch_all(self, messages: list[Message[Any]]) -> list[Message[Any]]:
         """Dispatch every message and wake its queue; return those Redis refused for not knowing the script."""
         pipe = self.client.pipeline(transaction=False)
-        sha = self.scripts["dispatch"].sha
         for message in messages:
-            pipe.evalsha(sha, 1, self.namespace, *self._dispatch_args(message))
+            scripts.stage(pipe, self._dispatch_script, [self.namespace], self._enqueue_args(message))
         self._wake(pipe, {message.queue_name for message in messages})
-        replies = pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, Exception) and not isinstance(reply, redis.exceptions.NoScriptError):
-                raise reply
-        return [
-            m for m, reply in zip(messages, replies, strict=False) if isinstance(reply, redis.exceptions.NoScriptError)
-        ]
+        replies = scripts.checked(pipe.execute(raise_on_error=False))
+        return [message for message, reply in zip(messages, replies, strict=False) if scripts.missing(reply)]
 
-    def _dispatch_args(self, message: Message[Any]) -> list[Any]:
-        """The arguments ``RedisBroker._dispatch("enqueue")`` passes to dispatch.lua."""
-        return self._dispatch_args_for(
-            "enqueue", message.queue_name, message.options["redis_message_id"], message.encode()
-        )
+    def _enqueue_args(self, message: Message[Any]) -> list[Any]:
+        return self._dispatch_args("enqueue", message.queue_name, message.options["redis_message_id"], message.encode())
 
     def _wake(self, client: Any, queue_names: set[str]) -> None:
         pipe = client if client is not self.client else self.client.pipeline(transaction=False)
@@ -115,21 +110,17 @@ class WakingRedisBroker(RedisBroker):
         """``writes``, then the ack of ``message``, in one round trip (``NOSCRIPT`` ones go again on their own)."""
         pipe = self.client.pipeline(transaction=False)
         for write in writes:
-            pipe.evalsha(scripts.sha(write.script), len(write.keys), *write.keys, *write.args)
-        ack_args = self._dispatch_args_for("ack", queue_name, message.options["redis_message_id"])
-        pipe.evalsha(self.scripts["dispatch"].sha, 1, self.namespace, *ack_args)
-        replies = pipe.execute(raise_on_error=False)
-        for write, reply in zip(writes, replies, strict=False):
-            if isinstance(reply, redis.exceptions.NoScriptError):
+            write.stage(pipe)
+        ack_args = self._dispatch_args("ack", queue_name, message.options["redis_message_id"])
+        scripts.stage(pipe, self._dispatch_script, [self.namespace], ack_args)
+        *written, acked = scripts.checked(pipe.execute(raise_on_error=False))
+        for write, reply in zip(writes, written, strict=True):
+            if scripts.missing(reply):
                 write.run(self.client)
-            elif isinstance(reply, Exception):
-                raise reply
-        if isinstance(replies[-1], redis.exceptions.NoScriptError):
-            self.do_ack(queue_name, message.options["redis_message_id"])
-        elif isinstance(replies[-1], Exception):
-            raise replies[-1]
+        if scripts.missing(acked):
+            scripts.run(self.client, self._dispatch_script, [self.namespace], ack_args)
 
-    def _dispatch_args_for(self, command: str, queue_name: str, *args: Any) -> list[Any]:
+    def _dispatch_args(self, command: str, queue_name: str, *args: Any) -> list[Any]:
         """The arguments ``RedisBroker._dispatch(command)`` passes to dispatch.lua."""
         return [
             command,
@@ -152,14 +143,11 @@ class WakingRedisBroker(RedisBroker):
         """
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(wake_key(self.namespace, queue_name))
-        pipe.evalsha(
-            self.scripts["dispatch"].sha, 1, self.namespace, *self._dispatch_args_for("fetch", queue_name, wanted)
-        )
-        fetched = pipe.execute(raise_on_error=False)[-1]
-        if isinstance(fetched, redis.exceptions.NoScriptError):
-            return list(self.do_fetch(queue_name, wanted))
-        if isinstance(fetched, Exception):
-            raise fetched
+        fetch_args = self._dispatch_args("fetch", queue_name, wanted)
+        scripts.stage(pipe, self._dispatch_script, [self.namespace], fetch_args)
+        fetched = scripts.checked(pipe.execute(raise_on_error=False))[-1]
+        if scripts.missing(fetched):
+            fetched = scripts.run(self.client, self._dispatch_script, [self.namespace], fetch_args)
         return list(fetched)
 
     def wait_for_work(self, queue_name: str, seconds: float) -> None:
@@ -177,15 +165,9 @@ class _WakingConsumer(_RedisConsumer):
         self._drained = False
 
     def ack(self, message: MessageProxy) -> None:
-        writes = pending_writes(message)
-        if not writes:
-            try:
-                super().ack(message)  # type: ignore[no-untyped-call]
-            finally:
-                self._room.set()
-            return
+        """Dramatiq's ack, with the writes the actor left on the message in the same round trip."""
         try:
-            self.broker.ack_with_writes(self.queue_name, message, writes)
+            self.broker.ack_with_writes(self.queue_name, message, pending_writes(message))
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         finally:
