@@ -40,7 +40,7 @@ import redis
 from redswitch import scripts
 from redswitch.config import Settings
 from redswitch.messages import AspCall
-from redswitch.redis_client import is_cluster_client
+from redswitch.redis_client import is_cluster_client, reply_text
 from redswitch.state import HISTORY_TTL, Keys
 
 logger = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ class Admission:
         args += [self.keys.channel(call.dial_id), HISTORY_TTL]
         args += [limit for _kind, _name, limit in limiters] + [f"{kind}_cps" for kind, _name, _limit in limiters]
         verdict, number, first, reason = scripts.run(self.client, _ADMIT_SCRIPT, keys, args)
-        verdict, reason = _text(verdict), _text(reason)
+        verdict, reason = reply_text(verdict), reply_text(reason)
         if verdict == "queued":
             return Decision("queued", POLL_MS / 1000, reason, int(number), bool(first))
         return Decision(verdict, int(number) / 1000, reason, 0, bool(first))
@@ -301,7 +301,7 @@ def take_retry(client: redis.Redis, dial_id: str, job: dict[str, object]) -> dic
     retry = job.pop(RETRY_KEY, None)
     if not isinstance(retry, int) or not client.eval(_TAKE_RETRY_SCRIPT, 1, Keys.call(dial_id), str(retry)):
         return None
-    return {_text(k): _text(v) for k, v in client.hgetall(Keys.call(dial_id)).items()}
+    return {reply_text(k): reply_text(v) for k, v in client.hgetall(Keys.call(dial_id)).items()}
 
 
 def job_field(call: AspCall) -> str:
@@ -324,7 +324,7 @@ class ThrottleRetry:
         found = self.client.eval(_THROTTLED_SCRIPT, 1, Keys.call(dial_id), job_uuid, self.settings.throttle_retries)
         if not found:
             return False
-        attempt, job = int(found[0]), json.loads(_text(found[1]))
+        attempt, job = int(found[0]), json.loads(reply_text(found[1]))
         job[RETRY_KEY] = attempt
         first, cap = THROTTLE_BACKOFF
         delay_ms = int(min(cap, first * 2 ** (attempt - 1)) * 1000)
@@ -347,7 +347,3 @@ class ThrottleRetry:
 
             self._broker = build_broker(self.settings)
         return self._broker
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

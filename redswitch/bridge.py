@@ -32,7 +32,7 @@ from redswitch import metrics, scripts
 from redswitch.config import Settings
 from redswitch.errors import PayloadError
 from redswitch.messages import AspCall, parse_job, peek_field
-from redswitch.redis_client import is_cluster_client
+from redswitch.redis_client import is_cluster_client, reply_text
 from redswitch.state import CallState, Keys, now_iso
 
 logger = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class Bridge:
             pipe.set(Keys.dialled(job.dial_id), digest, nx=True, ex=self.settings.dedup_ttl)
         accepted = []
         for (job, raw), digest, fresh in zip(valid, digests, pipe.execute(), strict=True):
-            if fresh or (adopted and _text(self.client.get(Keys.dialled(job.dial_id))) == digest):
+            if fresh or (adopted and reply_text(self.client.get(Keys.dialled(job.dial_id))) == digest):
                 accepted.append(job)
             else:
                 reason = f"duplicate dial_id {job.dial_id!r}: already dialled within the last 24 h"
@@ -223,7 +223,7 @@ class Bridge:
         prefix = self.keys.processing("")
         dead = []
         for key in self.client.scan_iter(match=self.keys.processing_pattern(), count=100):
-            other = _text(key)[len(prefix) :]
+            other = reply_text(key)[len(prefix) :]
             if other != self.bridge_id and not self.client.exists(Keys.bridge_alive(other)):
                 dead.append(other)
         return dead
@@ -241,7 +241,3 @@ class Bridge:
         if left:
             self.handle_batch(left, adopted=True)
             self._forget_done()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")

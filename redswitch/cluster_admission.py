@@ -16,6 +16,7 @@ from typing import Any
 from redswitch.admission import POLL_MS, SESSIONS_PER_CALL, STALE_WAITER, WINDOW, Admission, Decision
 from redswitch.cluster_state import OrderedStage
 from redswitch.messages import AspCall
+from redswitch.redis_client import reply_text
 from redswitch.state import HISTORY_TTL, Keys, encode
 
 #: Waiters at the head of an org's line whose liveness is read before each decision (stale ones are dropped).
@@ -119,7 +120,7 @@ class ClusterAdmission(Admission):
         org_max = self._orgs.get(call.org_id, self._orgs.get("*", 0))
         if org_max > 0:
             verdict, number, first = self._org(call, org_max)
-            if _text(verdict) == "queued":
+            if reply_text(verdict) == "queued":
                 self.client.hset(Keys.call(call.dial_id), "polled_at", f"{self._now():.3f}")
                 if first:
                     self._announce(call, {"type": "queued", "reason": "org_max_calls", "position": int(number)})
@@ -129,8 +130,8 @@ class ClusterAdmission(Admission):
     def _org(self, call: AspCall, org_max: int) -> list[Any]:
         """Read who of the org's calls and first waiters is gone, then decide in the org's slot."""
         slots, waiting = org_key(call.org_id, "calls"), org_key(call.org_id, "waiting")
-        members = [_text(m) for m in self.client.zrange(slots, 0, -1)]
-        heads = [_text(m) for m in self.client.zrange(waiting, 0, HEADS - 1)]
+        members = [reply_text(m) for m in self.client.zrange(slots, 0, -1)]
+        heads = [reply_text(m) for m in self.client.zrange(waiting, 0, HEADS - 1)]
         candidates = [m for m in dict.fromkeys(members + heads) if m != call.dial_id]
         pairs: list[str] = []
         if candidates:
@@ -141,7 +142,7 @@ class ClusterAdmission(Admission):
             polled = pipe.execute()
             now = self._now()
             for dial_id, is_active, at in zip(candidates, active, polled, strict=True):
-                waiter_stale = dial_id in heads and now - float(_text(at or 0)) > STALE_WAITER
+                waiter_stale = dial_id in heads and now - float(reply_text(at or 0)) > STALE_WAITER
                 pairs += [dial_id, "1" if not is_active or (waiter_stale and dial_id not in members) else "0"]
         keys = [slots, waiting, org_key(call.org_id, "seq")]
         return list(self.client.eval(_ORG_SCRIPT, len(keys), *keys, call.dial_id, org_max, *pairs))
@@ -153,18 +154,18 @@ class ClusterAdmission(Admission):
         if not limiters:
             return Decision("go", 0)  # as on a single Redis: no round trip when no rate limit applies
         keys = [rate_key(kind, name, part) for kind, name, _ in limiters for part in ("sent", "next")]
-        admit_at = _text(self.client.hget(record, "admit_at") or "")
+        admit_at = reply_text(self.client.hget(record, "admit_at") or "")
         args: list[str | int | float] = [call.dial_id, SESSIONS_PER_CALL, WINDOW, admit_at]
         args += [limit for _kind, _name, limit in limiters] + [f"{kind}_cps" for kind, _name, _limit in limiters]
         verdict, ms, first, reason, slot, position = self.client.eval(_RATE_SCRIPT, len(keys), *keys, *args)
-        if _text(verdict) == "go":
+        if reply_text(verdict) == "go":
             self.client.hdel(record, "admit_at", "polled_at")
             return Decision("go", 0)
-        if _text(slot):
-            self.client.hset(record, "admit_at", _text(slot))
+        if reply_text(slot):
+            self.client.hset(record, "admit_at", reply_text(slot))
         if first:
-            self._announce(call, {"type": "queued", "reason": _text(reason), "position": int(position)})
-        return Decision("wait", int(ms) / 1000, _text(reason), 0, bool(first))
+            self._announce(call, {"type": "queued", "reason": reply_text(reason), "position": int(position)})
+        return Decision("wait", int(ms) / 1000, reply_text(reason), 0, bool(first))
 
     def _announce(self, call: AspCall, event: dict[str, Any]) -> None:
         """History first, then the PUBLISH, as everywhere on a cluster."""
@@ -178,7 +179,3 @@ class ClusterAdmission(Admission):
     def _now(self) -> float:
         """This host's clock, for waiters' ``polled_at``: compared with STALE_WAITER (15 s), far above NTP skew."""
         return time.time()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from redswitch.nodes import calls_key
+from redswitch.redis_client import reply_text
 from redswitch.state import ACTIVE_TTL, CALL_TTL, HISTORY_TTL, CallState, Keys, encode
 
 # The call record's part of _CLAIM_SCRIPT: the only step that decides, so it stays atomic (one key).
@@ -164,7 +165,7 @@ class ClusterCallState(CallState):
         pipe = self.client.pipeline(transaction=False)
         for dial_id, node in ended:
             if node:
-                pipe.srem(calls_key(_text(node)), dial_id)
+                pipe.srem(calls_key(reply_text(node)), dial_id)
         pipe.execute()
 
     def claim_call(
@@ -189,7 +190,7 @@ class ClusterCallState(CallState):
             stage.publish(self.keys.channel(dial_id), event)
             stage.publish(Keys.lifecycle(), f"start:{dial_id}")
             stage.execute()
-        return bool(created), {_text(k): _text(v) for k, v in zip(values[::2], values[1::2], strict=True)}
+        return bool(created), {reply_text(k): reply_text(v) for k, v in zip(values[::2], values[1::2], strict=True)}
 
     def _end(self, pipe: Any, dial_id: str) -> None:
         """Leave the active set and the node's set, then announce ``end:`` to the relays."""
@@ -222,13 +223,9 @@ class ClusterCallState(CallState):
 
     def claim_relay(self, dial_id: str, bridge_id: str) -> bool:
         """Keep or take ownership: the owner's liveness is read first, then the owner key is compare-and-set."""
-        owner = _text(self.client.get(Keys.relay_owner(dial_id)) or "")
+        owner = reply_text(self.client.get(Keys.relay_owner(dial_id)) or "")
         if owner == bridge_id:
             return True
         if owner and self.client.exists(Keys.bridge_alive(owner)):
             return False
         return bool(self.client.eval(_RELAY_TAKE_SCRIPT, 1, Keys.relay_owner(dial_id), bridge_id, owner, CALL_TTL))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

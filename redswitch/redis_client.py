@@ -57,6 +57,11 @@ def _cluster_client(settings: Settings, url: str, decode: bool) -> RedisCluster:
     )
 
 
+def reply_text(value: object) -> str:
+    """A Redis reply item as text, whether the client decodes replies or hands over bytes."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def is_cluster(url: str, timeout: float = 10.0) -> bool:
     """Whether ``url``'s node belongs to a Redis Cluster (``INFO cluster`` → ``cluster_enabled:1``).
 

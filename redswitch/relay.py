@@ -23,6 +23,7 @@ import redis
 from redswitch import metrics
 from redswitch.errors import PayloadError
 from redswitch.messages import CONTROL_TYPES, EVENT_TYPES, load_object, parse_control
+from redswitch.redis_client import reply_text
 from redswitch.state import CallState, Keys
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Relay:
             pubsub.subscribe(Keys.lifecycle())  # first, so no call starts unseen between the two steps
             self.subscribed = set()
             self.owned = set()  # Redis may have restarted (our liveness key lost): ask again
-            self._follow(pubsub, {_text(m) for m in self.client.smembers(Keys.active_calls())})
+            self._follow(pubsub, {reply_text(m) for m in self.client.smembers(Keys.active_calls())})
             while not stop.is_set():
                 message = pubsub.get_message(timeout=0.5)
                 if message is not None:
@@ -79,7 +80,7 @@ class Relay:
             self.subscribed |= new
 
     def _dispatch(self, pubsub: Any, message: Mapping[str, Any]) -> None:
-        channel, data = _text(message["channel"]), _text(message["data"])
+        channel, data = reply_text(message["channel"]), reply_text(message["data"])
         if channel == Keys.lifecycle():
             kind, _, dial_id = data.partition(":")
             if kind == "start":
@@ -131,7 +132,3 @@ def _type_of(data: str) -> str:
     except (ValueError, AttributeError, RecursionError):
         return "unknown"
     return kind if isinstance(kind, str) and len(kind) <= 32 else "unknown"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

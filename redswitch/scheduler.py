@@ -39,6 +39,7 @@ from redswitch.esl_stream import EventStream
 from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID
 from redswitch.protocol import commands
+from redswitch.redis_client import reply_text
 from redswitch.state import CallState, Keys
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class Reconciler:
         channels = self._channels()
         known: set[str] = set()
         seen_missing: set[str] = set()
-        for dial_id in sorted(_text(m) for m in self.client.smembers(Keys.active_calls())):
+        for dial_id in sorted(reply_text(m) for m in self.client.smembers(Keys.active_calls())):
             record = self.state.call_record(dial_id)
             known.update(record[field] for field in LEG_FIELDS.values() if record.get(field))
             self._check_call(dial_id, record, channels, report, seen_missing)
@@ -184,7 +185,7 @@ class Reconciler:
         with self.client.pipeline(transaction=True) as pipe:
             # The listener touches both keys on every event of the call: any event meanwhile aborts the repair.
             pipe.watch(Keys.call(dial_id), active_key)  # type: ignore[no-untyped-call]
-            listed = {_text(item).partition(".")[2] for item in pipe.lrange(active_key, 0, -1)}
+            listed = {reply_text(item).partition(".")[2] for item in pipe.lrange(active_key, 0, -1)}
             if not pipe.sismember(Keys.active_calls(), dial_id):
                 return
             sides = _sides_to_hang_up(lost, listed, call_over)
@@ -207,7 +208,7 @@ class Reconciler:
         hangup-event is published twice (the reconciler only acts on legs FreeSWITCH lost RECONCILE_GRACE ago).
         """
         active_key = self.keys.active(dial_id, record["org_id"], record["user_id"])
-        listed = {_text(item).partition(".")[2] for item in self.client.lrange(active_key, 0, -1)}
+        listed = {reply_text(item).partition(".")[2] for item in self.client.lrange(active_key, 0, -1)}
         if not self.client.sismember(Keys.active_calls(), dial_id):
             return
         sides = _sides_to_hang_up(lost, listed, call_over)
@@ -410,7 +411,3 @@ class Scheduler:
         except redis.exceptions.RedisError:
             pass  # it expires on its own
         metrics.SCHEDULER_LEADER.set(0)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

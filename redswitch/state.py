@@ -21,7 +21,7 @@ import redis
 from redswitch import metrics, scripts
 from redswitch.ack_writes import ScriptWrite, write_with_ack
 from redswitch.config import Settings
-from redswitch.redis_client import is_cluster_client
+from redswitch.redis_client import is_cluster_client, reply_text
 
 ACTIVE_TTL = 24 * 3600  # contract: active calls expire after 24 h
 HISTORY_TTL = 4 * 3600  # contract: event histories expire after 4 h
@@ -356,7 +356,7 @@ class CallState:
         raw, active = pipe.execute()
         if not raw or not active:
             return None
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {reply_text(k): reply_text(v) for k, v in raw.items()}
 
     def is_active(self, dial_id: str) -> bool:
         return bool(self.client.sismember(Keys.active_calls(), dial_id))
@@ -377,7 +377,7 @@ class CallState:
         reply = scripts.run(self.client, _JOB_RESULT_SCRIPT, [Keys.job(job_uuid)], [result])
         if not reply:
             return None
-        return dict(zip(("dial_id", "seen", "org_id", "user_id"), map(_text, reply), strict=True))
+        return dict(zip(("dial_id", "seen", "org_id", "user_id"), map(reply_text, reply), strict=True))
 
     def update_call(self, dial_id: str, pipe: Any = None, **fields: str) -> None:
         with self._staging(pipe) as staged:
@@ -388,10 +388,7 @@ class CallState:
             staged.hdel(Keys.call(dial_id), *names)
 
     def call_record(self, dial_id: str) -> dict[str, str]:
-        return {
-            k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
-            for k, v in self.client.hgetall(Keys.call(dial_id)).items()
-        }
+        return {reply_text(k): reply_text(v) for k, v in self.client.hgetall(Keys.call(dial_id)).items()}
 
     def _announce(self, pipe: Any, dial_id: str, org_id: str, user_id: str, event: JsonDict) -> None:
         """Append to the user's history, then publish: one transaction with the state change before it."""
@@ -404,7 +401,3 @@ class CallState:
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
