@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from redswitch.protocol import cause_code
@@ -187,39 +188,33 @@ def channel_headers(
     ch: Channel, other: Channel | None, *, variables: bool = True, state: str | None = None
 ) -> list[tuple[str, str]]:
     """Everything after the standard headers for a channel event: basic data, profiles, ``variable_*``."""
-    hanging = ch.cause is not None and ch.state not in ("CS_REPORTING", "CS_DESTROY")
-    rows = ch.basic(state, STATE_NUMBERS["CS_HANGUP"] if hanging else None)
-    rows += ch.profile("Caller")
-    if other is not None and ch.other_type is not None:
-        rows.append(("Other-Type", ch.other_type))
-        rows += other.profile("Other-Leg", with_index=False)
-    if variables:
-        rows += [(f"variable_{k}", v) for k, v in ch.variables.items()]
-    return rows
+    return [row for _, rows in _header_groups(ch, other, variables=variables, state=state) for row in rows]
 
 
 def channel_plain(ch: Channel, other: Channel | None, *, variables: bool = True) -> bytes:
     """``serialize_headers_plain(channel_headers(...))``, reusing the serialisation of a group of headers (a
     profile, the variables) while its rows are unchanged: a channel's events mostly repeat them."""
+    return b"".join(_group_plain(ch, name, rows) for name, rows in _header_groups(ch, other, variables=variables))
+
+
+def _header_groups(
+    ch: Channel, other: Channel | None, *, variables: bool, state: str | None = None
+) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """The channel part of an event in FreeSWITCH's order, as groups; a named group's plain form may be reused."""
     hanging = ch.cause is not None and ch.state not in ("CS_REPORTING", "CS_DESTROY")
-    parts = [serialize_headers_plain(ch.basic(None, STATE_NUMBERS["CS_HANGUP"] if hanging else None))]
-    parts.append(_group_plain(ch, "caller", ch.profile("Caller")))
+    yield "", ch.basic(state, STATE_NUMBERS["CS_HANGUP"] if hanging else None)
+    yield "caller", ch.profile("Caller")
     if other is not None and ch.other_type is not None:
-        parts.append(serialize_headers_plain([("Other-Type", ch.other_type)]))
-        parts.append(_group_plain(ch, "other", other.profile("Other-Leg", with_index=False)))
+        yield "", [("Other-Type", ch.other_type)]
+        yield "other", other.profile("Other-Leg", with_index=False)
     if variables:
-        items = tuple(ch.variables.items())
-        cached = ch.plain_cache.get("variables")
-        if cached is None or cached[0] != items:
-            cached = ch.plain_cache["variables"] = (
-                items,
-                serialize_headers_plain([(f"variable_{k}", v) for k, v in items]),
-            )
-        parts.append(cached[1])
-    return b"".join(parts)
+        yield "variables", [(f"variable_{k}", v) for k, v in ch.variables.items()]
 
 
 def _group_plain(ch: Channel, name: str, rows: list[tuple[str, str]]) -> bytes:
+    """The plain lines of ``rows``: from the channel's cache while its group ``name`` is unchanged."""
+    if not name:
+        return serialize_headers_plain(rows)
     cached = ch.plain_cache.get(name)
     if cached is None or cached[0] != rows:
         cached = ch.plain_cache[name] = (rows, serialize_headers_plain(rows))
