@@ -30,7 +30,7 @@ from redswitch.simulator import Outcome, Scenario
 from tests.payloads import job
 from tests.pipeline import Pipeline, has
 from tests.servers import RedisServer
-from tests.soak import memory
+from tests.soak import memory, rss_kib
 
 ROWS: list[tuple[str, str, str]] = []
 
@@ -336,7 +336,7 @@ def memory_use(redis_url: str, calls: int) -> None:
         row("Redis bytes per history event", f"{per_event:,.0f} B")
         for name, kib in memory(pipeline).items():
             row(f"RSS at {calls:,} live calls: {name}", f"{kib / 1024:,.1f} MiB")
-        row(f"RSS at {calls:,} live calls: simulator (own process)", f"{remote(pipeline).rss_kib() / 1024:,.1f} MiB")
+        row(f"RSS at {calls:,} live calls: simulator (own process)", f"{rss_kib(remote(pipeline).pid) / 1024:,.1f} MiB")
     finally:
         pipeline.stop()
 

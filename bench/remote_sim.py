@@ -59,7 +59,6 @@ def _serve(conn: Connection, scenario: Scenario) -> None:
         "arrived": lambda _: len(sim.arrivals),
         "first_after": lambda args: sim.first_after(*args),
         "commands": lambda _: sim.commands(),
-        "rss_kib": lambda _: int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]),
     }
     while True:
         request, argument = conn.recv()
@@ -135,6 +134,3 @@ class RemoteSimulator:
 
     def commands(self) -> list[str]:
         return list(self._ask("commands"))
-
-    def rss_kib(self) -> int:
-        return int(self._ask("rss_kib"))
