@@ -52,7 +52,9 @@ class AspCall:
     type: Literal["asp-call"] = "asp-call"
 
     def to_dict(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
+        # The fields as __init__ set them, in order: dataclasses.asdict deep-copies every value (plain strings
+        # here) and cost tens of microseconds per job on the intake path.
+        return dict(self.__dict__)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -109,7 +109,7 @@ redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[4])
 redis.call('PUBLISH', ARGV[3], ARGV[2])
 redis.call('PUBLISH', 'redswitch:calls', 'start:' .. ARGV[1])
-return {1, redis.call('HGETALL', KEYS[1])}
+return {1}
 """
 
 # Owner of a call's control messages: the first relay to ask, until its bridge's liveness key expires.
@@ -251,8 +251,11 @@ class CallState:
         flat = [item for pair in record.items() for item in pair]
         keys = [Keys.call(dial_id), Keys.active_calls(), history, Keys.job(record["job_uuid"])]
         args: list[str | int] = [dial_id, event, self.keys.channel(dial_id), CALL_TTL, HISTORY_TTL, *flat]
-        created, values = scripts.run(self.client, _CLAIM_SCRIPT, keys, args)
-        return bool(created), dict(zip(values[::2], values[1::2], strict=True))
+        reply = scripts.run(self.client, _CLAIM_SCRIPT, keys, args)
+        if reply[0]:  # created from ``record`` alone: no need to read it back
+            return True, dict(record)
+        values = reply[1]
+        return False, dict(zip(values[::2], values[1::2], strict=True))
 
     def side_answered(self, dial_id: str, org_id: str, user_id: str, side: str, pipe: Any = None) -> None:
         """Add ``ACTIVE.<side>`` and announce ``answer-event`` (staged on ``pipe`` when one is given)."""

@@ -73,6 +73,44 @@ def test_built_variable_blocks_always_parse_back_to_one_pair(value: str) -> None
     assert not any(ch.isspace() for ch in block)
 
 
+# Mostly safe names and values, each with a few ways to be wrong (alphabet, first character, length).
+_NAMES = st.one_of(
+    st.sampled_from(["a", "origination_uuid", "sip_h_X-Dial-Id", "_" + "x" * 63]),
+    st.text(alphabet="aZ_-9\n,}= ", max_size=3),
+    st.sampled_from(["x" * 65, "9a", "-a", "a b", ""]),
+)
+_VALUES = st.one_of(
+    st.text(alphabet="a1.,=@:/+-_", max_size=6),
+    st.text(alphabet="a1.,=@\n}{ ()'", max_size=4),
+    st.text(max_size=3),
+    st.integers(255, 258).map(lambda size: "v" * size),
+)
+
+
+@given(st.dictionaries(_NAMES, _VALUES, max_size=4))
+def test_the_one_pass_check_of_a_block_refuses_exactly_what_the_per_variable_checks_refuse(
+    values: dict[str, str],
+) -> None:
+    safe = all(
+        re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}", name) and re.fullmatch(r"[A-Za-z0-9_\-.+@:/=,]{0,256}", value)
+        for name, value in values.items()
+    )
+    try:
+        commands.variables(values)
+    except PayloadError as exc:
+        assert not safe
+        assert "channel variable" in exc.reason  # the error still names what was unsafe
+    else:
+        assert safe
+
+
+def test_an_unsafe_variable_is_named_in_the_error() -> None:
+    with pytest.raises(PayloadError, match="value of channel variable b"):
+        commands.variables({"a": "1", "b": "2 3", "c": "4"})
+    with pytest.raises(PayloadError, match="channel variable name"):
+        commands.variables({"a": "1", "b}": "2"})
+
+
 def test_bgapi_carries_its_own_job_uuid_header() -> None:
     assert commands.bgapi("status", UUID0) == f"bgapi status\nJob-UUID: {UUID0}"
     with pytest.raises(PayloadError):

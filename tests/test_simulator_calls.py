@@ -218,6 +218,9 @@ def test_plain_events_built_from_cached_header_groups_match_their_headers(simula
     class Check:
         closing = False
 
+        def may_take(self, name: str, subclass: str | None, unique_id: str | None) -> bool:
+            return True
+
         def deliver(self, ev: Any) -> None:
             got = ev.wire("plain")
             rows = serialize_headers_plain(ev._rest_pairs())
@@ -238,3 +241,36 @@ def test_plain_events_built_from_cached_header_groups_match_their_headers(simula
     # Then every event's bytes were exactly its headers' serialisation
     assert len(checked) >= 25
     assert [name for name, same in checked if not same] == []
+
+
+def test_events_nobody_takes_are_not_sent_but_still_use_up_their_sequence_numbers(simulator: Simulator) -> None:
+    # Given a connection that takes only CHANNEL_ANSWER, and one that runs the calls and takes no events
+    answers, runner = RawClient(simulator.port), RawClient(simulator.port)
+    answers.login()
+    runner.login()
+    answers.command("event plain CHANNEL_ANSWER")
+
+    def call(n: int) -> None:
+        assert runner.command(f"api originate {{origination_uuid=q-{n}}}{GW}/15105550100 &park()").body.startswith(
+            "+OK"
+        )
+        assert runner.command(f"api uuid_kill q-{n}").body == "+OK\n"
+
+    def answer_sequence() -> int:
+        (answer,) = answers.events_until(lambda e: e.name == "CHANNEL_ANSWER")
+        return int(answer.get("Event-Sequence") or 0)
+
+    # When two calls run while only the answers are taken, then a third while another connection takes all
+    call(1)
+    first = answer_sequence()
+    call(2)
+    second = answer_sequence()
+    every = client_for(simulator)
+    call(3)
+    third = answer_sequence()
+    seen = every.events_until(lambda e: e.name == "CHANNEL_ANSWER")
+    # Then a call cycle uses as many sequence numbers whether its events were built or not
+    assert second - first == third - second > 1
+    # and the numbers of the events that were sent run on without a gap, the answer's among them
+    numbers = [int(e.get("Event-Sequence") or 0) for e in seen]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))) and numbers[-1] == third

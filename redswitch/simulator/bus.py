@@ -116,15 +116,17 @@ class Subscription:
         return self.all or bool(self.names) or bool(self.customs) or self.myevents is not None
 
     def wants(self, ev: OutEvent) -> bool:
-        if self.myevents is not None:
-            if ev.unique_id != self.myevents:
-                return False
-        elif ev.name == "CUSTOM":
-            if not (self.all or ev.subclass in self.customs or "CUSTOM" in self.names):
-                return False
-        elif not (self.all or ev.name in self.names):
+        if not self.may_take(ev.name, ev.subclass, ev.unique_id):
             return False
         return not self.filters or self._passes_filters(ev.event)
+
+    def may_take(self, name: str, subclass: str | None, unique_id: str | None) -> bool:
+        """Whether an event could pass, judged before it is built: everything but the filters."""
+        if self.myevents is not None:
+            return unique_id == self.myevents
+        if name == "CUSTOM":
+            return self.all or subclass in self.customs or "CUSTOM" in self.names
+        return self.all or name in self.names
 
     def _passes_filters(self, event: Event) -> bool:
         positive = False
@@ -149,6 +151,10 @@ def _filter_match(pattern: str, value: str) -> bool:
 
 
 class Subscriber(Protocol):
+    def may_take(self, name: str, subclass: str | None, unique_id: str | None) -> bool:
+        """Whether an event of this name could be delivered (filters aside): nobody taking it, it is not built."""
+        ...
+
     def deliver(self, ev: OutEvent) -> None: ...
 
     def backlog(self) -> int:
@@ -245,22 +251,25 @@ class EventBus:
         *,
         unique_id: str | None = None,
         rest_plain: Callable[[], bytes] | None = None,
-    ) -> OutEvent:
+    ) -> OutEvent | None:
         """Create and deliver an event: standard headers, then ``headers``; ``unique_id`` defaults to theirs.
 
         ``headers`` may be a function building them (then give ``unique_id``): it runs only if a subscriber takes
         the event or a filter must look at it, while the event is being delivered. ``rest_plain``, if given,
         builds their plain serialisation (byte for byte what serialising ``headers`` would give), for plain
-        subscribers.
+        subscribers. Returns the event, or None when no subscriber could take it (then it was never built).
         """
         rest: Pairs | Callable[[], Pairs] = headers if callable(headers) else list(headers)
         if unique_id is None and not callable(rest):
             unique_id = next((v for k, v in rest if k == "Unique-ID"), None)
+        takers = self._takers(name, subclass, unique_id)
+        if not takers:
+            return None
         head, head_plain = self._standard(name, caller, subclass)
         out = OutEvent(
             name, head, head_plain, rest, body, subclass=subclass, unique_id=unique_id, rest_plain=rest_plain
         )
-        return self.publish(out)
+        return self._deliver(out, takers)
 
     def fire_prebuilt(
         self,
@@ -269,16 +278,31 @@ class EventBus:
         rest: Callable[[], Pairs],
         rest_plain: bytes,
         unique_id: str,
-    ) -> OutEvent:
+    ) -> OutEvent | None:
         """Deliver an event whose non-standard part is already serialised (the flood's templates)."""
+        takers = self._takers(name, None, unique_id)
+        if not takers:
+            return None
         head, head_plain = self._standard(name, caller, None)
         out = OutEvent(name, head, head_plain, rest, subclass=None, unique_id=unique_id, rest_plain=rest_plain)
-        return self.publish(out)
+        return self._deliver(out, takers)
+
+    def _takers(self, name: str, subclass: str | None, unique_id: str | None) -> list[Subscriber]:
+        """The subscribers that may take an event. With none, the event is not built, but it still uses up its
+        Event-Sequence number, as FreeSWITCH numbers every event it fires, delivered or not."""
+        takers = [sub for sub in self.subscribers if sub.may_take(name, subclass, unique_id)]
+        if not takers:
+            self.sequence += 1
+        return takers
 
     def publish(self, event: Event | OutEvent) -> OutEvent:
         """Hand an event to every subscriber (an ``Event`` is wrapped as is, its headers already complete)."""
         out = event if isinstance(event, OutEvent) else _wrap(event)
-        for sub in tuple(self.subscribers):
+        return self._deliver(out, tuple(self.subscribers))
+
+    @staticmethod
+    def _deliver(out: OutEvent, subscribers: Iterable[Subscriber]) -> OutEvent:
+        for sub in subscribers:
             sub.deliver(out)
         return out
 

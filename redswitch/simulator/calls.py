@@ -47,6 +47,8 @@ class CallEngine:
         self.bus = bus
         self.scenario = scenario
         self.channels: dict[str, Channel] = {}
+        #: Channels that ever ran eavesdrop and still exist: while there are none, a hangup need not look for spies.
+        self.eavesdroppers: set[str] = set()
         self.sessions_since_startup = 0
         self.peak = 0
         self._recent: collections.deque[float] = collections.deque()
@@ -270,6 +272,7 @@ class CallEngine:
             return
         v = spy.variables
         spy.eavesdrop_target = target.uuid
+        self.eavesdroppers.add(spy.uuid)
         spy.eavesdrop_dtmf = v.get("eavesdrop_enable_dtmf", "true").lower() != "false"
         read, write = _truthy(v.get("eavesdrop_whisper_aleg")), _truthy(v.get("eavesdrop_whisper_bleg"))
         spy.eavesdrop_mode = (
@@ -310,8 +313,9 @@ class CallEngine:
         if ringing_b is not None and ringing_b.alive:
             group.append((ringing_b, "ORIGINATOR_CANCEL"))
         ended = {c.uuid for c, _ in group}
-        spies = [s for s in self.channels.values() if s.eavesdrop_target in ended and s.uuid not in ended]
-        group += [(s, "NORMAL_CLEARING") for s in spies]
+        if self.eavesdroppers:  # the scan of every channel, only while someone eavesdrops
+            spies = [s for s in self.channels.values() if s.eavesdrop_target in ended and s.uuid not in ended]
+            group += [(s, "NORMAL_CLEARING") for s in spies]
         self._end(group)
         return True
 
@@ -363,6 +367,7 @@ class CallEngine:
             ch.state = "CS_DESTROY"
             self.emit("CHANNEL_DESTROY", ch)
             self.channels.pop(ch.uuid, None)
+            self.eavesdroppers.discard(ch.uuid)
 
     def hupall(self, cause: str) -> None:
         for uid in list(self.channels):

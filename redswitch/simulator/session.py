@@ -103,6 +103,9 @@ class Session(asyncio.Protocol):
             return 0
         return self.transport.get_write_buffer_size() + sum(map(len, self._out))
 
+    def may_take(self, name: str, subclass: str | None, unique_id: str | None) -> bool:
+        return not self.closing and self.sub.may_take(name, subclass, unique_id)
+
     def deliver(self, ev: OutEvent) -> None:
         if self.closing or not self.sub.wants(ev):
             return
