@@ -270,12 +270,12 @@ class Admission:
         return limiters + ([("gateway", call.call_provider, gateway)] if gateway > 0 else [])
 
 
-def admit(client: redis.Redis, settings: Settings, call: AspCall, node: str, resend: Callable[[int], object]) -> bool:
+def admit(admission: Admission, call: AspCall, node: str, resend: Callable[[int], object]) -> bool:
     """True: dial now. False: the job was deferred — its record is ``claimed`` again and ``resend(delay_ms)`` ran.
 
     Short waits (a few ms to the next free session) are slept; anything longer gives the worker thread back.
     """
-    admission = Admission(client, settings)
+    client, settings = admission.client, admission.settings
     node = node or f"{settings.esl_url}:{settings.esl_port}"
     decision = admission.check(call, node)
     while decision.verdict == "wait" and decision.delay <= SHORT_WAIT:

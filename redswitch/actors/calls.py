@@ -64,7 +64,7 @@ def asp_call(job: dict[str, Any]) -> None:
         record = taken
     elif not created and not _may_dial(call.dial_id, record):
         return
-    if not admission.admit(client, context.settings(), call, record.get("node", ""), lambda ms: _send_again(job, ms)):
+    if not admission.admit(context.admission(), call, record.get("node", ""), lambda ms: _send_again(job, ms)):
         return  # deferred by a limit: the message was sent again with a delay
     if not created and not admission.begin_dial(client, call.dial_id, record):
         return  # another copy of this message started the attempt

@@ -10,6 +10,7 @@ import functools
 
 import redis
 
+from redswitch.admission import Admission
 from redswitch.config import Settings
 from redswitch.esl import EslPool
 from redswitch.nodes import Nodes
@@ -49,7 +50,13 @@ def call_state() -> CallState:
     return CallState(redis_client(), settings())
 
 
+@functools.lru_cache(maxsize=1)
+def admission() -> Admission:
+    """The limits, parsed once per process (each call is checked against them)."""
+    return Admission(redis_client(), settings())
+
+
 def reset() -> None:
     """Forget everything (tests change the environment between runs)."""
-    for cached in (settings, redis_client, _pool, nodes, call_state):
+    for cached in (settings, redis_client, _pool, nodes, call_state, admission):
         cached.cache_clear()
