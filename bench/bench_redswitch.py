@@ -72,9 +72,46 @@ def wait_originates(sim: RemoteSimulator, prefix: str, count: int, timeout: floa
 # -- 1. intake throughput ------------------------------------------------------------------------------------
 
 
-def intake_throughput(redis_url: str, count: int) -> None:
+def intake_throughput(redis_url: str, count: int, rounds: int) -> None:
+    """Ours, the no-op actor and the bare loop, one after the other, ``rounds`` times: this machine's speed drifts
+    by a fifth within a minute, so each ratio is taken within a round, and the medians are reported."""
     print("intake throughput", flush=True)
+    ours, noop, bare = [], [], []
+    for _ in range(rounds):
+        ours.append(our_intake(redis_url, count))
+        noop.append(noop_throughput(redis_url, count))
+        bare.append(bare_intake(redis_url, count))
+    to_noop = [o / n for o, n in zip(ours, noop, strict=True)]
+    to_bare = [o / b for o, b in zip(ours, bare, strict=True)]
+    row("intake: legacy push -> originate (bridge+worker)", f"{median(ours):,.0f} jobs/s", spread(ours, "jobs/s"))
+    row(
+        "  baseline: no-op Dramatiq actor, same broker",
+        f"{median(noop):,.0f} msgs/s",
+        f"ours/no-op = {median(to_noop):.2f} {spread(to_noop)}",
+    )
+    row(
+        "  baseline: bare loop, same Redis+ESL work",
+        f"{median(bare):,.0f} jobs/s",
+        f"ours/bare = {median(to_bare):.2f} {spread(to_bare)}",
+    )
+
+
+def median(values: list[float]) -> float:
+    return pct(values, 0.5)
+
+
+def spread(values: list[float], unit: str = "") -> str:
+    """The range over the rounds, for the note column."""
+    if len(values) < 2:
+        return ""
+    low, high = min(values), max(values)
+    text = f"{low:,.0f}–{high:,.0f}" if high >= 10 else f"{low:.2f}–{high:.2f}"
+    return f"({text}{' ' + unit if unit else ''} over {len(values)} rounds)"
+
+
+def our_intake(redis_url: str, count: int) -> float:
     quiet = Scenario.default().with_changes(default_outcome=Outcome(ring=0.01, hangup_after=0.2))
+    redis.Redis.from_url(redis_url).flushall()
     pipeline = pipeline_with(redis_url, scenario=quiet, listener=False).start()
     try:
         warm = f"warm{time.monotonic_ns()}_"
@@ -85,14 +122,9 @@ def intake_throughput(redis_url: str, count: int) -> None:
         start = time.perf_counter()
         push(pipeline, prefix, count)
         wait_originates(sim, prefix, count, 120)
-        ours = count / (max(sim.originate_times(prefix).values()) - start)
+        return count / (max(sim.originate_times(prefix).values()) - start)
     finally:
         pipeline.stop()
-    noop = noop_throughput(redis_url, count)
-    bare = bare_intake(redis_url, count)
-    row("intake: legacy push -> originate (bridge+worker)", f"{ours:,.0f} jobs/s")
-    row("  baseline: no-op Dramatiq actor, same broker", f"{noop:,.0f} msgs/s", f"ours/no-op = {ours / noop:.2f}")
-    row("  baseline: bare loop, same Redis+ESL work", f"{bare:,.0f} jobs/s", f"ours/bare = {ours / bare:.2f}")
 
 
 def push(pipeline: Pipeline, prefix: str, count: int) -> None:
@@ -350,7 +382,7 @@ def main() -> None:
     try:
         started = time.monotonic()
         listener_throughput(server.url, 2000 if quick else 10000)
-        intake_throughput(server.url, 500 if quick else 3000)
+        intake_throughput(server.url, 500 if quick else 3000, 1 if quick else 3)
         assert server.proc is not None
         intake_latency(server.url, [50, 200], 3 if quick else 10, server.proc.pid)
         control_latency(server.url, 30 if quick else 200)

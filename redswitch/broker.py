@@ -17,6 +17,7 @@ from dramatiq.middleware import CurrentMessage
 from redswitch.config import Settings
 from redswitch.errors import ConfigError
 from redswitch.heap import SettleHeap
+from redswitch.logs import WorkerLogging
 from redswitch.redis_client import is_cluster
 from redswitch.waking_broker import WakingRedisBroker
 
@@ -50,6 +51,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         broker.carries_state_writes = url == settings.pubsub_redis_url
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(SettleHeap())
+    broker.add_middleware(WorkerLogging(settings))
     if os.environ.get("dramatiq_prom_port"):
         broker.add_middleware(_worker_prometheus())
     return broker

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+
+import dramatiq
 
 from redswitch.config import Settings
 
@@ -31,3 +34,30 @@ def configure_logging(settings: Settings, verbose: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else settings.log_level.upper())
+
+
+def adopt_in_worker(settings: Settings) -> None:
+    """``LOG_FORMAT`` and ``LOG_LEVEL`` in a Dramatiq worker process, whose CLI has already set up logging.
+
+    Its handlers are kept: they write to the pipe through which Dramatiq's main process serialises every worker
+    process's lines onto stderr (or ``--log-file``). Only their format changes (``json``; the text format stays
+    Dramatiq's, which names the process and thread), and the level when ``LOG_LEVEL`` is set (else Dramatiq's
+    ``-v`` decides).
+    """
+    root = logging.getLogger()
+    if settings.log_format == "json":
+        for handler in root.handlers:
+            handler.setFormatter(JsonFormatter())
+    if "LOG_LEVEL" in os.environ:
+        root.setLevel(settings.log_level.upper())
+
+
+class WorkerLogging(dramatiq.Middleware):
+    """:func:`adopt_in_worker` in each worker process as soon as the actors are loaded (not in a service that
+    only imports them to send messages: Dramatiq's CLI alone emits ``process_boot``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        adopt_in_worker(self.settings)

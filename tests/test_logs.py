@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -9,7 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from redswitch.config import Settings
-from redswitch.logs import configure_logging
+from redswitch.logs import adopt_in_worker, configure_logging
+from tests.pipeline import Pipeline
+from tests.servers import RedisServer
 
 
 @pytest.fixture
@@ -50,3 +53,43 @@ def test_text_log_format_is_the_default(restore_logging: None, capsys: pytest.Ca
     assert line.endswith("WARNING redswitch.test: dial_id=d3 parked")
     with pytest.raises(ValueError):
         json.loads(line)
+
+
+def test_a_worker_process_keeps_its_handlers_and_takes_log_format_and_log_level(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given logging as Dramatiq's CLI leaves it in a worker process: a handler on its log pipe, at INFO
+    pipe = io.StringIO()
+    logging.basicConfig(level=logging.INFO, stream=pipe, force=True)
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    # When the worker adopts LOG_FORMAT=json and LOG_LEVEL=WARNING
+    adopt_in_worker(Settings.from_env({"LOG_FORMAT": "json", "LOG_LEVEL": "WARNING"}))
+    log = logging.getLogger("redswitch.test")
+    log.info("dial_id=%s not shown at WARNING", "d4")
+    log.warning("dial_id=%s parked", "d5")
+    # Then its lines still go down the same pipe, as JSON, and only from WARNING up
+    assert [json.loads(line)["message"] for line in pipe.getvalue().splitlines()] == ["dial_id=d5 parked"]
+
+
+def test_without_log_level_the_worker_keeps_dramatiqs_level(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logging.basicConfig(level=logging.DEBUG, stream=io.StringIO(), force=True)  # as `dramatiq -v -v`
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
+    adopt_in_worker(Settings.from_env({}))
+    assert logging.getLogger().level == logging.DEBUG
+
+
+def test_the_real_worker_writes_json_lines_with_log_format_json(redis_server: RedisServer) -> None:
+    # Given the pipeline's worker started with LOG_FORMAT=json
+    pipeline = Pipeline(redis_server.url, env={"LOG_FORMAT": "json"}).start()
+    try:
+        # When it handles a call
+        pipeline.push(dial_id="logjson1", user_id="logjson1")
+        assert pipeline.wait_for(lambda: "logjson1" in pipeline.full_log("worker")), pipeline.logs()
+    finally:
+        pipeline.stop()
+    # Then every line it logged about the call is one JSON object
+    lines = [line for line in pipeline.full_log("worker").splitlines() if "logjson1" in line]
+    assert lines
+    assert {json.loads(line)["logger"] for line in lines} == {"redswitch.actors.calls"}
