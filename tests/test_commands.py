@@ -81,6 +81,8 @@ _NAMES = st.one_of(
 )
 _VALUES = st.one_of(
     st.text(alphabet="a1.,=@:/+-_", max_size=6),
+    # safe-looking variables smuggled inside one value: "b\nc\nd" reads as b, then c=d, to a line-based check
+    st.lists(st.sampled_from(["a", "b1", "_x", "1.2", "\n", ","]), max_size=7).map("".join),
     st.text(alphabet="a1.,=@\n}{ ()'", max_size=4),
     st.text(max_size=3),
     st.integers(255, 258).map(lambda size: "v" * size),
@@ -102,6 +104,14 @@ def test_the_one_pass_check_of_a_block_refuses_exactly_what_the_per_variable_che
         assert "channel variable" in exc.reason  # the error still names what was unsafe
     else:
         assert safe
+
+
+@pytest.mark.parametrize("value", ["b\nc\nd", "1\nx\n2\ny\n3", "\n\n", "a\n"])
+def test_a_value_holding_line_breaks_is_refused_even_when_each_line_looks_safe(value: str) -> None:
+    with pytest.raises(PayloadError, match="value of channel variable v"):
+        commands.variables({"v": value})
+    with pytest.raises(PayloadError):
+        commands.variables({"a": "1", "v": value, "z": "2"})
 
 
 def test_an_unsafe_variable_is_named_in_the_error() -> None:

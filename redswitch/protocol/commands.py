@@ -21,7 +21,8 @@ _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
 _VAR_VALUE = re.compile(r"[A-Za-z0-9_\-.+@:/=,]{0,256}")
 #: Every name and every value of a block at once, each followed by a newline (which neither alphabet admits):
 #: one regex pass instead of two per variable; a block that fails is checked again variable by variable, to say
-#: which one is unsafe.
+#: which one is unsafe. The pass counts only if the text holds no newline but the separators: a value such as
+#: ``"b\nc\nd"`` would otherwise read as two safe variables and carry its newlines into the command line.
 _VAR_BLOCK = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_\-]{0,63}\n[A-Za-z0-9_\-.+@:/=,]{0,256}\n)*")
 _ENDPOINT = re.compile(r"[A-Za-z0-9_\-.+@:/=]{1,300}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -45,7 +46,8 @@ def variables(values: Mapping[str, str]) -> str:
     """``{k=v,...}`` with commas in values escaped; empty string for no variables."""
     if not values:
         return ""
-    if not _VAR_BLOCK.fullmatch("".join(f"{name}\n{value}\n" for name, value in values.items())):
+    block = "".join(f"{name}\n{value}\n" for name, value in values.items())
+    if block.count("\n") != 2 * len(values) or not _VAR_BLOCK.fullmatch(block):
         for name, value in values.items():
             _check(_VAR_NAME, name, "channel variable name")
             _check(_VAR_VALUE, value, f"value of channel variable {name}")
