@@ -87,12 +87,12 @@ def intake_throughput(redis_url: str, count: int, rounds: int) -> None:
     row(
         "  baseline: no-op Dramatiq actor, same broker",
         f"{median(noop):,.0f} msgs/s",
-        f"ours/no-op = {median(to_noop):.2f} {spread(to_noop)}",
+        f"ours/no-op = {median(to_noop):.2f} {spread(to_noop)}".rstrip(),
     )
     row(
         "  baseline: bare loop, same Redis+ESL work",
         f"{median(bare):,.0f} jobs/s",
-        f"ours/bare = {median(to_bare):.2f} {spread(to_bare)}",
+        f"ours/bare = {median(to_bare):.2f} {spread(to_bare)}".rstrip(),
     )
 
 
