@@ -7,6 +7,7 @@ CHANNEL_ANSWER/CHANNEL_HANGUP from a sofia gateway leg) and are encoded with the
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -132,20 +133,23 @@ class Feeder:
             threading.Thread(target=self._session, args=(conn,), daemon=True).start()
 
     def _session(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(ConnectionError):  # a client that leaves mid-stream resets the connection
+            self._converse(conn)
+
+    def _converse(self, conn: socket.socket) -> None:
         parser = Parser(Mode.COMMANDS)
         conn.sendall(b"Content-Type: auth/request\n\n")
-        with conn:
-            while data := conn.recv(65536):
-                for frame in parser.feed(data):
-                    command = frame.command or ""
-                    if command.startswith("auth"):
-                        conn.sendall(encode_reply("+OK accepted"))
-                    elif command.startswith("event"):
-                        conn.sendall(encode_reply("+OK event listener enabled plain"))
-                        self.started_at = time.perf_counter()
-                        conn.sendall(self.payload)
-                    else:
-                        conn.sendall(encode_reply("-ERR command not found"))
+        while data := conn.recv(65536):
+            for frame in parser.feed(data):
+                command = frame.command or ""
+                if command.startswith("auth"):
+                    conn.sendall(encode_reply("+OK accepted"))
+                elif command.startswith("event"):
+                    conn.sendall(encode_reply("+OK event listener enabled plain"))
+                    self.started_at = time.perf_counter()
+                    conn.sendall(self.payload)
+                else:
+                    conn.sendall(encode_reply("-ERR command not found"))
 
     def close(self) -> None:
         self.sock.close()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import redis
 
@@ -38,6 +39,11 @@ CAUSE_PATTERN = re.compile(r"[A-Z0-9_]{1,64}")
 SIP_CODE_PATTERN = re.compile(r"[1-6][0-9]{2}")
 #: The protocol event each kind of action publishes (for the events-published metric).
 _EVENT_TYPES = {"answered": "answer-event", "hung_up": "hangup-event"}
+#: Socket reads translated but not yet applied, per node: past this the reader waits (and so does the switch's
+#: socket), as while Redis is away.
+BACKLOG = 64
+#: Most actions applied in one round trip when reads pile up behind a slow one.
+MAX_BATCH = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +60,10 @@ class Action:
     result: str = ""
     sip_code: str = ""  # the SIP final response FreeSWITCH recorded for a refused leg ("" when none)
     retryable: bool | None = None  # for a side that never answered: is its cause worth another attempt?
+
+
+#: The actions of each socket read, with when it was read, from the reading thread to the applying one.
+Batches = queue.Queue[tuple[list[Action], float]]
 
 
 def translate(headers: Mapping[str, str], body: str = "") -> Action | None:
@@ -146,8 +156,10 @@ def _record(action: Action) -> str:
 class Listener:
     """Applies translated events to Redis, over an ESL event connection it keeps alive.
 
-    Events are applied in batches (everything one socket read brought), one pipeline round trip per batch;
-    each event is one atomic script in which every state change precedes the PUBLISH that announces it.
+    Per node, one thread reads and translates events and another applies them, in order, so that reading the
+    next events overlaps the Redis round trip of the last ones. Everything read while a round trip was out goes
+    in the next one; each event is one atomic step of a script in which every state change precedes the PUBLISH
+    that announces it.
     """
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
@@ -163,11 +175,8 @@ class Listener:
             if action.kind == "job_done":
                 self._job_done(action)
 
-    def on_payloads(self, payloads: list[bytes]) -> None:
-        """Translate and apply a batch of plain event payloads (a failed batch is raised for a retry)."""
-        actions = [action for action in map(action_of, payloads) if action is not None]
-        if not actions:
-            return
+    def record(self, actions: list[Action]) -> None:
+        """Apply a batch of actions and count what was published (a failed batch is raised for a retry)."""
         try:
             self.apply(actions)
         except redis.exceptions.RedisError:
@@ -224,11 +233,30 @@ class Listener:
     def follow(self, node: EslNode, stop: threading.Event) -> None:
         """Stay subscribed to ``node`` until ``stop`` is set, reconnecting with backoff whenever it drops.
 
-        A Redis outage does not lose events: the batch being applied is retried until Redis is back.
+        A Redis outage does not lose events: the batch being applied is retried until Redis is back. What was read
+        before ``stop`` is still applied (unless Redis is away then), across reconnections too.
         """
+        batches: Batches = queue.Queue(maxsize=BACKLOG)
+        reading = threading.Event()
+        reading.set()
+        failed: list[BaseException] = []  # what ended the applier early: the reader stops too, and it is raised here
+        applier = threading.Thread(
+            target=self._apply_all, args=(batches, reading, stop, failed), name=f"apply-{node.name}", daemon=True
+        )
+        applier.start()
+        try:
+            self._read_all(node, stop, batches, applier.is_alive)
+        finally:
+            reading.clear()
+            applier.join()
+        if failed:
+            raise failed[0]
+
+    def _read_all(self, node: EslNode, stop: threading.Event, batches: Batches, applying: Callable[[], bool]) -> None:
+        """Connect, read, reconnect: until ``stop``, or until the applier is gone (nothing would take the events)."""
         delay = 0.1
         connected_before = False
-        while not stop.is_set():
+        while not stop.is_set() and applying():
             try:
                 stream = self.connect(node)
             except EslError as exc:
@@ -242,20 +270,61 @@ class Listener:
                 metrics.ESL_RECONNECTS.inc()
             connected_before = True
             try:
-                self._pump(stream, stop)
+                self._pump(stream, stop, batches, applying)
             except EslError as exc:
                 logger.warning("ESL connection to %s lost: %s; reconnecting", node.name, exc)
             finally:
                 stream.close()
 
-    def _pump(self, stream: EventStream, stop: threading.Event) -> None:
-        while not stop.is_set():
+    def _pump(self, stream: EventStream, stop: threading.Event, batches: Batches, applying: Callable[[], bool]) -> None:
+        """Read and translate; hand each read's actions to the applier, waiting while its backlog is full.
+
+        A read is handed over even when ``stop`` came meanwhile: its events are off the socket, and the applier
+        applies what it is given before it ends (it ends early only when Redis is away at the stop, or on a bug).
+        """
+        while not stop.is_set() and applying():
             payloads = stream.read_payloads(timeout=0.5)
             read_at = time.monotonic()
-            while payloads and not stop.is_set():
+            actions = [action for action in map(action_of, payloads) if action is not None]
+            while actions and applying():
                 try:
-                    self.on_payloads(payloads)
-                    metrics.EVENT_TO_PUBLISH.observe(time.monotonic() - read_at)
-                    payloads = []
-                except redis.exceptions.RedisError:
-                    stop.wait(0.5)
+                    batches.put((actions, read_at), timeout=0.5)
+                    actions = []
+                except queue.Full:
+                    continue
+
+    def _apply_all(
+        self, batches: Batches, reading: threading.Event, stop: threading.Event, failed: list[BaseException]
+    ) -> None:
+        try:
+            self._apply_batches(batches, reading, stop)
+        except BaseException as exc:  # a bug, not Redis: the process must not go on reading into a dead queue
+            failed.append(exc)
+
+    def _apply_batches(self, batches: Batches, reading: threading.Event, stop: threading.Event) -> None:
+        """Apply batches in order until the reader is done and nothing is left (or ``stop`` finds Redis away)."""
+        while reading.is_set() or not batches.empty():
+            try:
+                actions, read_at = batches.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            actions = list(actions)
+            while len(actions) < MAX_BATCH:  # everything read while the last round trip was out goes in this one
+                try:
+                    more, _ = batches.get_nowait()
+                except queue.Empty:
+                    break
+                actions += more
+            if not self._apply_until_done(actions, stop):
+                return
+            metrics.EVENT_TO_PUBLISH.observe(time.monotonic() - read_at)
+
+    def _apply_until_done(self, actions: list[Action], stop: threading.Event) -> bool:
+        """Retry ``actions`` until Redis takes them; False when ``stop`` came first."""
+        while True:
+            try:
+                self.record(actions)
+                return True
+            except redis.exceptions.RedisError:
+                if stop.wait(0.5):
+                    return False
