@@ -258,15 +258,23 @@ def intake_latency(redis_url: str, rates: list[int], seconds: float, redis_pid: 
 # -- 3. listener -----------------------------------------------------------------------------------------------
 
 
-def listener_throughput(redis_url: str, calls: int) -> None:
+def listener_throughput(redis_url: str, calls: int, rounds: int) -> None:
+    """Ours, then the bare loop, ``rounds`` times (ratios within a round, medians reported: see intake)."""
     print("event throughput", flush=True)
-    prefix = f"ev{time.monotonic_ns()}_"
-    payload, count = call_events(calls, prefix)
     client = redis.Redis.from_url(redis_url)
-    ours = run_listener(redis_url, client, payload, count, prefix, calls)
-    bare = run_bare_listener(redis_url, payload, count)
-    row("listener: ESL events -> Redis state + publish", f"{ours:,.0f} events/s")
-    row("  baseline: bare loop reading + publishing", f"{bare:,.0f} events/s", f"ours/bare = {ours / bare:.2f}")
+    ours, bare = [], []
+    for _ in range(rounds):
+        prefix = f"ev{time.monotonic_ns()}_"
+        payload, count = call_events(calls, prefix)
+        ours.append(run_listener(redis_url, client, payload, count, prefix, calls))
+        bare.append(run_bare_listener(redis_url, payload, count))
+    ratios = [o / b for o, b in zip(ours, bare, strict=True)]
+    row("listener: ESL events -> Redis state + publish", f"{median(ours):,.0f} events/s", spread(ours, "events/s"))
+    row(
+        "  baseline: bare loop reading + publishing",
+        f"{median(bare):,.0f} events/s",
+        f"ours/bare = {median(ratios):.2f} {spread(ratios)}".rstrip(),
+    )
 
 
 def run_listener(redis_url: str, client: redis.Redis, payload: bytes, count: int, prefix: str, calls: int) -> float:
@@ -381,7 +389,7 @@ def main() -> None:
     )
     try:
         started = time.monotonic()
-        listener_throughput(server.url, 2000 if quick else 10000)
+        listener_throughput(server.url, 2000 if quick else 10000, 1 if quick else 3)
         intake_throughput(server.url, 500 if quick else 3000, 1 if quick else 3)
         assert server.proc is not None
         intake_latency(server.url, [50, 200], 3 if quick else 10, server.proc.pid)
