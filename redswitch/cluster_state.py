@@ -17,7 +17,7 @@ from typing import Any
 
 from redswitch.nodes import calls_key
 from redswitch.redis_client import reply_text
-from redswitch.state import ACTIVE_TTL, CALL_TTL, HISTORY_TTL, CallState, Keys, encode
+from redswitch.state import ACTIVE_TTL, CALL_TTL, HISTORY_TTL, Batch, CallState, Keys, encode
 
 # The call record's part of _CLAIM_SCRIPT: the only step that decides, so it stays atomic (one key).
 _CLAIM_RECORD_SCRIPT = """
@@ -122,10 +122,14 @@ class ClusterCallState(CallState):
     def transaction(self) -> Any:
         return OrderedStage(self.client)
 
-    def record_events(self, records: list[str]) -> None:
-        """The listener's batch: every record's state writes, then side-0 hangups' node sets, then the events."""
+    def record_events(self, records: list[str], batch: Batch | None = None) -> bool:
+        """The listener's batch: every record's state writes, then side-0 hangups' node sets, then the events.
+
+        ``batch`` is not used: the steps span slots and are not one transaction, so a retried batch may be
+        applied twice here (see docs/operations.md on clusters).
+        """
         if not records:
-            return
+            return True
         stage = OrderedStage(self.client)
         touched: list[int] = []  # index in the writes of each side-0 hangup's record script
         ended: list[str] = []
@@ -140,6 +144,7 @@ class ClusterCallState(CallState):
                 self._stage_event(stage, fields)
         results = stage.execute()
         self._leave_nodes([(dial_id, results[index]) for index, dial_id in zip(touched, ended, strict=True)])
+        return True
 
     def _stage_event(self, stage: OrderedStage, fields: list[str]) -> None:
         """One answer or hangup: active list, history, PUBLISH (and the end of the call on a side-0 hangup)."""

@@ -9,11 +9,15 @@ through the channel variables the actors set on every leg (``redswitch_dial_id``
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import os
 import queue
 import re
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 
 import redis
@@ -27,7 +31,7 @@ from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID, VAR_ORG_ID, VAR_SIDE, VAR_USER_ID
 from redswitch.protocol import parse_event_plain
 from redswitch.protocol.pick import event_name, header_picker
-from redswitch.state import CallState
+from redswitch.state import Batch, CallState
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,17 @@ class Action:
 
 #: The actions of each socket read, with when it was read, from the reading thread to the applying one.
 Batches = queue.Queue[tuple[list[Action], float]]
+
+
+@dataclasses.dataclass
+class Pending:
+    """A batch on its way to Redis and how far it got, so that a retry after a lost reply publishes no event twice
+    (the script skips a batch number it already applied) and handles no job result twice."""
+
+    actions: list[Action]
+    batch: Batch
+    events_done: bool = False
+    jobs_done: int = 0
 
 
 def translate(headers: Mapping[str, str], body: str = "") -> Action | None:
@@ -168,22 +183,25 @@ class Listener:
         self.state = CallState(client, settings)
         self.throttle = ThrottleRetry(client, settings)
 
-    def apply(self, actions: list[Action]) -> None:
-        """Apply channel actions in order in one script call, then the job results."""
-        self.state.record_events([record for record in map(_record, actions) if record])
-        for action in actions:
-            if action.kind == "job_done":
-                self._job_done(action)
+    def apply(self, pending: Pending) -> None:
+        """Apply the channel actions in order in one script call, then the job results, each step once."""
+        if not pending.events_done:
+            self.state.record_events([record for record in map(_record, pending.actions) if record], pending.batch)
+            pending.events_done = True
+        jobs = [action for action in pending.actions if action.kind == "job_done"]
+        while pending.jobs_done < len(jobs):
+            self._job_done(jobs[pending.jobs_done])
+            pending.jobs_done += 1
 
-    def record(self, actions: list[Action]) -> None:
-        """Apply a batch of actions and count what was published (a failed batch is raised for a retry)."""
+    def record(self, pending: Pending) -> None:
+        """Apply a batch and count what was published (a failed batch is raised for a retry)."""
         try:
-            self.apply(actions)
+            self.apply(pending)
         except redis.exceptions.RedisError:
-            dial_ids = sorted({a.dial_id for a in actions if a.dial_id})[:10]
-            logger.exception("could not record %d events (dial_ids %s)", len(actions), dial_ids)
+            dial_ids = sorted({a.dial_id for a in pending.actions if a.dial_id})[:10]
+            logger.exception("could not record %d events (dial_ids %s)", len(pending.actions), dial_ids)
             raise
-        for action in actions:
+        for action in pending.actions:
             if action.kind in _EVENT_TYPES:
                 metrics.EVENTS_PUBLISHED.labels(_EVENT_TYPES[action.kind]).inc()
 
@@ -241,7 +259,10 @@ class Listener:
         reading.set()
         failed: list[BaseException] = []  # what ended the applier early: the reader stops too, and it is raised here
         applier = threading.Thread(
-            target=self._apply_all, args=(batches, reading, stop, failed), name=f"apply-{node.name}", daemon=True
+            target=self._apply_all,
+            args=(batches, reading, stop, node.name, failed),
+            name=f"apply-{node.name}",
+            daemon=True,
         )
         applier.start()
         try:
@@ -294,15 +315,17 @@ class Listener:
                     continue
 
     def _apply_all(
-        self, batches: Batches, reading: threading.Event, stop: threading.Event, failed: list[BaseException]
+        self, batches: Batches, reading: threading.Event, stop: threading.Event, node: str, failed: list[BaseException]
     ) -> None:
         try:
-            self._apply_batches(batches, reading, stop)
+            self._apply_batches(batches, reading, stop, node)
         except BaseException as exc:  # a bug, not Redis: the process must not go on reading into a dead queue
             failed.append(exc)
 
-    def _apply_batches(self, batches: Batches, reading: threading.Event, stop: threading.Event) -> None:
+    def _apply_batches(self, batches: Batches, reading: threading.Event, stop: threading.Event, node: str) -> None:
         """Apply batches in order until the reader is done and nothing is left (or ``stop`` finds Redis away)."""
+        listener = f"{socket.gethostname()}-{os.getpid()}-{node}-{uuid.uuid4().hex[:8]}"
+        numbers = itertools.count(1)
         while reading.is_set() or not batches.empty():
             try:
                 actions, read_at = batches.get(timeout=0.2)
@@ -315,15 +338,15 @@ class Listener:
                 except queue.Empty:
                     break
                 actions += more
-            if not self._apply_until_done(actions, stop):
+            if not self._apply_until_done(Pending(actions, Batch(listener, next(numbers))), stop):
                 return
             metrics.EVENT_TO_PUBLISH.observe(time.monotonic() - read_at)
 
-    def _apply_until_done(self, actions: list[Action], stop: threading.Event) -> bool:
-        """Retry ``actions`` until Redis takes them; False when ``stop`` came first."""
+    def _apply_until_done(self, pending: Pending, stop: threading.Event) -> bool:
+        """Retry ``pending`` until Redis takes all of it; False when ``stop`` came first."""
         while True:
             try:
-                self.record(actions)
+                self.record(pending)
                 return True
             except redis.exceptions.RedisError:
                 if stop.wait(0.5):

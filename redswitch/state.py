@@ -11,6 +11,7 @@ atomically (:mod:`redswitch.cluster_state`); :class:`CallState` picks that path 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,15 @@ HISTORY_TTL = 4 * 3600  # contract: event histories expire after 4 h
 CALL_TTL = 24 * 3600
 
 JsonDict = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """A listener's batch of events: the listener's own id (one per node it follows, per process) and the
+    batch's number, increasing in the order the batches are applied."""
+
+    listener: str
+    number: int
 
 
 class Keys:
@@ -72,6 +82,11 @@ class Keys:
     def call(dial_id: str) -> str:
         """Hash describing a call Redswitch placed (ids, leg uuids, job uuid)."""
         return f"redswitch:call:{dial_id}"
+
+    @staticmethod
+    def listener_batches(listener: str) -> str:
+        """The number of the last batch a listener applied: a retried batch is not applied twice."""
+        return f"redswitch:listener:{listener}:applied"
 
     @staticmethod
     def job(job_uuid: str) -> str:
@@ -130,7 +145,9 @@ return 1
 # ``encode`` builds it. (Keys are derived inside the script, so this path is for a single Redis, not a cluster.)
 _EVENTS_SCRIPT = """
 local active_ttl, history_ttl, org_first = ARGV[1], ARGV[2], ARGV[3] == '1'
-for i = 4, #ARGV do
+local batch = tonumber(ARGV[4])
+if #KEYS == 1 and batch <= tonumber(redis.call('GET', KEYS[1]) or '0') then return 0 end
+for i = 5, #ARGV do
   local f = {}
   for part in string.gmatch(ARGV[i], '[^|]+') do f[#f + 1] = part end
   local kind, dial, org, user, side = f[1], f[2], f[3], f[4], f[5]
@@ -172,6 +189,8 @@ for i = 4, #ARGV do
     end
   end
 end
+if #KEYS == 1 then redis.call('SET', KEYS[1], batch, 'EX', active_ttl) end
+return 1
 """
 
 
@@ -233,10 +252,18 @@ class CallState:
         self._end_script = client.register_script(_END_SCRIPT)
         self._org_first = settings.active_key_order == "org_user_dial"
 
-    def record_events(self, records: list[str]) -> None:
-        """Apply listener records in order (see ``_EVENTS_SCRIPT``): ``A`` answered, ``H`` hung up, ``S`` seen."""
-        if records:
-            self._events(keys=[], args=[ACTIVE_TTL, HISTORY_TTL, "1" if self._org_first else "0", *records])
+    def record_events(self, records: list[str], batch: Batch | None = None) -> bool:
+        """Apply listener records in order (see ``_EVENTS_SCRIPT``): ``A`` answered, ``H`` hung up, ``S`` seen.
+
+        With ``batch`` (a listener's own id and the batch's number, increasing), a batch already applied is not
+        applied again: a retry after a lost reply publishes nothing twice. False when it was skipped so.
+        """
+        if not records:
+            return True
+        keys = [Keys.listener_batches(batch.listener)] if batch is not None else []
+        number = batch.number if batch is not None else 0
+        args = [ACTIVE_TTL, HISTORY_TTL, "1" if self._org_first else "0", number, *records]
+        return bool(self._events(keys=keys, args=args))
 
     def claim_call(
         self, dial_id: str, org_id: str, user_id: str, record: Mapping[str, str]

@@ -15,8 +15,9 @@ import redis
 from bench.feeder import Feeder, call_events
 from redswitch import listener as listener_module
 from redswitch.config import Settings
-from redswitch.listener import Action, Listener
+from redswitch.listener import Action, Listener, Pending
 from redswitch.redis_client import redis_from_settings
+from redswitch.state import Batch
 from tests.servers import RedisServer
 
 CALLS = 300
@@ -30,11 +31,11 @@ class SlowFirst(Listener):
         super().__init__(*args, **kwargs)
         self.sizes: list[int] = []
 
-    def record(self, actions: list[Action]) -> None:
+    def record(self, pending: Pending) -> None:
         if not self.sizes:
             time.sleep(0.3)
-        self.sizes.append(len(actions))
-        super().record(actions)
+        self.sizes.append(len(pending.actions))
+        super().record(pending)
 
 
 @pytest.fixture
@@ -126,7 +127,7 @@ def test_a_failure_that_is_not_redis_stops_the_listener_instead_of_leaving_it_re
     settings, client, _ = fed
 
     class Broken(Listener):
-        def record(self, actions: list[Action]) -> None:
+        def record(self, pending: Pending) -> None:
             raise RuntimeError("a bug in applying events")
 
     # Given a listener whose applying thread fails on the first events
@@ -136,3 +137,56 @@ def test_a_failure_that_is_not_redis_stops_the_listener_instead_of_leaving_it_re
     thread.join(10)
     assert not thread.is_alive() and not stop.is_set()
     assert [str(exc) for exc in raised] == ["a bug in applying events"]
+
+
+class LostReplies(Listener):
+    """Redis applies each of its first batches, then the connection drops before the reply: the listener retries."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lost = 0
+
+    def apply(self, pending: Pending) -> None:
+        super().apply(pending)
+        if self.lost < 3:
+            self.lost += 1
+            pending.events_done = pending.jobs_done = 0  # type: ignore[assignment]  # as if nothing was known done
+            raise redis.exceptions.ConnectionError("reply lost")
+
+
+def test_a_batch_retried_after_its_reply_was_lost_publishes_nothing_twice(
+    fed: tuple[Settings, redis.Redis, str],
+) -> None:
+    settings, client, prefix = fed
+    # Given a listener whose first three batches reach Redis but whose replies are lost
+    listener, stop = LostReplies(settings, client), threading.Event()
+    thread, raised = run(listener, stop)
+    try:
+        # When it retries them and goes on
+        assert wait(lambda: len(history(client, f"{prefix}{CALLS - 1}")) == 4, timeout=30)
+    finally:
+        stop.set()
+        thread.join(10)
+    # Then every call's events were published exactly once, in order
+    assert listener.lost == 3 and raised == []
+    assert all(history(client, f"{prefix}{n}") == SEQUENCE for n in range(CALLS))
+
+
+def test_a_retried_batch_does_not_handle_again_the_job_results_it_already_handled(redis_server: RedisServer) -> None:
+    # Given a batch of three originate results whose second one fails on a dropped connection once
+    settings = Settings(pubsub_redis_url=redis_server.url)
+    handled: list[str] = []
+
+    class Flaky(Listener):
+        def _job_done(self, action: Action) -> None:
+            if action.job_uuid == "j2" and "j2" not in handled:
+                handled.append("j2")
+                raise redis.exceptions.ConnectionError("connection dropped")
+            handled.append(action.job_uuid)
+
+    jobs = [Action("job_done", "", job_uuid=f"j{n}", result="+OK") for n in (1, 2, 3)]
+    pending = Pending(jobs, Batch(f"test-{time.monotonic_ns()}", 1))
+    # When the batch is applied until Redis takes it all
+    assert Flaky(settings, redis_from_settings(settings))._apply_until_done(pending, threading.Event())
+    # Then each result was handled once, in order, the failed one again
+    assert handled == ["j1", "j2", "j2", "j3"]
