@@ -7,8 +7,9 @@ people on the call. Here every enqueue also pushes a token on the queue's wake l
 waits on that list with ``BLPOP`` for as long as it would have slept; the token wakes it at once.
 
 The same knowledge saves round trips: a consumer whose fetch emptied the queue waits for a token rather than
-fetching again at once, each fetch drops the tokens of what it takes, a consumer whose prefetch is full waits
-for the ack that frees room, and an ack may carry the actor's last state write (:mod:`redswitch.ack_writes`).
+fetching again at once, and fetches in the round trip that waited; each fetch drops the tokens of what it
+takes; a consumer whose prefetch is full waits for the ack that frees room; and an ack may carry the actor's
+last state write (:mod:`redswitch.ack_writes`).
 Messages, their storage, retries and crash recovery are Dramatiq's own, through its dispatch script.
 """
 
@@ -134,25 +135,27 @@ class WakingRedisBroker(RedisBroker):
             *args,
         ]
 
-    def fetch_clearing_wake(self, queue_name: str, wanted: int) -> list[bytes]:
-        """Fetch up to ``wanted`` messages and drop the queue's wake tokens, in one round trip.
+    def fetch_clearing_wake(self, queue_name: str, wanted: int, wait: float = 0.0) -> list[bytes]:
+        """Fetch up to ``wanted`` messages and drop the queue's wake tokens, in one round trip; with ``wait``,
+        first wait up to that many seconds for a token, in the same round trip.
 
         The tokens dropped are those of messages enqueued before this fetch, which it takes (or leaves for
         a consumer with room); a later enqueue leaves a new token. Stale tokens would only wake an idle
-        consumer for an empty fetch.
+        consumer for an empty fetch. Redis runs the fetch as soon as the wait ends (a token, or the time is
+        up: messages requeued without a token are found then), so an idle consumer woken by an enqueue gets
+        the message in the round trip that waited for it.
         """
+        key = wake_key(self.namespace, queue_name)
         pipe = self.client.pipeline(transaction=False)
-        pipe.delete(wake_key(self.namespace, queue_name))
+        if wait > 0:
+            pipe.blpop([key], timeout=max(wait, 0.001))
+        pipe.delete(key)
         fetch_args = self._dispatch_args("fetch", queue_name, wanted)
         scripts.stage(pipe, self._dispatch_script, [self.namespace], fetch_args)
         fetched = scripts.checked(pipe.execute(raise_on_error=False))[-1]
         if scripts.missing(fetched):
             fetched = scripts.run(self.client, self._dispatch_script, [self.namespace], fetch_args)
         return list(fetched)
-
-    def wait_for_work(self, queue_name: str, seconds: float) -> None:
-        """Block until a message is enqueued on ``queue_name`` or ``seconds`` pass."""
-        self.client.blpop([wake_key(self.namespace, queue_name)], timeout=max(seconds, 0.001))
 
 
 class _WakingConsumer(_RedisConsumer):
@@ -199,15 +202,16 @@ class _WakingConsumer(_RedisConsumer):
                     # back-off (or a poll) would outlast the ack that frees room. Wait for that ack instead.
                     self._room.wait(FULL_PREFETCH_PAUSE)
                     return None
+                wanted = self.prefetch - self.outstanding_message_count
+                wait = 0.0
                 if self._drained:
                     # The last fetch emptied the queue: anything enqueued since left a token, so wait for one
-                    # (or the back-off, for messages requeued or sent without a token) before asking again.
-                    self._drained = False
+                    # (or the back-off, for messages requeued or sent without a token) before fetching again.
                     self.misses, backoff_ms = compute_backoff(self.misses, factor=WAIT_FACTOR, max_backoff=self.timeout)
-                    self.broker.wait_for_work(self.queue_name, backoff_ms / 1000)
-                    return None
-                wanted = self.prefetch - self.outstanding_message_count
-                self.message_cache = self.broker.fetch_clearing_wake(self.queue_name, wanted)
+                    wait = backoff_ms / 1000
+                self.message_cache = self.broker.fetch_clearing_wake(self.queue_name, wanted, wait)
                 self._drained = len(self.message_cache) < wanted
+                if wait and not self.message_cache:
+                    return None  # the consumer thread handles acks and stop requests between waits
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
