@@ -87,23 +87,19 @@ def intake_throughput(redis_url: str, count: int, rounds: int) -> None:
         ours.append(our_intake(redis_url, count))
         noop.append(noop_throughput(redis_url, count))
         bare.append(bare_intake(redis_url, count))
-    to_noop = [o / n for o, n in zip(ours, noop, strict=True)]
-    to_bare = [o / b for o, b in zip(ours, bare, strict=True)]
     row("intake: legacy push -> originate (bridge+worker)", f"{median(ours):,.0f} jobs/s", spread(ours, "jobs/s"))
-    row(
-        "  baseline: no-op Dramatiq actor, same broker",
-        f"{median(noop):,.0f} msgs/s",
-        f"ours/no-op = {median(to_noop):.2f} {spread(to_noop)}".rstrip(),
-    )
-    row(
-        "  baseline: bare loop, same Redis+ESL work",
-        f"{median(bare):,.0f} jobs/s",
-        f"ours/bare = {median(to_bare):.2f} {spread(to_bare)}".rstrip(),
-    )
+    row("  baseline: no-op Dramatiq actor, same broker", f"{median(noop):,.0f} msgs/s", ratio("no-op", ours, noop))
+    row("  baseline: bare loop, same Redis+ESL work", f"{median(bare):,.0f} jobs/s", ratio("bare", ours, bare))
 
 
 def median(values: list[float]) -> float:
     return pct(values, 0.5)
+
+
+def ratio(baseline: str, ours: list[float], base: list[float]) -> str:
+    """The note of a baseline row: the median of ours/baseline taken round by round, and its range."""
+    ratios = [o / b for o, b in zip(ours, base, strict=True)]
+    return f"ours/{baseline} = {median(ratios):.2f} {spread(ratios)}".rstrip()
 
 
 def spread(values: list[float], unit: str = "") -> str:
@@ -275,13 +271,8 @@ def listener_throughput(redis_url: str, calls: int, rounds: int) -> None:
         payload, count = call_events(calls, prefix)
         ours.append(run_listener(redis_url, client, payload, count, prefix, calls))
         bare.append(run_bare_listener(redis_url, payload, count))
-    ratios = [o / b for o, b in zip(ours, bare, strict=True)]
     row("listener: ESL events -> Redis state + publish", f"{median(ours):,.0f} events/s", spread(ours, "events/s"))
-    row(
-        "  baseline: bare loop reading + publishing",
-        f"{median(bare):,.0f} events/s",
-        f"ours/bare = {median(ratios):.2f} {spread(ratios)}".rstrip(),
-    )
+    row("  baseline: bare loop reading + publishing", f"{median(bare):,.0f} events/s", ratio("bare", ours, bare))
 
 
 def run_listener(redis_url: str, client: redis.Redis, payload: bytes, count: int, prefix: str, calls: int) -> float:

@@ -122,14 +122,14 @@ class ClusterCallState(CallState):
     def transaction(self) -> Any:
         return OrderedStage(self.client)
 
-    def record_events(self, records: list[str], batch: Batch | None = None) -> bool:
+    def record_events(self, records: list[str], batch: Batch | None = None) -> None:
         """The listener's batch: every record's state writes, then side-0 hangups' node sets, then the events.
 
         ``batch`` is not used: the steps span slots and are not one transaction, so a retried batch may be
         applied twice here (see docs/operations.md on clusters).
         """
         if not records:
-            return True
+            return
         stage = OrderedStage(self.client)
         touched: list[int] = []  # index in the writes of each side-0 hangup's record script
         ended: list[str] = []
@@ -144,7 +144,6 @@ class ClusterCallState(CallState):
                 self._stage_event(stage, fields)
         results = stage.execute()
         self._leave_nodes([(dial_id, results[index]) for index, dial_id in zip(touched, ended, strict=True)])
-        return True
 
     def _stage_event(self, stage: OrderedStage, fields: list[str]) -> None:
         """One answer or hangup: active list, history, PUBLISH (and the end of the call on a side-0 hangup)."""
@@ -205,10 +204,9 @@ class ClusterCallState(CallState):
 
     def job_result(self, job_uuid: str, result: str) -> dict[str, str] | None:
         """As :meth:`CallState.job_result`, in steps: the job's key and the call's live in different slots."""
-        dial_id = self.client.get(Keys.job(job_uuid))
+        dial_id = reply_text(self.client.get(Keys.job(job_uuid)) or "")
         if not dial_id:
             return None
-        dial_id = dial_id.decode() if isinstance(dial_id, bytes) else str(dial_id)
         found = {"dial_id": dial_id, "seen": "", "org_id": "", "user_id": ""}
         record = self.call_record(dial_id)
         if record:

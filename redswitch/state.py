@@ -252,18 +252,17 @@ class CallState:
         self._end_script = client.register_script(_END_SCRIPT)
         self._org_first = settings.active_key_order == "org_user_dial"
 
-    def record_events(self, records: list[str], batch: Batch | None = None) -> bool:
+    def record_events(self, records: list[str], batch: Batch | None = None) -> None:
         """Apply listener records in order (see ``_EVENTS_SCRIPT``): ``A`` answered, ``H`` hung up, ``S`` seen.
 
         With ``batch`` (a listener's own id and the batch's number, increasing), a batch already applied is not
-        applied again: a retry after a lost reply publishes nothing twice. False when it was skipped so.
+        applied again: a retry after a lost reply publishes nothing twice.
         """
         if not records:
-            return True
+            return
         keys = [Keys.listener_batches(batch.listener)] if batch is not None else []
         number = batch.number if batch is not None else 0
-        args = [ACTIVE_TTL, HISTORY_TTL, "1" if self._org_first else "0", number, *records]
-        return bool(self._events(keys=keys, args=args))
+        self._events(keys=keys, args=[ACTIVE_TTL, HISTORY_TTL, "1" if self._org_first else "0", number, *records])
 
     def claim_call(
         self, dial_id: str, org_id: str, user_id: str, record: Mapping[str, str]

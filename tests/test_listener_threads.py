@@ -75,19 +75,28 @@ def wait(predicate: Any, timeout: float = 20.0) -> bool:
     return bool(predicate())
 
 
+def run_until_applied(
+    listener: Listener, client: redis.Redis, prefix: str, timeout: float = 20.0
+) -> list[BaseException]:
+    """Run ``listener`` until the feeder's last call has all four events recorded, then stop it cleanly."""
+    stop = threading.Event()
+    thread, raised = run(listener, stop)
+    try:
+        assert wait(lambda: len(history(client, f"{prefix}{CALLS - 1}")) == 4, timeout)
+    finally:
+        stop.set()
+        thread.join(10)
+    return raised
+
+
 def test_reads_piled_up_behind_a_slow_round_trip_go_in_one_and_every_call_keeps_its_order(
     fed: tuple[Settings, redis.Redis, str],
 ) -> None:
     settings, client, prefix = fed
     # Given a listener whose first Redis round trip is slow, fed 1,200 events as fast as the socket takes them
-    listener, stop = SlowFirst(settings, client), threading.Event()
-    thread, raised = run(listener, stop)
-    try:
-        # When every event has been applied
-        assert wait(lambda: len(history(client, f"{prefix}{CALLS - 1}")) == 4)
-    finally:
-        stop.set()
-        thread.join(10)
+    listener = SlowFirst(settings, client)
+    # When every event has been applied
+    raised = run_until_applied(listener, client, prefix)
     # Then the reads that arrived meanwhile went out together (one read holds about a hundred of these events)
     assert max(listener.sizes) >= 500 and sum(listener.sizes) == 4 * CALLS
     # and every call's events were published once each, in the order FreeSWITCH sent them
@@ -150,7 +159,7 @@ class LostReplies(Listener):
         super().apply(pending)
         if self.lost < 3:
             self.lost += 1
-            pending.events_done = pending.jobs_done = 0  # type: ignore[assignment]  # as if nothing was known done
+            pending.events_done, pending.jobs_done = False, 0  # as if nothing was known done
             raise redis.exceptions.ConnectionError("reply lost")
 
 
@@ -159,14 +168,9 @@ def test_a_batch_retried_after_its_reply_was_lost_publishes_nothing_twice(
 ) -> None:
     settings, client, prefix = fed
     # Given a listener whose first three batches reach Redis but whose replies are lost
-    listener, stop = LostReplies(settings, client), threading.Event()
-    thread, raised = run(listener, stop)
-    try:
-        # When it retries them and goes on
-        assert wait(lambda: len(history(client, f"{prefix}{CALLS - 1}")) == 4, timeout=30)
-    finally:
-        stop.set()
-        thread.join(10)
+    listener = LostReplies(settings, client)
+    # When it retries them and goes on
+    raised = run_until_applied(listener, client, prefix, timeout=30)
     # Then every call's events were published exactly once, in order
     assert listener.lost == 3 and raised == []
     assert all(history(client, f"{prefix}{n}") == SEQUENCE for n in range(CALLS))
