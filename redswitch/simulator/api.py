@@ -50,6 +50,14 @@ class Controls(Protocol):
     def set_delay(self, seconds: float) -> None: ...
 
 
+def _hupall_cause(word: str) -> str:
+    """``switch_channel_str2cause`` as hupall reads it: a leading digit is a number (``atoi``; no such cause
+    prints ``UNKNOWN``), an unknown name is NORMAL_CLEARING, and NONE (0) becomes MANAGER_REQUEST."""
+    digits = len(word) - len(word.lstrip("0123456789"))
+    cause = cause_name(word[:digits], default="UNKNOWN") if digits else cause_name(word)
+    return "MANAGER_REQUEST" if cause == "NONE" else cause
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -155,9 +163,16 @@ class Api:
         return "".join(f"{k}: {v}\n" for k, v in rows)
 
     def cmd_hupall(self, args: str) -> str:
-        cause = cause_name(args.split()[0]) if args.split() else "NORMAL_CLEARING"
-        self.engine.hupall(cause)
-        return f"+OK hangup all channels with cause {cause}\n"
+        """``hupall [<cause> [<var> <value>]...]`` (``hupall_api_function``): every channel, or those matching
+        every pair; a trailing unpaired word is ignored, so ``hupall CAUSE VAR`` hangs up everything."""
+        argv = args.split(None, 10)  # switch_separate_string into argv[11]: the last keeps the rest
+        cause = _hupall_cause(argv[0]) if argv else "MANAGER_REQUEST"
+        pairs = tuple((argv[i], argv[i + 1]) for i in range(1, len(argv) - 1, 2))
+        self.engine.hupall(cause, pairs)
+        if not pairs:
+            return f"+OK hangup all channels with cause {cause}\n"
+        more = "..." if len(pairs) > 1 else ""
+        return f"+OK hangup all channels matching [{argv[1]}]=[{argv[2]}]{more} with cause: {cause}\n"
 
     # ---------------------------------------------------------------------------------------- info
 

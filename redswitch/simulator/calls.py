@@ -369,9 +369,14 @@ class CallEngine:
             self.channels.pop(ch.uuid, None)
             self.eavesdroppers.discard(ch.uuid)
 
-    def hupall(self, cause: str) -> None:
-        for uid in list(self.channels):
-            self.hangup(uid, cause)
+    def hupall(self, cause: str, matching: tuple[tuple[str, str], ...] = ()) -> int:
+        """``switch_core_session_hupall[_matching_vars]``: hang up every live channel, or those whose variables
+        equal every ``(name, value)`` of ``matching``; returns how many were hung up (cascades aside)."""
+        count = 0
+        for ch in list(self.channels.values()):
+            if ch.alive and all(ch.lookup(name) == value for name, value in matching):
+                count += self.hangup(ch.uuid, cause)
+        return count
 
 
 #: The SIP final response behind each refusal cause (mod_sofia's sip_to_hangup_cause, read backwards).

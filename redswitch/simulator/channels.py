@@ -98,6 +98,22 @@ class Channel:
             handle.cancel()
         self.timers.clear()
 
+    def lookup(self, name: str) -> str | None:
+        """``switch_channel_get_variable``: a channel variable, else a caller-profile field of that name."""
+        value = self.variables.get(name)
+        if value is not None:
+            return value
+        fields = {
+            "caller_id_name": self.cid_name,
+            "caller_id_number": self.cid_num,
+            "ani": self.cid_num,
+            "destination_number": self.number,
+            "uuid": self.uuid,
+            "chan_name": self.name,
+            "context": "default",
+        }
+        return fields.get(name.lower())
+
     def snapshot(self) -> ChannelInfo:
         return ChannelInfo(
             uuid=self.uuid,
