@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from redswitch.protocol import cause_name
+from redswitch.simulator import sofia
 from redswitch.simulator.calls import CallEngine
 from redswitch.simulator.channels import Channel
 from redswitch.simulator.dialstring import OriginateRequest, UsageError, parse_originate
@@ -34,6 +35,7 @@ CHANNEL_COLUMNS = (
 
 
 _SHOW_USAGE = "-USAGE: calls [count]|channels [count] [as json]|...\n"
+_SOFIA_UNMODELLED = frozenset(("profile", "xmlstatus", "jsonstatus", "tracelevel", "loglevel", "global", "recover"))
 
 
 class Controls(Protocol):
@@ -233,6 +235,40 @@ class Api:
             "min idle cpu 0.00/99.60\n"
             "Current Stack Size/Max 240K/8192K\n"
         )
+
+    def cmd_sofia(self, args: str) -> str:
+        """``sofia`` (mod_sofia's ``sofia_function``): usage, ``status`` and its gateway views; others not modelled."""
+        argv = args.split()
+        if not argv or argv[0].lower() == "help":
+            return sofia.USAGE
+        if argv[0].lower() == "status":
+            return self._sofia_status(argv[1:])
+        if argv[0].lower() in _SOFIA_UNMODELLED:
+            return f"-ERR sofia {argv[0]} is not modelled by the simulator\n"
+        return f"Unknown Command [{argv[0]}]\n"
+
+    def _sofia_status(self, argv: list[str]) -> str:
+        """``cmd_status``: no argument lists the profiles, a single word (any) summarises the gateways."""
+        view = self._sofia_view()
+        if not argv:
+            return sofia.status_table(view)
+        if len(argv) == 1:
+            return sofia.gateway_summary(view)
+        if argv[0].lower() == "gateway":
+            return sofia.gateway_detail(view, argv[1])
+        if argv[0].lower() == "profile":
+            if argv[1] != view.profile:
+                return "Invalid Profile!\n"
+            return "-ERR sofia status profile is not modelled by the simulator\n"
+        return "Invalid Syntax!\n"
+
+    def _sofia_view(self) -> sofia.SofiaView:
+        scenario = self.engine.scenario
+        on_profile = [
+            c for c in self.engine.channels.values() if c.variables.get("sofia_profile_name") == scenario.profile
+        ]
+        uptime = int(time.time() - self.controls.started)
+        return sofia.SofiaView(scenario.profile, scenario.gateways, self.engine.bus.info.ipv4, len(on_profile), uptime)
 
     def cmd_version(self, args: str) -> str:
         return f"FreeSWITCH Version {VERSION}~64bit ( 64bit)\n"
