@@ -181,11 +181,12 @@ class Api:
     def _row(self, ch: Channel) -> dict[str, str]:
         row = dict.fromkeys(CHANNEL_COLUMNS, "")
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ch.created))
-        row.update(uuid=ch.uuid, direction="outbound", created=created, created_epoch=str(int(ch.created)))
+        row.update(uuid=ch.uuid, direction=ch.direction, created=created, created_epoch=str(int(ch.created)))
         row.update(name=ch.name, state=ch.state, cid_name=ch.cid_name or "", cid_num=ch.cid_num, dest=ch.number)
-        row.update(application=ch.app, application_data=ch.app_arg, context="default", callstate=ch.callstate)
+        row.update(application=ch.app, application_data=ch.app_arg, context=ch.context, callstate=ch.callstate)
+        row.update(dialplan=ch.dialplan or "", initial_dialplan=ch.dialplan or "")
         row.update(hostname=self.controls.hostname, call_uuid=ch.variables.get("call_uuid", ch.uuid))
-        row.update(initial_dest=ch.number, initial_context="default", callee_num=ch.number)
+        row.update(initial_dest=ch.number, initial_context=ch.context, callee_num=ch.number)
         if ch.answered:
             for side in ("read", "write"):
                 row.update({f"{side}_codec": "PCMU", f"{side}_rate": "8000", f"{side}_bit_rate": "64000"})

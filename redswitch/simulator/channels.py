@@ -75,6 +75,12 @@ class Channel:
     waiter: asyncio.Future[str | None] | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     pending_b: str | None = None  # uuid of a bridge leg still ringing
+    #: The other half of a loopback pair (``loopback/N-a`` <-> ``loopback/N-b``): a hangup of one ends the other.
+    loopback_peer: str | None = None
+    direction: str = "outbound"
+    source: str = "src/switch_ivr_originate.c"
+    context: str = "default"
+    dialplan: str | None = None
     #: Plain serialisations of this channel's header groups, each with the rows it was made from.
     plain_cache: dict[str, tuple[object, bytes]] = field(default_factory=dict, repr=False, compare=False)
 
@@ -110,7 +116,9 @@ class Channel:
             "destination_number": self.number,
             "uuid": self.uuid,
             "chan_name": self.name,
-            "context": "default",
+            "context": self.context,
+            "dialplan": self.dialplan,
+            "source": self.source,
         }
         return fields.get(name.lower())
 
@@ -131,7 +139,9 @@ class Channel:
     def profile(self, prefix: str, with_index: bool = True) -> list[tuple[str, str]]:
         """Caller profile headers (``switch_caller_profile_event_set_data``)."""
         cid_num = self.cid_num
-        rows = [("Direction", "outbound"), ("Logical-Direction", "outbound")]
+        rows = [("Direction", self.direction), ("Logical-Direction", self.direction)]
+        if self.dialplan:
+            rows.append(("Dialplan", self.dialplan))
         if self.cid_name:
             rows.append(("Caller-ID-Name", self.cid_name))
         rows += [
@@ -142,8 +152,8 @@ class Channel:
             ("ANI", cid_num),
             ("Destination-Number", self.number),
             ("Unique-ID", self.uuid),
-            ("Source", "src/switch_ivr_originate.c"),
-            ("Context", "default"),
+            ("Source", self.source),
+            ("Context", self.context),
             ("Channel-Name", self.name),
         ]
         if with_index:
@@ -164,9 +174,9 @@ class Channel:
             ("Channel-State-Number", str(number)),
             ("Channel-Name", self.name),
             ("Unique-ID", self.uuid),
-            ("Call-Direction", "outbound"),
-            ("Presence-Call-Direction", "outbound"),
-            ("Channel-HIT-Dialplan", "true" if self.app else "false"),
+            ("Call-Direction", self.direction),
+            ("Presence-Call-Direction", self.direction),
+            ("Channel-HIT-Dialplan", "true" if self.app or self.direction == "inbound" else "false"),
             ("Channel-Call-UUID", self.variables.get("call_uuid", self.uuid)),
             ("Answer-State", self.answer_state()),
         ]
