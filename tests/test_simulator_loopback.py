@@ -100,3 +100,19 @@ def test_a_refused_loopback_call_ends_both_halves(simulator: Simulator) -> None:
     ended = {e.unique_id: e.get("Hangup-Cause") for e in events if e.name == "CHANNEL_HANGUP"}
     assert ended == {"lb-busy": "USER_BUSY", b: "USER_BUSY"}
     assert simulator.channels() == {}
+
+
+def test_the_b_half_ending_reaches_the_call_bridged_to_the_a_half(simulator: Simulator) -> None:
+    # Given a click-to-call whose second side is a loopback pair
+    client = client_for(simulator)
+    line = "originate {origination_uuid=cc-A}sofia/gateway/gw/15105550100 &bridge(loopback/2000)"
+    client.command(f"bgapi {line}")
+    events = client.events_until(lambda e: e.name == "CHANNEL_BRIDGE")
+    b_half = next(e for e in events if e.get("Channel-Name") == "loopback/2000-b").unique_id
+    # When the -b half hangs up
+    assert client.command(f"api uuid_kill {b_half}").body == "+OK\n"
+    # Then the -a half goes with it, and so does the side bridged to it (its bridge returned, nothing follows)
+    ended = hangups(client, 3)
+    assert ended[b_half or ""] == "NORMAL_CLEARING" and ended["cc-A"] == "NORMAL_CLEARING"
+    assert len(ended) == 3
+    assert simulator.channels() == {}

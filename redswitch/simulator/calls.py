@@ -331,22 +331,15 @@ class CallEngine:
     # ------------------------------------------------------------------------------------------- hangup
 
     def hangup(self, uid: str, cause: str = "NORMAL_CLEARING") -> bool:
-        """Hang ``uid`` up and cascade: bridged partner, ringing bridge leg, eavesdroppers (NORMAL_CLEARING)."""
+        """Hang ``uid`` up and cascade: bridged partner, ringing bridge leg, the other half of a loopback pair (each
+        of those cascading in turn), then eavesdroppers (NORMAL_CLEARING)."""
         first = self.channels.get(uid)
         if first is None or not first.alive:
             return False
         group: list[tuple[Channel, str]] = [(first, cause)]
-        partner = self.channels.get(first.other_uuid) if first.bridged and first.other_uuid else None
-        if partner is not None and partner.alive:
-            partner_cause = self._partner_cause(first, partner, cause)
-            if partner_cause is None:
-                self._park_after_bridge(partner)
-            else:
-                group.append((partner, partner_cause))
-        ringing_b = self.channels.get(first.pending_b) if first.pending_b else None
-        if ringing_b is not None and ringing_b.alive:
-            group.append((ringing_b, "ORIGINATOR_CANCEL"))
-        group += self._loopback_peers(group)
+        for ch, ch_cause in group:  # grows while it is walked: each follower brings its own
+            ending = {c.uuid for c, _ in group}
+            group += [(f, c) for f, c in self._followers(ch, ch_cause) if f.uuid not in ending]
         ended = {c.uuid for c, _ in group}
         if self.eavesdroppers:  # the scan of every channel, only while someone eavesdrops
             spies = [s for s in self.channels.values() if s.eavesdrop_target in ended and s.uuid not in ended]
@@ -354,16 +347,23 @@ class CallEngine:
         self._end(group)
         return True
 
-    def _loopback_peers(self, group: list[tuple[Channel, str]]) -> list[tuple[Channel, str]]:
-        """mod_loopback's ``channel_on_hangup``: the other half of each loopback pair goes with the same cause."""
-        ending = {ch.uuid for ch, _ in group}
-        peers: list[tuple[Channel, str]] = []
-        for ch, cause in group:
-            peer = self.channels.get(ch.loopback_peer) if ch.loopback_peer else None
-            if peer is not None and peer.alive and peer.uuid not in ending:
-                peers.append((peer, cause))
-                ending.add(peer.uuid)
-        return peers
+    def _followers(self, gone: Channel, cause: str) -> list[tuple[Channel, str]]:
+        """The channels ``gone``'s hangup ends directly, with their causes (a parked partner is not one)."""
+        out: list[tuple[Channel, str]] = []
+        partner = self.channels.get(gone.other_uuid) if gone.bridged and gone.other_uuid else None
+        if partner is not None and partner.alive:
+            partner_cause = self._partner_cause(gone, partner, cause)
+            if partner_cause is None:
+                self._park_after_bridge(partner)
+            else:
+                out.append((partner, partner_cause))
+        ringing_b = self.channels.get(gone.pending_b) if gone.pending_b else None
+        if ringing_b is not None and ringing_b.alive:
+            out.append((ringing_b, "ORIGINATOR_CANCEL"))
+        peer = self.channels.get(gone.loopback_peer) if gone.loopback_peer else None
+        if peer is not None and peer.alive:
+            out.append((peer, cause))  # mod_loopback's channel_on_hangup: the other half, with the same cause
+        return out
 
     @staticmethod
     def _partner_cause(gone: Channel, partner: Channel, cause: str) -> str | None:
