@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from redswitch.protocol import cause_name
+from redswitch.simulator import sofia
 from redswitch.simulator.calls import CallEngine
 from redswitch.simulator.channels import Channel
 from redswitch.simulator.dialstring import OriginateRequest, UsageError, parse_originate
@@ -34,6 +35,7 @@ CHANNEL_COLUMNS = (
 
 
 _SHOW_USAGE = "-USAGE: calls [count]|channels [count] [as json]|...\n"
+_SOFIA_UNMODELLED = frozenset(("profile", "xmlstatus", "jsonstatus", "tracelevel", "loglevel", "global", "recover"))
 
 
 class Controls(Protocol):
@@ -48,6 +50,14 @@ class Controls(Protocol):
     def drop_soon(self) -> None: ...
     def set_refuse(self, on: bool) -> None: ...
     def set_delay(self, seconds: float) -> None: ...
+
+
+def _hupall_cause(word: str) -> str:
+    """``switch_channel_str2cause`` as hupall reads it: a leading digit is a number (``atoi``; no such cause
+    prints ``UNKNOWN``), an unknown name is NORMAL_CLEARING, and NONE (0) becomes MANAGER_REQUEST."""
+    digits = len(word) - len(word.lstrip("0123456789"))
+    cause = cause_name(word[:digits], default="UNKNOWN") if digits else cause_name(word)
+    return "MANAGER_REQUEST" if cause == "NONE" else cause
 
 
 def _plural(n: int, word: str) -> str:
@@ -155,20 +165,28 @@ class Api:
         return "".join(f"{k}: {v}\n" for k, v in rows)
 
     def cmd_hupall(self, args: str) -> str:
-        cause = cause_name(args.split()[0]) if args.split() else "NORMAL_CLEARING"
-        self.engine.hupall(cause)
-        return f"+OK hangup all channels with cause {cause}\n"
+        """``hupall [<cause> [<var> <value>]...]`` (``hupall_api_function``): every channel, or those matching
+        every pair; a trailing unpaired word is ignored, so ``hupall CAUSE VAR`` hangs up everything."""
+        argv = args.split(None, 10)  # switch_separate_string into argv[11]: the last keeps the rest
+        cause = _hupall_cause(argv[0]) if argv else "MANAGER_REQUEST"
+        pairs = tuple((argv[i], argv[i + 1]) for i in range(1, len(argv) - 1, 2))
+        self.engine.hupall(cause, pairs)
+        if not pairs:
+            return f"+OK hangup all channels with cause {cause}\n"
+        more = "..." if len(pairs) > 1 else ""
+        return f"+OK hangup all channels matching [{argv[1]}]=[{argv[2]}]{more} with cause: {cause}\n"
 
     # ---------------------------------------------------------------------------------------- info
 
     def _row(self, ch: Channel) -> dict[str, str]:
         row = dict.fromkeys(CHANNEL_COLUMNS, "")
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ch.created))
-        row.update(uuid=ch.uuid, direction="outbound", created=created, created_epoch=str(int(ch.created)))
+        row.update(uuid=ch.uuid, direction=ch.direction, created=created, created_epoch=str(int(ch.created)))
         row.update(name=ch.name, state=ch.state, cid_name=ch.cid_name or "", cid_num=ch.cid_num, dest=ch.number)
-        row.update(application=ch.app, application_data=ch.app_arg, context="default", callstate=ch.callstate)
+        row.update(application=ch.app, application_data=ch.app_arg, context=ch.context, callstate=ch.callstate)
+        row.update(dialplan=ch.dialplan or "", initial_dialplan=ch.dialplan or "")
         row.update(hostname=self.controls.hostname, call_uuid=ch.variables.get("call_uuid", ch.uuid))
-        row.update(initial_dest=ch.number, initial_context="default", callee_num=ch.number)
+        row.update(initial_dest=ch.number, initial_context=ch.context, callee_num=ch.number)
         if ch.answered:
             for side in ("read", "write"):
                 row.update({f"{side}_codec": "PCMU", f"{side}_rate": "8000", f"{side}_bit_rate": "64000"})
@@ -218,6 +236,40 @@ class Api:
             "min idle cpu 0.00/99.60\n"
             "Current Stack Size/Max 240K/8192K\n"
         )
+
+    def cmd_sofia(self, args: str) -> str:
+        """``sofia`` (mod_sofia's ``sofia_function``): usage, ``status`` and its gateway views; others not modelled."""
+        argv = args.split()
+        if not argv or argv[0].lower() == "help":
+            return sofia.USAGE
+        if argv[0].lower() == "status":
+            return self._sofia_status(argv[1:])
+        if argv[0].lower() in _SOFIA_UNMODELLED:
+            return f"-ERR sofia {argv[0]} is not modelled by the simulator\n"
+        return f"Unknown Command [{argv[0]}]\n"
+
+    def _sofia_status(self, argv: list[str]) -> str:
+        """``cmd_status``: no argument lists the profiles, a single word (any) summarises the gateways."""
+        view = self._sofia_view()
+        if not argv:
+            return sofia.status_table(view)
+        if len(argv) == 1:
+            return sofia.gateway_summary(view)
+        if argv[0].lower() == "gateway":
+            return sofia.gateway_detail(view, argv[1])
+        if argv[0].lower() == "profile":
+            if argv[1] != view.profile:
+                return "Invalid Profile!\n"
+            return "-ERR sofia status profile is not modelled by the simulator\n"
+        return "Invalid Syntax!\n"
+
+    def _sofia_view(self) -> sofia.SofiaView:
+        scenario = self.engine.scenario
+        on_profile = [
+            c for c in self.engine.channels.values() if c.variables.get("sofia_profile_name") == scenario.profile
+        ]
+        uptime = int(time.time() - self.controls.started)
+        return sofia.SofiaView(scenario.profile, scenario.gateways, self.engine.bus.info.ipv4, len(on_profile), uptime)
 
     def cmd_version(self, args: str) -> str:
         return f"FreeSWITCH Version {VERSION}~64bit ( 64bit)\n"

@@ -105,13 +105,43 @@ class CallEngine:
 
     def create_channel(self, leg: Leg, variables: dict[str, str], other: Channel | None = None) -> Channel:
         ch = self.new_channel(leg, variables, other)
+        b = self._loopback_b(ch, variables) if leg.endpoint.kind == "loopback" else None
+        self._register(ch)
+        for name_ in ("CHANNEL_OUTGOING", "CHANNEL_CREATE", "CHANNEL_ORIGINATE"):
+            self.emit(name_, ch)
+        if b is not None:
+            self._register(b)
+            self.emit("CHANNEL_CREATE", b)
+        return ch
+
+    def _register(self, ch: Channel) -> None:
         self.channels[ch.uuid] = ch
         self._recent.append(time.monotonic())
         self.sessions_since_startup += 1
         self.peak = max(self.peak, len(self.channels))
-        for name_ in ("CHANNEL_OUTGOING", "CHANNEL_CREATE", "CHANNEL_ORIGINATE"):
-            self.emit(name_, ch)
-        return ch
+
+    def _loopback_b(self, a: Channel, variables: dict[str, str]) -> Channel:
+        """mod_loopback's ``-b`` half (``channel_on_init``): an inbound leg that runs the dialplan for the number,
+        carrying the originate's variables; each half names the other in ``other_loopback_leg_uuid``."""
+        uid = str(uuidlib.uuid4())
+        name = f"loopback/{a.number}-b"
+        self._session_id += 1
+        base = {"direction": "inbound", "uuid": uid, "call_uuid": uid, "session_id": str(self._session_id)}
+        base["channel_name"] = name
+        base.update(variables)
+        base.update(other_loopback_leg_uuid=a.uuid, loopback_leg="B")
+        a.variables.update(other_loopback_leg_uuid=uid, loopback_leg="A")
+        b = Channel(uid, name, a.number, a.endpoint, None, a.cid_num, base, direction="inbound")
+        b.source, b.context, b.dialplan = a.source, a.context, a.dialplan
+        a.loopback_peer, b.loopback_peer = uid, a.uuid
+        return b
+
+    def _loopback_answer(self, a: Channel) -> None:
+        """The ``-b`` half answered (its dialplan: answer, then park); the ``-a`` half just did, in ``ring``."""
+        b = self.channels.get(a.loopback_peer) if a.loopback_peer else None
+        if b is not None and b.alive and not b.answered:
+            self.answer(b, Outcome(hangup_after=None))
+            self.start_app(b, "park", "")
 
     def new_channel(self, leg: Leg, variables: dict[str, str], other: Channel | None = None) -> Channel:
         """A channel for ``leg`` with the variables FreeSWITCH sets on an outbound leg (not registered, no event)."""
@@ -121,7 +151,7 @@ class CallEngine:
             uid = str(uuidlib.uuid4())
         if ep.kind == "sofia":
             name = f"sofia/{ep.profile or self.scenario.profile}/{ep.number}"
-        elif ep.kind == "loopback":
+        elif ep.kind == "loopback":  # loopback/<number>[/<context>]: the -a half, the one originate returns
             name = f"loopback/{ep.number}-a"
         else:
             name = ep.url
@@ -137,6 +167,8 @@ class CallEngine:
             base["sofia_profile_name"] = ep.profile or self.scenario.profile
         cid_num = variables.get("origination_caller_id_number", "0000000000")
         ch = Channel(uid, name, ep.number, ep.url, variables.get("origination_caller_id_name"), cid_num, base)
+        if ep.kind == "loopback":
+            ch.source, ch.context, ch.dialplan = "mod_loopback", ep.context, "xml"
         if other is not None:
             ch.other_uuid, ch.other_type = other.uuid, "originator"
         return ch
@@ -157,6 +189,7 @@ class CallEngine:
         cause = await self.ring(ch, self._outcome(leg), timeout, early_ok=_early_ok(variables))
         if cause is not None:
             return f"-ERR {cause}\n", None
+        self._loopback_answer(ch)
         return f"+OK {ch.uuid}\n", lambda: self.start_app(ch, req.app or "park", req.app_arg)
 
     def _outcome(self, leg: Leg) -> Outcome:
@@ -272,6 +305,7 @@ class CallEngine:
             a.variables.update({"originate_disposition": cause, "DIALSTATUS": cause})
             self.hangup(a.uuid, cause)
             return
+        self._loopback_answer(b)
         self._link(a, b)
 
     def _link(self, a: Channel, b: Channel) -> None:
@@ -328,27 +362,39 @@ class CallEngine:
     # ------------------------------------------------------------------------------------------- hangup
 
     def hangup(self, uid: str, cause: str = "NORMAL_CLEARING") -> bool:
-        """Hang ``uid`` up and cascade: bridged partner, ringing bridge leg, eavesdroppers (NORMAL_CLEARING)."""
+        """Hang ``uid`` up and cascade: bridged partner, ringing bridge leg, the other half of a loopback pair (each
+        of those cascading in turn), then eavesdroppers (NORMAL_CLEARING)."""
         first = self.channels.get(uid)
         if first is None or not first.alive:
             return False
         group: list[tuple[Channel, str]] = [(first, cause)]
-        partner = self.channels.get(first.other_uuid) if first.bridged and first.other_uuid else None
-        if partner is not None and partner.alive:
-            partner_cause = self._partner_cause(first, partner, cause)
-            if partner_cause is None:
-                self._park_after_bridge(partner)
-            else:
-                group.append((partner, partner_cause))
-        ringing_b = self.channels.get(first.pending_b) if first.pending_b else None
-        if ringing_b is not None and ringing_b.alive:
-            group.append((ringing_b, "ORIGINATOR_CANCEL"))
+        for ch, ch_cause in group:  # grows while it is walked: each follower brings its own
+            ending = {c.uuid for c, _ in group}
+            group += [(f, c) for f, c in self._followers(ch, ch_cause) if f.uuid not in ending]
         ended = {c.uuid for c, _ in group}
         if self.eavesdroppers:  # the scan of every channel, only while someone eavesdrops
             spies = [s for s in self.channels.values() if s.eavesdrop_target in ended and s.uuid not in ended]
             group += [(s, "NORMAL_CLEARING") for s in spies]
         self._end(group)
         return True
+
+    def _followers(self, gone: Channel, cause: str) -> list[tuple[Channel, str]]:
+        """The channels ``gone``'s hangup ends directly, with their causes (a parked partner is not one)."""
+        out: list[tuple[Channel, str]] = []
+        partner = self.channels.get(gone.other_uuid) if gone.bridged and gone.other_uuid else None
+        if partner is not None and partner.alive:
+            partner_cause = self._partner_cause(gone, partner, cause)
+            if partner_cause is None:
+                self._park_after_bridge(partner)
+            else:
+                out.append((partner, partner_cause))
+        ringing_b = self.channels.get(gone.pending_b) if gone.pending_b else None
+        if ringing_b is not None and ringing_b.alive:
+            out.append((ringing_b, "ORIGINATOR_CANCEL"))
+        peer = self.channels.get(gone.loopback_peer) if gone.loopback_peer else None
+        if peer is not None and peer.alive:
+            out.append((peer, cause))  # mod_loopback's channel_on_hangup: the other half, with the same cause
+        return out
 
     @staticmethod
     def _partner_cause(gone: Channel, partner: Channel, cause: str) -> str | None:
@@ -400,9 +446,14 @@ class CallEngine:
             self.channels.pop(ch.uuid, None)
             self.eavesdroppers.discard(ch.uuid)
 
-    def hupall(self, cause: str) -> None:
-        for uid in list(self.channels):
-            self.hangup(uid, cause)
+    def hupall(self, cause: str, matching: tuple[tuple[str, str], ...] = ()) -> int:
+        """``switch_core_session_hupall[_matching_vars]``: hang up every live channel, or those whose variables
+        equal every ``(name, value)`` of ``matching``; returns how many were hung up (cascades aside)."""
+        count = 0
+        for ch in list(self.channels.values()):
+            if ch.alive and all(ch.lookup(name) == value for name, value in matching):
+                count += self.hangup(ch.uuid, cause)
+        return count
 
 
 #: The SIP final response behind each refusal cause (mod_sofia's sip_to_hangup_cause, read backwards).

@@ -75,6 +75,12 @@ class Channel:
     waiter: asyncio.Future[str | None] | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     pending_b: str | None = None  # uuid of a bridge leg still ringing
+    #: The other half of a loopback pair (``loopback/N-a`` <-> ``loopback/N-b``): a hangup of one ends the other.
+    loopback_peer: str | None = None
+    direction: str = "outbound"
+    source: str = "src/switch_ivr_originate.c"
+    context: str = "default"
+    dialplan: str | None = None
     #: Plain serialisations of this channel's header groups, each with the rows it was made from.
     plain_cache: dict[str, tuple[object, bytes]] = field(default_factory=dict, repr=False, compare=False)
 
@@ -98,6 +104,24 @@ class Channel:
             handle.cancel()
         self.timers.clear()
 
+    def lookup(self, name: str) -> str | None:
+        """``switch_channel_get_variable``: a channel variable, else a caller-profile field of that name."""
+        value = self.variables.get(name)
+        if value is not None:
+            return value
+        fields = {
+            "caller_id_name": self.cid_name,
+            "caller_id_number": self.cid_num,
+            "ani": self.cid_num,
+            "destination_number": self.number,
+            "uuid": self.uuid,
+            "chan_name": self.name,
+            "context": self.context,
+            "dialplan": self.dialplan,
+            "source": self.source,
+        }
+        return fields.get(name.lower())
+
     def snapshot(self) -> ChannelInfo:
         return ChannelInfo(
             uuid=self.uuid,
@@ -115,7 +139,9 @@ class Channel:
     def profile(self, prefix: str, with_index: bool = True) -> list[tuple[str, str]]:
         """Caller profile headers (``switch_caller_profile_event_set_data``)."""
         cid_num = self.cid_num
-        rows = [("Direction", "outbound"), ("Logical-Direction", "outbound")]
+        rows = [("Direction", self.direction), ("Logical-Direction", self.direction)]
+        if self.dialplan:
+            rows.append(("Dialplan", self.dialplan))
         if self.cid_name:
             rows.append(("Caller-ID-Name", self.cid_name))
         rows += [
@@ -126,8 +152,8 @@ class Channel:
             ("ANI", cid_num),
             ("Destination-Number", self.number),
             ("Unique-ID", self.uuid),
-            ("Source", "src/switch_ivr_originate.c"),
-            ("Context", "default"),
+            ("Source", self.source),
+            ("Context", self.context),
             ("Channel-Name", self.name),
         ]
         if with_index:
@@ -148,9 +174,9 @@ class Channel:
             ("Channel-State-Number", str(number)),
             ("Channel-Name", self.name),
             ("Unique-ID", self.uuid),
-            ("Call-Direction", "outbound"),
-            ("Presence-Call-Direction", "outbound"),
-            ("Channel-HIT-Dialplan", "true" if self.app else "false"),
+            ("Call-Direction", self.direction),
+            ("Presence-Call-Direction", self.direction),
+            ("Channel-HIT-Dialplan", "true" if self.app or self.direction == "inbound" else "false"),
             ("Channel-Call-UUID", self.variables.get("call_uuid", self.uuid)),
             ("Answer-State", self.answer_state()),
         ]

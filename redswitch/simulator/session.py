@@ -154,6 +154,10 @@ class Session(asyncio.Protocol):
             self._pre_auth(line)
             return None
         self.hooks.record_command(line)
+        raw = frame.command or ""
+        if raw[:7].lower() == "filter ":  # matched as mod_event_socket does: any case, a space, the rest unstripped
+            self._filter(raw[7:])
+            return None
         word, _, rest = line.partition(" ")
         if word == "api":
             return self._cmd_api(rest)
@@ -298,25 +302,35 @@ class Session(asyncio.Protocol):
         self.bus.subscribers.add(self)
         self.write(encode_reply("+OK Events Enabled"))
 
-    def _cmd_filter(self, rest: str) -> None:
-        words = rest.split(" ", 1)
-        if words[0] == "delete":
-            self._filter_delete(words[1] if len(words) > 1 else "")
-            return
-        name, _, value = rest.partition(" ")
-        if not name or not value.strip():
+    def _filter(self, rest: str) -> None:
+        """``filter [add] <header> <value>`` / ``filter delete ...``, word for word as ``parse_command`` reads
+        them: the value is the rest of the line, unstripped; ``filter delete`` alone is a filter without a value."""
+        name, space, value = rest.lstrip(" ").partition(" ")
+        if name.lower() == "delete" and space:
+            self._filter_delete(value)
+        elif not space:
             self.write(encode_reply("-ERR invalid syntax"))
-            return
-        self.sub.filters.append((name, value.strip()))
-        self.write(encode_reply(f"+OK filter added. [{name}]=[{value.strip()}]"))
+        elif name.lower() == "add":
+            self._filter_add(*_split_value(value))
+        else:
+            self._filter_add(name, value)
+
+    def _filter_add(self, name: str, value: str | None) -> None:
+        if value is not None:  # switch_event_add_header_string adds nothing without a value, yet says it did
+            self.sub.filters.append((name, value))
+        self.write(encode_reply(f"+OK filter added. [{name}]=[{'(null)' if value is None else value}]"))
 
     def _filter_delete(self, rest: str) -> None:
-        name, _, value = rest.strip().partition(" ")
-        if name == "all":
+        """``all`` clears every filter; else ``switch_event_del_header_val``: the name in any case, then the exact
+        value, or every value of that name when none (or an empty one) is given."""
+        name, value = _split_value(rest)
+        if name.lower() == "all":
             self.sub.filters.clear()
         else:
-            self.sub.filters = [(k, v) for k, v in self.sub.filters if not (k == name and (not value or v == value))]
-        self.write(encode_reply(f"+OK filter deleted. [{name}][{value}]"))
+            self.sub.filters = [
+                (k, v) for k, v in self.sub.filters if not (k.lower() == name.lower() and (not value or v == value))
+            ]
+        self.write(encode_reply(f"+OK filter deleted. [{name}][{value or ''}]"))
 
     # ---------------------------------------------------------------------------------------- misc
 
@@ -343,3 +357,9 @@ class Session(asyncio.Protocol):
         self.write(encode_reply("+OK bye"))
         self.write(encode_disconnect_notice())
         self.close()
+
+
+def _split_value(text: str) -> tuple[str, str | None]:
+    """``strchr(header_name, ' ')``: the header up to the first space and everything after it, or no value."""
+    name, space, value = text.partition(" ")
+    return name, value if space else None
