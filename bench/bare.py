@@ -55,11 +55,11 @@ def intake(port: int, redis_url: str, jobs_key: str, expected: int) -> None:
     from redswitch.esl import EslClient
     from redswitch.messages import parse_job
     from redswitch.originate import click_to_call
-    from redswitch.state import CallState
+    from redswitch.store import open_store
 
     settings = Settings(pubsub_redis_url=redis_url, esl_port=port)
     client = redis.Redis.from_url(redis_url)
-    state = CallState(client, settings)
+    store = open_store(client, settings)
     esl = EslClient("127.0.0.1", port, "ClueCon")
     done = 0
     while done < expected:
@@ -77,7 +77,7 @@ def intake(port: int, redis_url: str, jobs_key: str, expected: int) -> None:
             "job_uuid": str(uuid.uuid4()),
             "state": "claimed",
         }
-        state.claim_call(call.dial_id, call.org_id, call.user_id, record)
+        store.claim(call.dial_id, call.org_id, call.user_id, record)
         esl.bgapi(click_to_call(settings, call, record["uuid0"], record["uuid1"]), record["job_uuid"])
         client.lrem(jobs_key + ".bare", 1, raw)
         done += 1

@@ -13,39 +13,23 @@ and the message unacked, so the message runs again and finds the state as it wou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
 import redis
 from dramatiq.middleware import CurrentMessage
 
-from redswitch import scripts
+from redswitch.store import StoreWrite
 
 #: The attribute of the message proxy holding its writes (the consumer's ack reads it).
 ATTRIBUTE = "redswitch_ack_writes"
 
 
-@dataclass(frozen=True)
-class ScriptWrite:
-    """One Lua script call: idempotent, as the ack may be sent again after a connection error."""
-
-    script: str
-    keys: Sequence[str]
-    args: Sequence[Any]
-
-    def run(self, client: redis.Redis) -> Any:
-        return scripts.run(client, self.script, self.keys, self.args)
-
-    def stage(self, pipe: Any) -> None:
-        scripts.stage(pipe, self.script, self.keys, self.args)
-
-
-def write_with_ack(client: redis.Redis, write: ScriptWrite) -> None:
+def write_with_ack(client: redis.Redis, write: StoreWrite) -> None:
     """Run ``write`` on the current message's ack round trip if the broker can carry it; otherwise now."""
     message = CurrentMessage.get_current_message()
-    if message is None or not getattr(dramatiq.get_broker(), "carries_state_writes", False):
+    carried = write.stageable and getattr(dramatiq.get_broker(), "carries_state_writes", False)
+    if message is None or not carried:
         write.run(client)
         return
     pending = getattr(message, ATTRIBUTE, None)
@@ -54,5 +38,5 @@ def write_with_ack(client: redis.Redis, write: ScriptWrite) -> None:
     pending.append(write)
 
 
-def pending_writes(message: Any) -> list[ScriptWrite]:
+def pending_writes(message: Any) -> list[StoreWrite]:
     return list(getattr(message, ATTRIBUTE, None) or [])

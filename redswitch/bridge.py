@@ -32,8 +32,8 @@ from redswitch import metrics, scripts
 from redswitch.config import Settings
 from redswitch.errors import PayloadError
 from redswitch.messages import AspCall, parse_job, peek_field
-from redswitch.redis_client import is_cluster_client, reply_text
-from redswitch.state import CallState, Keys, now_iso
+from redswitch.redis_client import reply_text
+from redswitch.store import events, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +61,13 @@ class Bridge:
         self.settings = settings
         self.client = client
         self.send = send
-        self.keys = Keys(settings)
-        self.state = CallState(client, settings)
+        self.store = open_store(client, settings)
+        self.keys = self.store.keys
         self.bridge_id = bridge_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.processing = self.keys.processing(self.bridge_id)
         self._next_heartbeat = 0.0
         #: Until when (monotonic) our liveness key surely exists: read by the relay (see ``surely_alive``).
         self._alive_until = 0.0
-        self._cluster = is_cluster_client(client)
         #: Jobs handled (enqueued or parked) but still in the processing list: removed on the next round trip.
         self._done: list[Any] = []
 
@@ -86,7 +85,7 @@ class Bridge:
                 stop.wait(0.5)
         try:
             self._forget_done()
-            self.client.delete(Keys.bridge_alive(self.bridge_id))
+            self.client.delete(self.keys.bridge_alive(self.bridge_id))
         except redis.exceptions.ConnectionError as exc:
             # Stopping while Redis is away: handled jobs still listed are enqueued again by whoever adopts
             # our processing list (the actor's claim dials each call once), and our liveness key expires.
@@ -101,7 +100,7 @@ class Bridge:
         self._forget_done()  # before _resume, which would take a handled job for one left by an error
         ttl_ms = int(self.settings.bridge_dead_after * 1000)
         sent_at = time.monotonic()
-        self.client.set(Keys.bridge_alive(self.bridge_id), "1", px=ttl_ms)
+        self.client.set(self.keys.bridge_alive(self.bridge_id), "1", px=ttl_ms)
         self._alive_until = sent_at + ttl_ms / 1000
         self._resume(self.processing)
         for other in self._dead_bridges():
@@ -123,12 +122,12 @@ class Bridge:
         pipe = self.client.pipeline(transaction=False)
         self._stage_forget(pipe)
         pipe.blmove(self.keys.jobs, self.processing, block, "LEFT", "RIGHT")  # type: ignore[arg-type]
-        if not self._cluster:  # a cluster pipeline refuses scripts: there, the rest is a round trip of its own
+        if self.store.atomic:  # a cluster pipeline refuses scripts: there, the rest is a round trip of its own
             scripts.stage(pipe, _TAKE_SCRIPT, [self.keys.jobs, self.processing], [BATCH - 1])
         replies = scripts.checked(pipe.execute(raise_on_error=False))
         self._done = []
         first, more = replies[removals], replies[-1]
-        if self._cluster:
+        if not self.store.atomic:
             more = self._take_rest(self.keys.jobs, BATCH - 1) if first is not None else []
         elif scripts.missing(more):  # Redis lost its script cache: the take of the rest did not run
             more = self._take_rest(self.keys.jobs, BATCH - 1)
@@ -190,10 +189,10 @@ class Bridge:
         digests = [hashlib.sha256(raw).hexdigest() for _, raw in valid]
         pipe = self.client.pipeline(transaction=False)
         for (job, _), digest in zip(valid, digests, strict=True):
-            pipe.set(Keys.dialled(job.dial_id), digest, nx=True, ex=self.settings.dedup_ttl)
+            pipe.set(self.keys.dialled(job.dial_id), digest, nx=True, ex=self.settings.dedup_ttl)
         accepted = []
         for (job, raw), digest, fresh in zip(valid, digests, pipe.execute(), strict=True):
-            if fresh or (adopted and reply_text(self.client.get(Keys.dialled(job.dial_id))) == digest):
+            if fresh or (adopted and reply_text(self.client.get(self.keys.dialled(job.dial_id))) == digest):
                 accepted.append(job)
             else:
                 reason = f"duplicate dial_id {job.dial_id!r}: already dialled within the last 24 h"
@@ -202,7 +201,7 @@ class Bridge:
 
     def _park(self, raw: bytes, reason: str, duplicate: bool) -> None:
         """Keep a refused job where an operator can find it, and tell its channel why, if it has one."""
-        record: dict[str, Any] = {"reason": reason, "time": now_iso(), "bridge": self.bridge_id}
+        record: dict[str, Any] = {"reason": reason, "time": _now_iso(), "bridge": self.bridge_id}
         try:
             record["payload"] = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -215,7 +214,7 @@ class Bridge:
         if dial_id is not None:
             cause = "DUPLICATE_DIAL_ID" if duplicate else "INVALID_JOB"
             org, user = (None, None) if duplicate else (peek_field(raw, "org_id"), peek_field(raw, "user_id"))
-            self.state.fail(dial_id, org, user, cause, reason=reason, end_call=not duplicate)
+            self.store.fail(dial_id, org, user, events.failure(cause, reason=reason), end_call=not duplicate)
 
     # -- recovery --------------------------------------------------------------------------------------------
 
@@ -224,7 +223,7 @@ class Bridge:
         dead = []
         for key in self.client.scan_iter(match=self.keys.processing_pattern(), count=100):
             other = reply_text(key)[len(prefix) :]
-            if other != self.bridge_id and not self.client.exists(Keys.bridge_alive(other)):
+            if other != self.bridge_id and not self.client.exists(self.keys.bridge_alive(other)):
                 dead.append(other)
         return dead
 
@@ -241,3 +240,7 @@ class Bridge:
         if left:
             self.handle_batch(left, adopted=True)
             self._forget_done()
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -110,3 +110,23 @@ def setup_broker(settings: Settings | None = None) -> dramatiq.Broker:
     broker = build_broker(settings or Settings.from_env())
     dramatiq.set_broker(broker)
     return broker
+
+
+class Resender:
+    """Sends a job to the ``asp_call`` actor again, by name, on a broker of its own built at the first resend.
+
+    For the listener, which re-sends throttled originates: it must not import the actors (and set up a global
+    broker) to do so, and most listeners never need a broker at all.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._broker: dramatiq.Broker | None = None
+
+    def __call__(self, job: dict[str, Any], delay_ms: int) -> None:
+        if self._broker is None:
+            self._broker = build_broker(self.settings)
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name="redswitch-calls", actor_name="asp_call", args=(job,), kwargs={}, options={}
+        )
+        self._broker.enqueue(message, delay=delay_ms)

@@ -62,7 +62,7 @@ def run_bridge(args: argparse.Namespace, settings: Settings) -> int:
     def forward(actor_name: str, dial_id: str, message: dict[str, str]) -> object:
         return CONTROL_ACTORS[actor_name].send(dial_id, message)
 
-    relay = Relay(redis_from_settings(settings), bridge.state, bridge.bridge_id, forward, bridge.surely_alive)
+    relay = Relay(redis_from_settings(settings), bridge.store, bridge.bridge_id, forward, bridge.surely_alive)
     start_metrics_server(settings)
     stop = _stop_on_signals()
     relay_thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)
@@ -79,12 +79,13 @@ def add_listen(subparsers: Subparsers) -> None:
 
 
 def run_listen(args: argparse.Namespace, settings: Settings) -> int:
+    from redswitch.broker import Resender
     from redswitch.listener import Listener
     from redswitch.metrics import start_metrics_server
     from redswitch.redis_client import redis_from_settings
 
     start_metrics_server(settings)
-    listener = Listener(settings, redis_from_settings(settings))
+    listener = Listener(settings, redis_from_settings(settings), Resender(settings))
     heap.settle()
     listener.run(_stop_on_signals())
     return 0

@@ -22,7 +22,7 @@ from types import TracebackType
 
 from redswitch.config import Settings
 from redswitch.redis_client import redis_from_settings
-from redswitch.state import Keys
+from redswitch.store import Keys
 
 
 def free_port() -> int:

@@ -9,6 +9,7 @@ through the channel variables the actors set on every leg (``redswitch_dial_id``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import os
@@ -23,7 +24,7 @@ from collections.abc import Callable, Mapping
 import redis
 
 from redswitch import metrics
-from redswitch.admission import ThrottleRetry, is_retryable
+from redswitch.admission import Resend, is_retryable, retry_throttled
 from redswitch.config import EslNode, Settings
 from redswitch.errors import EslError
 from redswitch.esl_stream import EventStream
@@ -31,7 +32,8 @@ from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID, VAR_ORG_ID, VAR_SIDE, VAR_USER_ID
 from redswitch.protocol import parse_event_plain
 from redswitch.protocol.pick import event_name, header_picker
-from redswitch.state import Batch, CallState
+from redswitch.store import Batch, ChannelChange, open_store
+from redswitch.store import events as protocol_events
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +75,12 @@ Batches = queue.Queue[tuple[list[Action], float]]
 @dataclasses.dataclass
 class Pending:
     """A batch on its way to Redis and how far it got, so that a retry after a lost reply publishes no event twice
-    (the script skips a batch number it already applied) and handles no job result twice."""
+    (the store skips a batch number it already applied) and handles no job result twice. ``node``: the
+    FreeSWITCH node the events came from."""
 
     actions: list[Action]
     batch: Batch
+    node: str = ""
     events_done: bool = False
     jobs_done: int = 0
 
@@ -153,19 +157,31 @@ def action_of(payload: bytes) -> Action | None:
     return translate(headers)
 
 
-_RECORD_KINDS = {"created": "S", "answered": "A", "hung_up": "H"}
+_CHANGE_KINDS = {"created": "seen", "answered": "answered", "hung_up": "hung_up"}
 
 
-def _record(action: Action) -> str:
-    """The state script's record of a channel action ("" for job results, handled apart)."""
-    kind = _RECORD_KINDS.get(action.kind)
+def change_of(action: Action, node: str) -> ChannelChange | None:
+    """The store's change for a channel action (None for job results, handled apart), its event encoded."""
+    kind = _CHANGE_KINDS.get(action.kind)
     if kind is None:
-        return ""
-    fields = [kind, action.dial_id, action.org_id, action.user_id, action.side]
-    if kind != "H":
-        return "|".join(fields)
-    retry = "-" if action.retryable is None else ("1" if action.retryable else "0")
-    return "|".join([*fields, action.cause, action.sip_code or "-", retry])
+        return None
+    event = ""
+    if kind == "answered":
+        event = _answer_event(action.side)
+    elif kind == "hung_up":
+        event = _hangup_event(action.side, action.cause, action.sip_code, action.retryable)
+    return ChannelChange(kind, action.dial_id, action.org_id, action.user_id, action.side, node, event)
+
+
+@functools.cache
+def _answer_event(side: str) -> str:
+    return protocol_events.encode(protocol_events.answer(side))
+
+
+@functools.lru_cache(maxsize=4096)
+def _hangup_event(side: str, cause: str, sip_code: str, retryable: bool | None) -> str:
+    """Events repeat (a few sides, causes and SIP codes): each is encoded once."""
+    return protocol_events.encode(protocol_events.hangup(side, cause, sip_code=sip_code, retryable=retryable))
 
 
 class Listener:
@@ -177,20 +193,22 @@ class Listener:
     that announces it.
     """
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis, resend: Resend) -> None:
+        """``resend(job, delay_ms)`` sends a throttled originate's job to the ``asp_call`` actor again."""
         self.settings = settings
         self.client = client
-        self.state = CallState(client, settings)
-        self.throttle = ThrottleRetry(client, settings)
+        self.store = open_store(client, settings)
+        self.resend = resend
 
     def apply(self, pending: Pending) -> None:
-        """Apply the channel actions in order in one script call, then the job results, each step once."""
+        """Apply the channel actions in order in one store call, then the job results, each step once."""
         if not pending.events_done:
-            self.state.record_events([record for record in map(_record, pending.actions) if record], pending.batch)
+            changes = [change_of(action, pending.node) for action in pending.actions]
+            self.store.apply([change for change in changes if change is not None], pending.batch)
             pending.events_done = True
         jobs = [action for action in pending.actions if action.kind == "job_done"]
         while pending.jobs_done < len(jobs):
-            self._job_done(jobs[pending.jobs_done])
+            self._job_done(jobs[pending.jobs_done], pending.node)
             pending.jobs_done += 1
 
     def record(self, pending: Pending) -> None:
@@ -205,25 +223,21 @@ class Listener:
             if action.kind in _EVENT_TYPES:
                 metrics.EVENTS_PUBLISHED.labels(_EVENT_TYPES[action.kind]).inc()
 
-    def _job_done(self, action: Action) -> None:
+    def _job_done(self, action: Action, node: str) -> None:
         """Record an originate's result; if FreeSWITCH refused it and no leg existed, report ``failure``."""
-        call = self.state.job_result(action.job_uuid, action.result)
+        call = self.store.job_result(action.job_uuid, action.result)
         if call is None:
             return  # not one of ours
-        dial_id = call["dial_id"]
-        if not action.cause or call["seen"] == "1":
+        if not action.cause or call.seen:
             return
-        if self.throttle.retry(dial_id, action.job_uuid, action.cause):
+        dial_id = call.dial_id
+        if retry_throttled(self.store, self.settings, dial_id, action.job_uuid, action.cause, self.resend):
             return  # side 0 never existed and the cause is transient: the originate goes out again
         logger.info("dial_id=%s FreeSWITCH refused the originate: %s", dial_id, action.cause)
-        self.state.fail(
-            dial_id,
-            call["org_id"] or None,
-            call["user_id"] or None,
-            action.cause,
-            reason="FreeSWITCH did not attempt the call",
-            retryable=is_retryable(action.cause),
+        event = protocol_events.failure(
+            action.cause, reason="FreeSWITCH did not attempt the call", retryable=is_retryable(action.cause)
         )
+        self.store.fail(dial_id, call.org_id or None, call.user_id or None, event, node=node)
 
     # -- connection ------------------------------------------------------------------------------------------
 
@@ -338,7 +352,7 @@ class Listener:
                 except queue.Empty:
                     break
                 actions += more
-            if not self._apply_until_done(Pending(actions, Batch(listener, next(numbers))), stop):
+            if not self._apply_until_done(Pending(actions, Batch(listener, next(numbers)), node), stop):
                 return
             metrics.EVENT_TO_PUBLISH.observe(time.monotonic() - read_at)
 

@@ -3,7 +3,7 @@
 ``PUBSUB_REDIS_URL`` may name a single Redis or any node of a Redis Cluster. Which one is decided once, when a
 process builds its first client: ``INFO cluster`` on the URL's node says ``cluster_enabled:1`` on a cluster, and
 then the client is redis-py's cluster client (MOVED redirections, a connection per node). Everything that writes
-call state asks :func:`is_cluster_client` and takes the cluster code path of :mod:`redswitch.cluster_state`.
+call state goes through :func:`redswitch.store.open_store`, which asks :func:`is_cluster_client` once.
 """
 
 from __future__ import annotations

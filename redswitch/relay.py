@@ -24,7 +24,7 @@ from redswitch import metrics
 from redswitch.errors import PayloadError
 from redswitch.messages import CONTROL_TYPES, EVENT_TYPES, load_object, parse_control
 from redswitch.redis_client import reply_text
-from redswitch.state import CallState, Keys
+from redswitch.store import CallStore, events
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +35,13 @@ class Relay:
     def __init__(
         self,
         client: redis.Redis,
-        state: CallState,
+        store: CallStore,
         bridge_id: str,
         forward: Forward,
         surely_alive: Callable[[], bool] = lambda: False,
     ) -> None:
         self.client = client
-        self.state = state
+        self.store = store
         self.bridge_id = bridge_id
         self.forward = forward
         self.subscribed: set[str] = set()
@@ -62,10 +62,10 @@ class Relay:
     def _serve(self, stop: threading.Event) -> None:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
-            pubsub.subscribe(Keys.lifecycle())  # first, so no call starts unseen between the two steps
+            pubsub.subscribe(self.store.keys.lifecycle())  # first, so no call starts unseen between the two steps
             self.subscribed = set()
             self.owned = set()  # Redis may have restarted (our liveness key lost): ask again
-            self._follow(pubsub, {reply_text(m) for m in self.client.smembers(Keys.active_calls())})
+            self._follow(pubsub, set(self.store.active_calls()))
             while not stop.is_set():
                 message = pubsub.get_message(timeout=0.5)
                 if message is not None:
@@ -81,7 +81,7 @@ class Relay:
 
     def _dispatch(self, pubsub: Any, message: Mapping[str, Any]) -> None:
         channel, data = reply_text(message["channel"]), reply_text(message["data"])
-        if channel == Keys.lifecycle():
+        if channel == self.store.keys.lifecycle():
             kind, _, dial_id = data.partition(":")
             if kind == "start":
                 self._follow(pubsub, {dial_id})
@@ -101,7 +101,7 @@ class Relay:
         except PayloadError as exc:
             kind = _type_of(data)
             logger.info("dial_id=%s control message refused: %s", dial_id, exc.reason)
-            self.state.reply(dial_id, {"type": "error", "event": kind, "reason": exc.reason})
+            self.store.reply(dial_id, events.error(kind, exc.reason))
             metrics.CONTROL_MESSAGES.labels(kind if kind in CONTROL_TYPES else "unknown", "refused").inc()
             return
         self.forward(control.type, dial_id, control.to_dict())
@@ -111,7 +111,7 @@ class Relay:
         """Is this relay the call's owner (one script call, or none while our ownership cannot have moved)?"""
         if dial_id in self.owned and self.surely_alive():
             return True
-        if not self.state.claim_relay(dial_id, self.bridge_id):
+        if not self.store.claim_relay(dial_id, self.bridge_id):
             self.owned.discard(dial_id)
             return False
         self.owned.add(dial_id)

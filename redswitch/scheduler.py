@@ -39,59 +39,32 @@ from redswitch.esl_stream import EventStream
 from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID
 from redswitch.protocol import commands
-from redswitch.redis_client import reply_text
-from redswitch.state import CallState, Keys
+from redswitch.store import CallStore, events, open_store
 
 logger = logging.getLogger(__name__)
 
-#: The lease key: holds the id of the scheduler that acts, expiring unless renewed.
-LEASE_KEY = "redswitch:scheduler:lease"
 #: The cause of a hangup-event the scheduler publishes: FreeSWITCH's own "unspecified" (Q.850 31), because the
 #: real cause is unknown; ``reason`` (an extension, as on ``failure``) says the event was reconstructed.
 RECONCILED_CAUSE = "NORMAL_UNSPECIFIED"
 RECONCILED_REASON = "reconciled: FreeSWITCH no longer has this channel"
-#: Call record fields of a barger; cleared when the barger's leg is gone, as the listener does.
-BARGER_FIELDS = ("barger_uuid", "barger_mode", "barger_prev_mode", "barger_answered")
 #: Record fields naming each side's leg.
 LEG_FIELDS = {"0": "uuid0", "1": "uuid1", "2": "barger_uuid"}
-
-# Take the lease if free, or renew it if ours: one script, so two schedulers can never both hold it.
-_HOLD_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
-_RELEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# Drop the oldest entries beyond ARGV[1] (the bridge RPUSHes, so the oldest are on the left).
-_TRIM_SCRIPT = """
-local excess = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[1])
-if excess > 0 then
-  redis.call('LTRIM', KEYS[1], excess, -1)
-  return excess
-end
-return 0
-"""
 
 
 class Lease:
     """A lease in Redis: ``hold()`` takes or renews it and says whether this holder has it."""
 
-    def __init__(self, client: redis.Redis, holder: str, ttl: float, key: str = LEASE_KEY) -> None:
-        self.client, self.holder, self.key = client, holder, key
+    def __init__(self, store: CallStore, holder: str, ttl: float, key: str = "") -> None:
+        self.store, self.holder = store, holder
+        self.key = key or store.keys.scheduler_lease()
         self.ttl_ms = int(ttl * 1000)
 
     def hold(self) -> bool:
-        return bool(self.client.eval(_HOLD_SCRIPT, 1, self.key, self.holder, self.ttl_ms))
+        return self.store.hold_lease(self.key, self.holder, self.ttl_ms)
 
     def release(self) -> None:
         """Give the lease up now (on a clean stop), so another scheduler need not wait for it to expire."""
-        self.client.eval(_RELEASE_SCRIPT, 1, self.key, self.holder)
+        self.store.release_lease(self.key, self.holder)
 
 
 @dataclasses.dataclass
@@ -126,8 +99,7 @@ class Reconciler:
         self.esls = dict(esl) if isinstance(esl, Mapping) else {first: esl}
         self.first_node = first
         self.channel_nodes: dict[str, str] = {}
-        self.state = CallState(client, settings)
-        self.keys = Keys(settings)
+        self.store = open_store(client, settings)
         self.missing_since = missing_since
         self.foreign: set[str] = set()
 
@@ -136,8 +108,8 @@ class Reconciler:
         channels = self._channels()
         known: set[str] = set()
         seen_missing: set[str] = set()
-        for dial_id in sorted(reply_text(m) for m in self.client.smembers(Keys.active_calls())):
-            record = self.state.call_record(dial_id)
+        for dial_id in self.store.active_calls():
+            record = self.store.call_record(dial_id)
             known.update(record[field] for field in LEG_FIELDS.values() if record.get(field))
             self._check_call(dial_id, record, channels, report, seen_missing)
         for key in set(self.missing_since) - seen_missing:
@@ -159,7 +131,7 @@ class Reconciler:
     ) -> None:
         if not record:  # the record expired (24 h): nothing left to tell, only the stale membership
             logger.warning("dial_id=%s active without a call record; ending it", dial_id)
-            self.state.end_call(dial_id)
+            self.store.end_call(dial_id, "")
             report.ended.append(dial_id)
             return
         if record.get("state") != "sent" or record.get("node", self.first_node) not in self.esls:
@@ -176,59 +148,10 @@ class Reconciler:
         return time.monotonic() - first >= self.settings.reconcile_grace
 
     def _repair(self, dial_id: str, record: dict[str, str], lost: set[str], call_over: bool, report: Report) -> None:
-        """Publish the lost sides' hangups (side 0 last: it ends the call), atomically with the state change."""
-        org_id, user_id = record["org_id"], record["user_id"]
-        active_key = self.keys.active(dial_id, org_id, user_id)
-        if not self.state.atomic:
-            self._repair_unwatched(dial_id, record, lost, call_over, report)
-            return
-        with self.client.pipeline(transaction=True) as pipe:
-            # The listener touches both keys on every event of the call: any event meanwhile aborts the repair.
-            pipe.watch(Keys.call(dial_id), active_key)  # type: ignore[no-untyped-call]
-            listed = {reply_text(item).partition(".")[2] for item in pipe.lrange(active_key, 0, -1)}
-            if not pipe.sismember(Keys.active_calls(), dial_id):
-                return
-            sides = _sides_to_hang_up(lost, listed, call_over)
-            if not (sides or call_over or "2" in lost):
-                return  # e.g. side 1 not dialled yet: nothing is owed
-            pipe.multi()
-            self._stage_repair(pipe, record, dial_id, sides, lost, call_over)
-            try:
-                pipe.execute()
-            except redis.exceptions.WatchError:
-                return  # an event of this call arrived meanwhile: look again next pass
-        self._note(dial_id, sides, call_over, report)
-
-    def _repair_unwatched(
-        self, dial_id: str, record: dict[str, str], lost: set[str], call_over: bool, report: Report
-    ) -> None:
-        """``_repair`` on a Redis Cluster, where no WATCH spans the call's keys: read, then apply in order.
-
-        A listener event of the call landing between the read and the writes is not noticed; at worst a side's
-        hangup-event is published twice (the reconciler only acts on legs FreeSWITCH lost RECONCILE_GRACE ago).
-        """
-        active_key = self.keys.active(dial_id, record["org_id"], record["user_id"])
-        listed = {reply_text(item).partition(".")[2] for item in self.client.lrange(active_key, 0, -1)}
-        if not self.client.sismember(Keys.active_calls(), dial_id):
-            return
-        sides = _sides_to_hang_up(lost, listed, call_over)
-        if not (sides or call_over or "2" in lost):
-            return
-        stage = self.state.transaction()
-        self._stage_repair(stage, record, dial_id, sides, lost, call_over)
-        stage.execute()
-        self._note(dial_id, sides, call_over, report)
-
-    def _stage_repair(
-        self, pipe: Any, record: dict[str, str], dial_id: str, sides: list[str], lost: set[str], call_over: bool
-    ) -> None:
-        extra = {"cause": RECONCILED_CAUSE, "reason": RECONCILED_REASON}
-        for side in sides:
-            self.state.side_hung_up(dial_id, record["org_id"], record["user_id"], side, extra, pipe)
-        if "2" in lost:
-            self.state.clear_call_fields(dial_id, *BARGER_FIELDS, pipe=pipe)
-        if call_over:
-            self.state.end_call(dial_id, pipe)
+        """Publish the lost sides' hangups (side 0 last: it ends the call), with the state change they describe."""
+        sides = self.store.repair(dial_id, record, lost, call_over, _reconciled_hangup)
+        if sides is not None:
+            self._note(dial_id, sides, call_over, report)
 
     def _note(self, dial_id: str, sides: list[str], call_over: bool, report: Report) -> None:
         for side in sides:
@@ -258,17 +181,8 @@ class Reconciler:
         metrics.ORPHAN_CHANNELS.set(len(report.orphans))
 
 
-def _sides_to_hang_up(lost: set[str], listed: set[str], call_over: bool) -> list[str]:
-    """Lost sides whose hangup consumers still wait for, side 0 last.
-
-    Answered sides are listed; side 0's hangup is owed while the call is active (the listener ends the call on
-    it); the barger's leg has a hangup owed whenever it existed. A side 1 never answered and never listed may
-    never have been dialled, so nothing is invented for it.
-    """
-    owed = {side for side in lost if side in listed or side in ("0", "2")}
-    if call_over:
-        owed |= listed | {"0"}
-    return sorted(owed, key=lambda side: (side == "0", side))
+def _reconciled_hangup(side: str) -> dict[str, Any]:
+    return events.hangup(side, RECONCILED_CAUSE, reason=RECONCILED_REASON)
 
 
 class HeartbeatWatch:
@@ -322,7 +236,8 @@ class Scheduler:
         self.settings = settings
         self.client = client
         self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.lease = Lease(client, self.holder, settings.scheduler_lease)
+        self.store = open_store(client, settings)
+        self.lease = Lease(self.store, self.holder, settings.scheduler_lease)
         self.missing_since: dict[str, float] = {}
         self.unreachable_since: dict[str, float] = {}
 
@@ -376,7 +291,7 @@ class Scheduler:
             return 0
         key = self.settings.effective_dead_key
         try:
-            dropped = int(self.client.eval(_TRIM_SCRIPT, 1, key, self.settings.dead_max))
+            dropped = self.store.trim_dead(self.settings.dead_max)
             metrics.DEAD_LENGTH.set(self.client.llen(key))
         except redis.exceptions.RedisError as exc:
             logger.warning("dead list not trimmed: %s", exc)

@@ -27,7 +27,8 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
 from redswitch import scripts
-from redswitch.ack_writes import ScriptWrite, pending_writes
+from redswitch.ack_writes import pending_writes
+from redswitch.store import StoreWrite
 
 #: Tokens kept per wake list; more would only cause spurious wake-ups.
 MAX_TOKENS = 64
@@ -107,7 +108,7 @@ class WakingRedisBroker(RedisBroker):
         if pipe is not client:
             pipe.execute()
 
-    def ack_with_writes(self, queue_name: str, message: MessageProxy, writes: list[ScriptWrite]) -> None:
+    def ack_with_writes(self, queue_name: str, message: MessageProxy, writes: list[StoreWrite]) -> None:
         """``writes``, then the ack of ``message``, in one round trip (``NOSCRIPT`` ones go again on their own)."""
         pipe = self.client.pipeline(transaction=False)
         for write in writes:

@@ -6,6 +6,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
+from tests.cluster import RedisClusterServers
 from tests.servers import RedisServer
 
 # The simulator's fixtures live in their own module so that the simulator can evolve without touching this file.
@@ -38,3 +39,11 @@ def own_redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """One real Redis Cluster (three masters on loopback) for the whole session; tests flush it first."""
+    servers = RedisClusterServers().start()
+    yield servers
+    servers.stop()

@@ -8,11 +8,22 @@ import dramatiq
 import pytest
 import redis
 
-from redswitch.ack_writes import ATTRIBUTE, ScriptWrite, write_with_ack
+from redswitch.ack_writes import ATTRIBUTE, write_with_ack
+from redswitch.config import Settings
+from redswitch.store import CallStore, StoreWrite, open_store
 from redswitch.waking_broker import WakingRedisBroker
 from tests.servers import RedisServer
 
-SET_IF_MISSING = "if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[1]) end"
+
+def sent_write(client: redis.Redis, dial_id: str) -> tuple[CallStore, StoreWrite]:
+    """A call being dialled, and the store's write recording that FreeSWITCH took it (what the actor defers)."""
+    store = open_store(client, Settings())
+    store.claim(dial_id, "org", "user", {"org_id": "org", "user_id": "user", "job_uuid": dial_id, "state": "dialling"})
+    return store, store.sent(dial_id, "fs1")
+
+
+def state_of(store: CallStore, dial_id: str) -> str:
+    return store.call_record(dial_id)["state"]
 
 
 @pytest.fixture
@@ -36,13 +47,13 @@ def fetched(broker: WakingRedisBroker) -> tuple[object, object]:
 def test_a_write_rides_on_the_ack_and_both_land(broker: WakingRedisBroker, flush_scripts: bool) -> None:
     client = redis.Redis(connection_pool=broker.client.connection_pool)
     consumer, proxy = fetched(broker)
-    key = f"state:1:{flush_scripts}"
-    setattr(proxy, ATTRIBUTE, [ScriptWrite(SET_IF_MISSING, [key], ["sent"])])
-    assert client.get(key) is None
+    store, write = sent_write(client, f"ack-{flush_scripts}")
+    setattr(proxy, ATTRIBUTE, [write])
+    assert state_of(store, f"ack-{flush_scripts}") == "dialling"
     if flush_scripts:
         client.script_flush()
     consumer.ack(proxy)  # type: ignore[attr-defined]
-    assert client.get(key) == b"sent"
+    assert state_of(store, f"ack-{flush_scripts}") == "sent"
     # acked: the message is gone from the queue's store
     assert not client.hexists("dramatiq:q.msgs", proxy.options["redis_message_id"])  # type: ignore[attr-defined]
 
@@ -50,12 +61,14 @@ def test_a_write_rides_on_the_ack_and_both_land(broker: WakingRedisBroker, flush
 def test_a_nacked_message_still_applies_its_writes(broker: WakingRedisBroker) -> None:
     client = redis.Redis(connection_pool=broker.client.connection_pool)
     consumer, proxy = fetched(broker)
-    setattr(proxy, ATTRIBUTE, [ScriptWrite(SET_IF_MISSING, ["state:2"], ["sent"])])
+    store, write = sent_write(client, "nacked")
+    setattr(proxy, ATTRIBUTE, [write])
     consumer.nack(proxy)  # type: ignore[attr-defined]
-    assert client.get("state:2") == b"sent"
+    assert state_of(store, "nacked") == "sent"
 
 
 def test_outside_an_actor_the_write_runs_at_once(redis_server: RedisServer) -> None:
     client = redis.Redis.from_url(redis_server.url)
-    write_with_ack(client, ScriptWrite(SET_IF_MISSING, ["state:3"], ["now"]))
-    assert client.get("state:3") == b"now"
+    store, write = sent_write(client, "outside")
+    write_with_ack(client, write)
+    assert state_of(store, "outside") == "sent"

@@ -13,7 +13,7 @@ import redis
 
 from redswitch.errors import EslConnectionError, EslUncertainError
 from redswitch.simulator import Simulator
-from redswitch.state import Keys
+from redswitch.store import Keys
 from tests.payloads import job
 from tests.servers import RedisServer
 

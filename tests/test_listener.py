@@ -1,13 +1,16 @@
-"""The listener's pure parts: picking headers, translating events, building state-script records."""
+"""The listener's pure parts: picking headers, translating events, building the store's changes."""
 
 from __future__ import annotations
+
+import json
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redswitch.listener import Action, _record, action_of, translate
+from redswitch.listener import Action, action_of, change_of, translate
 from redswitch.protocol import Event, parse_event_plain, serialize_event_plain
 from redswitch.protocol.pick import header_picker
+from redswitch.store import ChannelChange
 
 OURS = {
     "variable_redswitch_dial_id": "d1",
@@ -53,15 +56,26 @@ def test_background_job_results_are_read_from_the_event_body() -> None:
     assert action_of(serialize_event_plain(ok)) == Action("job_done", "", job_uuid="j1", result="+OK 1234")
 
 
-def test_records_carry_only_validated_fields_in_a_fixed_order() -> None:
-    assert _record(Action("answered", "d1", "o1", "u1", "1")) == "A|d1|o1|u1|1"
-    assert (
-        _record(Action("hung_up", "d1", "o1", "u1", "0", cause="NORMAL_CLEARING")) == "H|d1|o1|u1|0|NORMAL_CLEARING|-|-"
+def test_changes_carry_validated_fields_and_their_event_encoded_once() -> None:
+    answered = change_of(Action("answered", "d1", "o1", "u1", "1"), "n1")
+    assert answered == ChannelChange("answered", "d1", "o1", "u1", "1", "n1", '{"type": "answer-event", "side": "1"}')
+    clearing = change_of(Action("hung_up", "d1", "o1", "u1", "0", cause="NORMAL_CLEARING"), "n1")
+    assert clearing is not None and clearing.ends_call
+    assert clearing.event == '{"type": "hangup-event", "side": "0", "cause": "NORMAL_CLEARING"}'
+    busy = Action("hung_up", "d1", "o1", "u1", "1", cause="USER_BUSY", sip_code="486", retryable=False)
+    busy_change = change_of(busy, "n1")
+    assert busy_change is not None and not busy_change.ends_call
+    assert json.loads(busy_change.event) == {
+        "type": "hangup-event",
+        "side": "1",
+        "cause": "USER_BUSY",
+        "sip_code": "486",
+        "retryable": False,
+    }
+    assert change_of(Action("created", "d1", "o1", "u1", "2"), "n1") == ChannelChange(
+        "seen", "d1", "o1", "u1", "2", "n1"
     )
-    busy = Action("hung_up", "d1", "o1", "u1", "0", cause="USER_BUSY", sip_code="486", retryable=False)
-    assert _record(busy) == "H|d1|o1|u1|0|USER_BUSY|486|0"
-    assert _record(Action("created", "d1", "o1", "u1", "2")) == "S|d1|o1|u1|2"
-    assert _record(Action("job_done", "", job_uuid="j")) == ""
+    assert change_of(Action("job_done", "", job_uuid="j"), "n1") is None
 
 
 def test_picker_reads_the_first_value_of_a_header_and_never_the_body() -> None:

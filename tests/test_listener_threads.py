@@ -17,11 +17,15 @@ from redswitch import listener as listener_module
 from redswitch.config import Settings
 from redswitch.listener import Action, Listener, Pending
 from redswitch.redis_client import redis_from_settings
-from redswitch.state import Batch
+from redswitch.store import Batch
 from tests.servers import RedisServer
 
 CALLS = 300
 SEQUENCE = [("answer-event", "0"), ("answer-event", "1"), ("hangup-event", "1"), ("hangup-event", "0")]
+
+
+def no_resend(job: dict[str, Any], delay_ms: int) -> None:
+    raise AssertionError("no originate is throttled here")
 
 
 class SlowFirst(Listener):
@@ -94,7 +98,7 @@ def test_reads_piled_up_behind_a_slow_round_trip_go_in_one_and_every_call_keeps_
 ) -> None:
     settings, client, prefix = fed
     # Given a listener whose first Redis round trip is slow, fed 1,200 events as fast as the socket takes them
-    listener = SlowFirst(settings, client)
+    listener = SlowFirst(settings, client, no_resend)
     # When every event has been applied
     raised = run_until_applied(listener, client, prefix)
     # Then the reads that arrived meanwhile went out together (one read holds about a hundred of these events)
@@ -119,7 +123,7 @@ def test_a_clean_stop_applies_everything_already_read(
         return action
 
     monkeypatch.setattr(listener_module, "action_of", counting)
-    listener, stop = SlowFirst(settings, client), threading.Event()
+    listener, stop = SlowFirst(settings, client, no_resend), threading.Event()
     thread, raised = run(listener, stop)
     # When it is told to stop while reads are waiting behind that round trip
     assert wait(lambda: len(translated) > 0)
@@ -141,7 +145,7 @@ def test_a_failure_that_is_not_redis_stops_the_listener_instead_of_leaving_it_re
 
     # Given a listener whose applying thread fails on the first events
     stop = threading.Event()
-    thread, raised = run(Broken(settings, client), stop)
+    thread, raised = run(Broken(settings, client, no_resend), stop)
     # Then the listener itself ends with that failure, without being told to stop
     thread.join(10)
     assert not thread.is_alive() and not stop.is_set()
@@ -168,7 +172,7 @@ def test_a_batch_retried_after_its_reply_was_lost_publishes_nothing_twice(
 ) -> None:
     settings, client, prefix = fed
     # Given a listener whose first three batches reach Redis but whose replies are lost
-    listener = LostReplies(settings, client)
+    listener = LostReplies(settings, client, no_resend)
     # When it retries them and goes on
     raised = run_until_applied(listener, client, prefix, timeout=30)
     # Then every call's events were published exactly once, in order
@@ -182,7 +186,7 @@ def test_a_retried_batch_does_not_handle_again_the_job_results_it_already_handle
     handled: list[str] = []
 
     class Flaky(Listener):
-        def _job_done(self, action: Action) -> None:
+        def _job_done(self, action: Action, node: str) -> None:
             if action.job_uuid == "j2" and "j2" not in handled:
                 handled.append("j2")
                 raise redis.exceptions.ConnectionError("connection dropped")
@@ -191,6 +195,6 @@ def test_a_retried_batch_does_not_handle_again_the_job_results_it_already_handle
     jobs = [Action("job_done", "", job_uuid=f"j{n}", result="+OK") for n in (1, 2, 3)]
     pending = Pending(jobs, Batch(f"test-{time.monotonic_ns()}", 1))
     # When the batch is applied until Redis takes it all
-    assert Flaky(settings, redis_from_settings(settings))._apply_until_done(pending, threading.Event())
+    assert Flaky(settings, redis_from_settings(settings), no_resend)._apply_until_done(pending, threading.Event())
     # Then each result was handled once, in order, the failed one again
     assert handled == ["j1", "j2", "j2", "j3"]

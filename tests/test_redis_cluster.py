@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,17 +17,14 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from redswitch.admission import Admission
 from redswitch.broker import build_broker
 from redswitch.config import Settings
 from redswitch.errors import ConfigError
 from redswitch.launcher import redswitch_command
-from redswitch.messages import AspCall
-from redswitch.nodes import calls_key
 from redswitch.redis_client import is_cluster, redis_from_settings
 from redswitch.scheduler import RECONCILED_REASON
 from redswitch.simulator import Scenario, Simulator
-from redswitch.state import CallState, Keys
+from redswitch.store import Keys, open_store
 from tests.cluster import RedisClusterServers
 from tests.payloads import SEED_JOB_TEXT, next_event
 from tests.pipeline import Pipeline, has, hung_up
@@ -36,11 +32,9 @@ from tests.servers import RedisServer
 from tests.test_scheduler import drain, place_call, reconcile
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers().start()
-    yield servers
-    servers.stop()
+@pytest.fixture
+def cluster(redis_cluster: RedisClusterServers) -> RedisClusterServers:
+    return redis_cluster
 
 
 @pytest.fixture
@@ -85,7 +79,7 @@ def test_a_cluster_node_url_gets_cluster_clients_and_a_single_redis_keeps_its_cl
     assert text.get("redswitch:probe") == "é" and raw.get("redswitch:probe") == "é".encode()
     single = redis_from_settings(Settings(pubsub_redis_url=redis_server.url))
     assert type(single) is redis.Redis
-    assert type(CallState(single, on_cluster)) is CallState and not CallState(text, on_cluster).atomic
+    assert open_store(single, on_cluster).atomic and not open_store(text, on_cluster).atomic
 
 
 def test_the_broker_refuses_a_cluster_naming_the_variables(cluster: RedisClusterServers) -> None:
@@ -120,85 +114,7 @@ def test_watch_on_a_cluster_prints_a_calls_events_until_its_hangup(
     assert output.decode().splitlines() == ['{"type": "answer-event", "side": "0"}', hangup]
 
 
-# -- call state: the ordered path ----------------------------------------------------------------------------
-
-
-def test_claim_and_events_on_a_cluster_write_state_and_reach_subscribers_on_other_nodes(
-    cluster_client: redis.Redis, cluster: RedisClusterServers
-) -> None:
-    settings = Settings(pubsub_redis_url=cluster.url)
-    state, keys = CallState(cluster_client, settings), Keys(settings)
-    dial = "cl_dial"
-    active, history = keys.active(dial, "org", "usr"), keys.history("org", "usr")
-    # the call's keys really are spread over the nodes (else this test would prove nothing about slots)
-    touched = [Keys.call(dial), active, history, Keys.active_calls(), calls_key("fs1"), dial, Keys.lifecycle()]
-    assert len({node_of(cluster_client, key) for key in touched}) == 3
-    pubsub = subscribe(cluster_client, dial, Keys.lifecycle())
-    cluster_client.rpush(history, '{"type": "stale"}')
-    record = {"org_id": "org", "user_id": "usr", "job_uuid": "job-1", "state": "dialling"}
-    created, stored = state.claim_call(dial, "org", "usr", record)
-    assert created and stored == record
-    assert state.claim_call(dial, "org", "usr", record) == (False, record)  # the second claim changes nothing
-    state.call_sent(dial, "fs1")
-    assert cluster_client.smembers(calls_key("fs1")) == {dial} and state.call_record(dial)["state"] == "sent"
-    state.call_sent(dial, "fs2")  # only from dialling: a late second reply changes nothing
-    assert state.call_record(dial)["node"] == "fs1" and not cluster_client.exists(calls_key("fs2"))
-    state.record_events([f"S|{dial}|org|usr|0", f"A|{dial}|org|usr|0", f"A|{dial}|org|usr|1"])
-    assert cluster_client.lrange(active, 0, -1) == ["ACTIVE.0", "ACTIVE.1"]
-    state.record_events([f"H|{dial}|org|usr|1|NORMAL_CLEARING", f"H|{dial}|org|usr|0|NORMAL_CLEARING"])
-    heard = drain(pubsub)
-    events = [event for event in heard if isinstance(event, dict)]
-    assert events == [
-        {"type": "call-start", "dial_id": dial},
-        {"type": "answer-event", "side": "0"},
-        {"type": "answer-event", "side": "1"},
-        {"type": "hangup-event", "side": "1", "cause": "NORMAL_CLEARING"},
-        {"type": "hangup-event", "side": "0", "cause": "NORMAL_CLEARING"},
-    ]
-    assert [item for item in heard if isinstance(item, str)] == [f"start:{dial}", f"end:{dial}"]
-    assert [json.loads(item) for item in cluster_client.lrange(history, 0, -1)] == events  # fresh at call start
-    assert 0 < cluster_client.ttl(history) <= 4 * 3600
-    assert cluster_client.lrange(active, 0, -1) == [] and not state.is_active(dial)
-    assert cluster_client.smembers(calls_key("fs1")) == set()
-    assert cluster_client.get(Keys.job("job-1")) == dial
-    assert state.call_record(dial)["seen"] == "1"
-
-
-def test_on_a_cluster_state_is_written_before_the_event_announcing_it(
-    cluster_client: redis.Redis, cluster: RedisClusterServers
-) -> None:
-    # A consumer reads the history and the active list the moment each event arrives, on its own connection
-    # (later changes may be there too: the calls below do not wait for it).
-    settings = Settings(pubsub_redis_url=cluster.url)
-    state, keys = CallState(cluster_client, settings), Keys(settings)
-    reader = redis_from_settings(settings)
-    seen: list[tuple[dict[str, Any], list[Any], list[Any]]] = []
-    pubsub = subscribe(reader, "ord_dial")
-    done = threading.Event()
-
-    def consume() -> None:
-        while not done.is_set():
-            event = next_event(pubsub, timeout=0.1)
-            if event is not None:
-                history = reader.lrange(keys.history("org", "ord_user"), 0, -1)
-                seen.append((event, history, reader.lrange(keys.active("ord_dial", "org", "ord_user"), 0, -1)))
-
-    consumer = threading.Thread(target=consume)
-    consumer.start()
-    state.claim_call("ord_dial", "org", "ord_user", {"org_id": "org", "user_id": "ord_user", "job_uuid": "j2"})
-    for side in ("0", "1"):
-        state.record_events([f"A|ord_dial|org|ord_user|{side}"])
-    state.side_hung_up("ord_dial", "org", "ord_user", "1", {"cause": "NORMAL_CLEARING"})
-    deadline = time.monotonic() + 5
-    while len(seen) < 4 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    done.set()
-    consumer.join()
-    assert [event["type"] for event, _, _ in seen] == ["call-start", "answer-event", "answer-event", "hangup-event"]
-    for event, history, active in seen:
-        assert event in [json.loads(item) for item in history]  # already in the history when it was heard
-        if event["type"] == "hangup-event":
-            assert "ACTIVE.1" not in active
+# -- call state on a cluster (the store's contract for both backends is in test_store.py) -----------------------------
 
 
 def test_reconciliation_on_a_cluster_publishes_lost_hangups_and_ends_the_call(
@@ -217,41 +133,6 @@ def test_reconciliation_on_a_cluster_publishes_lost_hangups_and_ends_the_call(
     assert "end:cl_lost" in heard and report.ended == ["cl_lost"]
     assert not cluster_client.sismember(Keys.active_calls(), "cl_lost")
     assert cluster_client.lrange(Keys(settings).active("cl_lost", "org", "cl_lost"), 0, -1) == []
-
-
-def test_relay_ownership_on_a_cluster_is_kept_by_a_live_bridge_and_taken_from_a_dead_one(
-    cluster_client: redis.Redis, cluster: RedisClusterServers
-) -> None:
-    state = CallState(cluster_client, Settings(pubsub_redis_url=cluster.url))
-    cluster_client.set(Keys.bridge_alive("b1"), "1")
-    assert state.claim_relay("own_dial", "b1") and state.claim_relay("own_dial", "b1")
-    assert not state.claim_relay("own_dial", "b2")  # b1 is alive
-    cluster_client.delete(Keys.bridge_alive("b1"))
-    cluster_client.set(Keys.bridge_alive("b2"), "1")
-    assert state.claim_relay("own_dial", "b2") and not state.claim_relay("own_dial", "b1")
-    assert cluster_client.get(Keys.relay_owner("own_dial")) == "b2"
-
-
-def test_admission_on_a_cluster_paces_sessions_and_queues_over_the_org_limit(
-    cluster_client: redis.Redis, cluster: RedisClusterServers
-) -> None:
-    settings = Settings(pubsub_redis_url=cluster.url, switch_cps=2, org_max_calls="org=1")
-    admission, state = Admission(cluster_client, settings), CallState(cluster_client, settings)
-    first, second = (AspCall("gw", "1", "2", "3", "4", dial, "org", dial) for dial in ("adm1", "adm2"))
-    for call in (first, second):
-        state.claim_call(call.dial_id, "org", call.dial_id, {"org_id": "org", "job_uuid": call.dial_id})
-    pubsub = subscribe(cluster_client, "adm2")
-    assert admission.check(first, "fs").verdict == "go"
-    queued = admission.check(second, "fs")  # the org's one slot is taken by adm1, which is still active
-    assert (queued.verdict, queued.position, queued.announced) == ("queued", 1, True)
-    assert admission.check(second, "fs").announced is False  # announced once
-    assert [e for e in drain(pubsub) if isinstance(e, dict)] == [
-        {"type": "queued", "reason": "org_max_calls", "position": 1}
-    ]
-    assert json.loads(cluster_client.lrange(Keys(settings).history("org", "adm2"), -1, -1)[0])["type"] == "queued"
-    state.end_call("adm1")  # the slot frees when adm1 ends; adm2 then waits for the switch's sessions instead
-    paced = admission.check(second, "fs")
-    assert paced.verdict == "wait" and paced.reason == "switch_cps" and 0 < paced.delay <= 1.3
 
 
 # -- the pipeline over real processes ---------------------------------------------------------------------------

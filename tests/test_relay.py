@@ -8,7 +8,7 @@ import redis
 
 from redswitch.config import Settings
 from redswitch.relay import Relay
-from redswitch.state import CallState, Keys
+from redswitch.store import Keys, open_store
 from tests.servers import RedisServer
 
 
@@ -21,8 +21,8 @@ def owner_checks(client: redis.Redis) -> int:
 def make_relay(server: RedisServer, bridge_id: str, alive: list[bool]) -> tuple[Relay, list[str]]:
     client = redis.Redis.from_url(server.url, decode_responses=True)
     forwarded: list[str] = []
-    state = CallState(client, Settings(pubsub_redis_url=server.url))
-    relay = Relay(client, state, bridge_id, lambda actor, dial, msg: forwarded.append(dial), lambda: alive[0])
+    store = open_store(client, Settings(pubsub_redis_url=server.url))
+    relay = Relay(client, store, bridge_id, lambda actor, dial, msg: forwarded.append(dial), lambda: alive[0])
     return relay, forwarded
 
 

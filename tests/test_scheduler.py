@@ -22,7 +22,7 @@ from redswitch.launcher import redswitch_command
 from redswitch.messages import AspCall
 from redswitch.scheduler import RECONCILED_REASON, Lease, Reconciler, Scheduler
 from redswitch.simulator import Scenario, Simulator
-from redswitch.state import CallState, Keys
+from redswitch.store import Batch, CallStore, ChannelChange, Keys, events, open_store
 from tests.servers import RedisServer, free_port
 
 SimFactory = Callable[..., Simulator]
@@ -33,11 +33,19 @@ def settings_for(redis_server: RedisServer, sim: Simulator, **extra: Any) -> Set
     return Settings(pubsub_redis_url=redis_server.url, esl_port=sim.port, **values)
 
 
+def answer(side: str) -> str:
+    return events.encode(events.answer(side))
+
+
+def store_of(client: redis.Redis) -> CallStore:
+    return open_store(client, Settings())
+
+
 def place_call(
     client: redis.Redis, settings: Settings, dial_id: str, sides: tuple[str, ...] = ("0", "1")
 ) -> dict[str, str]:
     """Write a call as the actor and the listener would have: record ``sent``, the given sides answered."""
-    state = CallState(client, settings)
+    store = open_store(client, settings)
     record = {
         "org_id": "org",
         "user_id": dial_id,
@@ -47,9 +55,9 @@ def place_call(
         "job_uuid": str(uuid.uuid4()),
         "state": "sent",
     }
-    state.claim_call(dial_id, "org", dial_id, record)
-    for side in sides:
-        state.side_answered(dial_id, "org", dial_id, side)
+    store.claim(dial_id, "org", dial_id, record)
+    answers = [ChannelChange("answered", dial_id, "org", dial_id, side, "", answer(side)) for side in sides]
+    store.apply(answers, Batch("test", 0))
     return record
 
 
@@ -90,7 +98,7 @@ def drain(pubsub: Any) -> list[Any]:
 
 def test_lease_has_one_holder_until_it_expires(redis_client: redis.Redis) -> None:
     # Given two schedulers' leases on one Redis
-    first, second = Lease(redis_client, "a", ttl=0.5), Lease(redis_client, "b", ttl=0.5)
+    first, second = Lease(store_of(redis_client), "a", ttl=0.5), Lease(store_of(redis_client), "b", ttl=0.5)
     # When the first takes it, then both keep asking
     assert first.hold()
     assert not second.hold()
@@ -102,7 +110,7 @@ def test_lease_has_one_holder_until_it_expires(redis_client: redis.Redis) -> Non
 
 
 def test_lease_release_frees_it_only_for_its_holder(redis_client: redis.Redis) -> None:
-    first, second = Lease(redis_client, "a", ttl=30), Lease(redis_client, "b", ttl=30)
+    first, second = Lease(store_of(redis_client), "a", ttl=30), Lease(store_of(redis_client), "b", ttl=30)
     assert first.hold()
     second.release()  # not the holder: no effect
     assert not second.hold()
@@ -236,7 +244,7 @@ def test_scheduler_without_the_lease_does_not_act(
 ) -> None:
     # Given another scheduler holding the lease, a lost call and a too-long dead list
     settings = settings_for(redis_server, simulator, dead_max=1)
-    Lease(redis_client, "someone-else", ttl=30).hold()
+    Lease(store_of(redis_client), "someone-else", ttl=30).hold()
     place_call(redis_client, settings, "not_mine")
     redis_client.rpush(settings.effective_dead_key, "a", "b")
     follower = Scheduler(settings, redis_client)

@@ -28,12 +28,14 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from redswitch import admission, metrics, originate
+from redswitch.ack_writes import write_with_ack
 from redswitch.actors import context
 from redswitch.config import EslNode
 from redswitch.errors import EslCommandError, EslConnectionError, EslUncertainError, PayloadError
 from redswitch.messages import ID_PATTERN, AspCall, job_from_dict
 from redswitch.nodes import Nodes
 from redswitch.protocol import commands
+from redswitch.store import events
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +57,18 @@ def asp_call(job: dict[str, Any]) -> None:
     except PayloadError as exc:
         _report_invalid(job, exc)
         raise
-    client = context.redis_client()
+    store = context.store()
     created, record = _claim(call)
     if admission.RETRY_KEY in job:  # the listener's re-send of an originate the switch throttled
-        taken = admission.take_retry(client, call.dial_id, job)
+        taken = admission.take_retry(store, call.dial_id, job)
         if taken is None:
             return
         record = taken
     elif not created and not _may_dial(call.dial_id, record):
         return
-    if not admission.admit(context.admission(), call, record.get("node", ""), lambda ms: _send_again(job, ms)):
+    if not admission.admit(store, context.limits(), call, record.get("node", ""), lambda ms: _send_again(job, ms)):
         return  # deferred by a limit: the message was sent again with a delay
-    if not created and not admission.begin_dial(client, call.dial_id, record):
+    if not created and not admission.begin_dial(store, call.dial_id, record):
         return  # another copy of this message started the attempt
     _send(call, record)
 
@@ -91,7 +93,7 @@ def _claim(call: AspCall) -> tuple[bool, dict[str, str]]:
         "dialling_since": f"{time.time():.3f}",
         "job": admission.job_field(call),  # the listener sends a throttled originate again
     }
-    return context.call_state().claim_call(call.dial_id, call.org_id, call.user_id, fresh)
+    return context.store().claim(call.dial_id, call.org_id, call.user_id, fresh)
 
 
 def _may_dial(dial_id: str, record: dict[str, str]) -> bool:
@@ -132,16 +134,16 @@ def _send(call: AspCall, record: dict[str, str]) -> None:
     except EslConnectionError as exc:
         _set_state(call.dial_id, "claimed")  # nothing was written: FreeSWITCH surely does not have it
         if _retries() >= MAX_RETRIES:
-            context.call_state().fail(call.dial_id, call.org_id, call.user_id, "ESL_UNREACHABLE", reason=str(exc))
+            _fail(call, record, events.failure("ESL_UNREACHABLE", reason=str(exc)))
             logger.error("dial_id=%s failed: FreeSWITCH unreachable after %d retries", call.dial_id, MAX_RETRIES)
             return
         logger.warning("dial_id=%s FreeSWITCH unreachable, will retry: %s", call.dial_id, exc)
         raise
     except EslCommandError as exc:
-        context.call_state().fail(call.dial_id, call.org_id, call.user_id, exc.reply)
+        _fail(call, record, events.failure(exc.reply))
         _set_state(call.dial_id, "sent")
         return
-    context.call_state().call_sent(call.dial_id, node)
+    write_with_ack(context.redis_client(), context.store().sent(call.dial_id, node))
     _count_originate()
     logger.info("dial_id=%s originate handed to FreeSWITCH %s (job %s)", call.dial_id, node, record["job_uuid"])
 
@@ -157,7 +159,7 @@ def _hand_over(dial_id: str, record: dict[str, str], command: str) -> str:
     failure: EslConnectionError | None = None
     for node in _then_the_rest(preferred, nodes):
         if node.name != record.get("node"):
-            context.call_state().update_call(dial_id, node=node.name)
+            context.store().update_call(dial_id, node=node.name)
             record["node"] = node.name
         try:
             context.esl_pool(node.name).client().bgapi(command, record["job_uuid"])
@@ -186,8 +188,13 @@ def _count_originate() -> None:
         metrics.JOB_TO_ORIGINATE.observe(metrics.seconds_since(message.message_timestamp / 1000))
 
 
+def _fail(call: AspCall, record: dict[str, str], event: dict[str, Any]) -> None:
+    """Announce ``failure`` and end the call (it leaves the node that was to hold it)."""
+    context.store().fail(call.dial_id, call.org_id, call.user_id, event, node=record.get("node", ""))
+
+
 def _set_state(dial_id: str, state: str, **extra: str) -> None:
-    context.call_state().update_call(dial_id, state=state, **extra)
+    context.store().update_call(dial_id, state=state, **extra)
 
 
 def _retries() -> int:
@@ -199,5 +206,5 @@ def _report_invalid(job: Any, exc: PayloadError) -> None:
     """A message enqueued directly (not through the bridge) can be invalid: tell its channel if we can."""
     dial_id = job.get("dial_id") if isinstance(job, dict) else None
     if isinstance(dial_id, str) and ID_PATTERN.fullmatch(dial_id):
-        context.call_state().fail(dial_id, None, None, "INVALID_JOB", reason=exc.reason)
+        context.store().fail(dial_id, None, None, events.failure("INVALID_JOB", reason=exc.reason))
     logger.warning("dial_id=%s invalid asp-call message: %s", dial_id, exc.reason)

@@ -10,12 +10,12 @@ import functools
 
 import redis
 
-from redswitch.admission import Admission
+from redswitch.admission import Limits
 from redswitch.config import Settings
 from redswitch.esl import EslPool
 from redswitch.nodes import Nodes
 from redswitch.redis_client import redis_from_settings
-from redswitch.state import CallState
+from redswitch.store import CallStore, open_store
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,21 +42,21 @@ def _pool(name: str) -> EslPool:
 
 @functools.lru_cache(maxsize=1)
 def nodes() -> Nodes:
-    return Nodes(redis_client(), settings())
+    return Nodes(store(), settings())
 
 
 @functools.lru_cache(maxsize=1)
-def call_state() -> CallState:
-    return CallState(redis_client(), settings())
+def store() -> CallStore:
+    return open_store(redis_client(), settings())
 
 
 @functools.lru_cache(maxsize=1)
-def admission() -> Admission:
+def limits() -> Limits:
     """The limits, parsed once per process (each call is checked against them)."""
-    return Admission(redis_client(), settings())
+    return Limits(settings())
 
 
 def reset() -> None:
     """Forget everything (tests change the environment between runs)."""
-    for cached in (settings, redis_client, _pool, nodes, call_state, admission):
+    for cached in (settings, redis_client, _pool, nodes, store, limits):
         cached.cache_clear()

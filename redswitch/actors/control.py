@@ -25,7 +25,7 @@ from redswitch.actors import context
 from redswitch.errors import EslCommandError, PayloadError
 from redswitch.messages import Control, parse_control
 from redswitch.protocol import commands
-from redswitch.state import Keys
+from redswitch.store import events
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +60,10 @@ def _control_actor(name: str, fn: Callable[[str, Control], Done]) -> dramatiq.Ac
         except (CannotApply, PayloadError, EslCommandError) as exc:
             reason = exc.reason if isinstance(exc, PayloadError) else str(exc)
             logger.info("dial_id=%s %s refused: %s", dial_id, kind, reason)
-            context.call_state().reply(dial_id, {"type": "error", "event": kind, "reason": reason})
+            context.store().reply(dial_id, events.error(kind, reason))
             metrics.CONTROL_COMMANDS.labels(name, "error").inc()
             return
-        context.call_state().reply(dial_id, {"type": "ack", "event": kind}, done.record, **done.fields)
+        context.store().reply(dial_id, events.ack(kind), done.record, **done.fields)
         metrics.CONTROL_COMMANDS.labels(name, "ack").inc()
         logger.info("dial_id=%s %s done", dial_id, kind)
 
@@ -74,7 +74,7 @@ def _control_actor(name: str, fn: Callable[[str, Control], Done]) -> dramatiq.Ac
 
 
 def _active_record(dial_id: str) -> dict[str, str]:
-    record = context.call_state().active_call_record(dial_id)
+    record = context.store().active_call_record(dial_id)
     if record is None:
         raise CannotApply(f"no active call with dial_id {dial_id!r}")
     return record
@@ -102,7 +102,7 @@ def _barge(dial_id: str, control: Control) -> Done:
         raise CannotApply("a barge is already up on this call")
     settings = context.settings()
     barger_uuid = str(uuid.uuid4())
-    if not context.redis_client().hsetnx(Keys.call(dial_id), "barger_uuid", barger_uuid):
+    if not context.store().claim_barger(dial_id, barger_uuid):
         raise CannotApply("a barge is already up on this call")
     ids = {
         originate.VAR_DIAL_ID: dial_id,
@@ -119,7 +119,7 @@ def _barge(dial_id: str, control: Control) -> Done:
     try:
         context.esl_pool(record.get("node", "")).client().bgapi(command, str(uuid.uuid4()))
     except Exception:
-        context.call_state().clear_call_fields(dial_id, "barger_uuid")
+        context.store().clear_call_fields(dial_id, "barger_uuid")
         raise
     return Done(record, {"barger_mode": "listen", "barger_prev_mode": "listen"})
 

@@ -1,0 +1,412 @@
+"""The call store's interface: every change Redswitch makes to Redis, and what it announces with each.
+
+One :class:`CallStore`, two implementations chosen by :func:`redswitch.store.open_store`:
+
+* :class:`~redswitch.store.atomic.AtomicStore` (a single Redis): every state change and the PUBLISH that
+  announces it run in one script or one MULTI/EXEC, so a consumer that reacts to an event and then reads the
+  active list or the history finds the change already there, and a process killed at any instant leaves all of
+  a change or none of it;
+* :class:`~redswitch.store.cluster.ClusterStore` (a Redis Cluster): the same changes in the same order, as
+  commands a cluster accepts (a call's keys live in different slots): state first, then the history, then the
+  PUBLISH. Ordered, not atomic (docs/operations.md, "Redis Cluster").
+
+What both do the same way lives here: single-key steps, reads, and the staging of a change with its
+announcement on whatever :meth:`CallStore.transaction` gives. Events arrive built and encoded
+(:mod:`redswitch.store.events`); key names come from :class:`~redswitch.store.keys.Keys`.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import redis
+
+from redswitch import metrics
+from redswitch.config import Settings
+from redswitch.redis_client import reply_text
+from redswitch.store.events import JsonDict, encode
+from redswitch.store.keys import ACTIVE_TTL, CALL_TTL, HISTORY_TTL, Keys
+from redswitch.store.lua import script
+
+#: Record fields of a barger; cleared when the barger's leg is gone.
+BARGER_FIELDS = ("barger_uuid", "barger_mode", "barger_prev_mode", "barger_answered")
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """A listener's batch of changes: the listener's own id (one per node it follows, per process) and the
+    batch's number, increasing in the order the batches are applied."""
+
+    listener: str
+    number: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelChange:
+    """What one FreeSWITCH channel event changes for its call: the listener's input to :meth:`CallStore.apply`.
+
+    ``kind``: ``seen`` (a leg of the call exists), ``answered`` or ``hung_up``; ``event`` is the encoded protocol
+    event announcing it (empty for ``seen``, which announces nothing); ``node`` the FreeSWITCH node it came from.
+    """
+
+    kind: str
+    dial_id: str
+    org_id: str
+    user_id: str
+    side: str
+    node: str
+    event: str = ""  # encoded (see redswitch.store.events)
+
+    @property
+    def ends_call(self) -> bool:
+        """Side 0's hangup ends the call (the contract: side 1 and a barger follow it)."""
+        return self.kind == "hung_up" and self.side == "0"
+
+
+@dataclasses.dataclass(frozen=True)
+class JobCall:
+    """The call a background originate's result belongs to, as the listener needs it to judge a refusal."""
+
+    dial_id: str
+    seen: bool
+    org_id: str
+    user_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Limit:
+    """One sessions-per-second limiter: ``kind`` ``switch`` (a FreeSWITCH node) or ``gateway``, its name, its
+    sessions a second."""
+
+    kind: str
+    name: str
+    per_second: int
+
+    @property
+    def reason(self) -> str:
+        return f"{self.kind}_cps"
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """``go`` (dial now), ``wait`` (a rate limit: ask again after ``delay`` seconds) or ``queued`` (an org limit).
+    ``announced``: this check published the call's ``queued`` event."""
+
+    verdict: str
+    delay: float
+    reason: str = ""
+    position: int = 0
+    announced: bool = False
+
+
+GO = Decision("go", 0.0)
+#: A click-to-call starts two sessions (side 0 at the originate, side 1 when side 0 answers); both are counted
+#: at the originate.
+SESSIONS_PER_CALL = 2
+#: FreeSWITCH counts sessions per second; our window is longer by this margin (clock jitter, side 1's delay).
+WINDOW = 1.2
+#: A waiter that has not asked for this long is presumed gone (its message lost) and loses its place.
+STALE_WAITER = 15.0
+#: Builds the reconciler's ``hangup-event`` of a side.
+HangupEvent = Callable[[str], JsonDict]
+
+
+class StoreWrite(abc.ABC):
+    """A write that may ride on another round trip (the message's ack): run now, or staged on a pipeline."""
+
+    @abc.abstractmethod
+    def run(self, client: Any) -> object: ...
+
+    def stage(self, pipe: Any) -> None:
+        """Queue on ``pipe`` (only writes that are one script can be staged; see ``stageable``)."""
+        raise NotImplementedError
+
+    stageable = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ScriptWrite(StoreWrite):
+    """One idempotent Lua script call (the ack may be sent again after a connection error)."""
+
+    name: str
+    keys: Sequence[str]
+    args: Sequence[Any]
+    stageable = True
+
+    def run(self, client: Any) -> object:
+        return script(self.name).run(client, self.keys, self.args)
+
+    def stage(self, pipe: Any) -> None:
+        script(self.name).stage(pipe, self.keys, self.args)
+
+
+class CallStore(abc.ABC):
+    """Every Redis change of a call, each with the events that announce it; see the module docstring."""
+
+    #: False on a Redis Cluster: changes are ordered (state, history, PUBLISH) but not one transaction.
+    atomic = True
+
+    def __init__(self, client: redis.Redis, settings: Settings, keys: Keys) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = keys
+
+    # -- what differs between a single Redis and a cluster ---------------------------------------------------
+
+    @abc.abstractmethod
+    def transaction(self) -> Any:
+        """Where a change and its announcement are staged: a MULTI/EXEC, or on a cluster an ordered stage."""
+
+    @abc.abstractmethod
+    def claim(self, dial_id: str, org_id: str, user_id: str, record: Mapping[str, str]) -> tuple[bool, dict[str, str]]:
+        """Record a new call and announce ``call-start`` unless the record exists; return (created, record)."""
+
+    @abc.abstractmethod
+    def apply(self, changes: Sequence[ChannelChange], batch: Batch) -> None:
+        """The listener's changes, in order, each announced after its state is written. With ``batch`` (a listener's
+        id and the batch's number, increasing), a batch already applied is skipped where the store can tell."""
+
+    @abc.abstractmethod
+    def sent(self, dial_id: str, node: str) -> StoreWrite:
+        """FreeSWITCH node ``node`` accepted the originate: the write recording that it holds the call (only from
+        ``dialling``, and the node counts the call only while the call is active)."""
+
+    @abc.abstractmethod
+    def repair(
+        self, dial_id: str, record: Mapping[str, str], lost: set[str], call_over: bool, hangup: HangupEvent
+    ) -> list[str] | None:
+        """The reconciler's repair: announce ``hangup(side)`` for each side FreeSWITCH lost whose hangup consumers
+        still wait for (:func:`owed_hangups`, side 0 last: it ends the call), with the change it describes; the
+        sides announced, or None when nothing was done (the call changed meanwhile, or nothing was owed)."""
+
+    @abc.abstractmethod
+    def admit(self, dial_id: str, org_id: str, user_id: str, org_max: int, limits: Sequence[Limit]) -> Decision:
+        """Take the call's org slot and its sessions now, or say how long to wait (see redswitch/admission.py)."""
+
+    # -- announcements --------------------------------------------------------------------------------------
+
+    def announce(self, stage: Any, dial_id: str, org_id: str, user_id: str, event: JsonDict) -> None:
+        """Append the event to the user's history, then publish it on the call's channel."""
+        history = self.keys.history(org_id, user_id)
+        payload = encode(event)
+        stage.rpush(history, payload)
+        stage.expire(history, HISTORY_TTL)
+        stage.publish(self.keys.channel(dial_id), payload)
+
+    def side_answered(self, stage: Any, dial_id: str, org_id: str, user_id: str, side: str, event: JsonDict) -> None:
+        """Add ``ACTIVE.<side>`` and announce ``event`` (an ``answer-event``)."""
+        active, item = self.keys.active(dial_id, org_id, user_id), f"ACTIVE.{side}"
+        stage.lrem(active, 0, item)
+        stage.rpush(active, item)
+        stage.expire(active, ACTIVE_TTL)
+        self.announce(stage, dial_id, org_id, user_id, event)
+
+    def side_hung_up(self, stage: Any, dial_id: str, org_id: str, user_id: str, side: str, event: JsonDict) -> None:
+        """Remove the side from the active list and announce ``event`` (a ``hangup-event``)."""
+        stage.lrem(self.keys.active(dial_id, org_id, user_id), 0, f"ACTIVE.{side}")
+        self.announce(stage, dial_id, org_id, user_id, event)
+
+    def stage_end(self, stage: Any, dial_id: str, node: str) -> None:
+        """The call is over: it leaves the active calls and its node's set; the relays leave its channel."""
+        stage.srem(self.keys.active_calls(), dial_id)
+        if node:
+            stage.srem(self.keys.node_calls(node), dial_id)
+        stage.publish(self.keys.lifecycle(), f"end:{dial_id}")
+
+    def end_call(self, dial_id: str, node: str) -> None:
+        stage = self.transaction()
+        self.stage_end(stage, dial_id, node)
+        stage.execute()
+
+    def fail(
+        self,
+        dial_id: str,
+        org_id: str | None,
+        user_id: str | None,
+        event: JsonDict,
+        *,
+        end_call: bool = True,
+        node: str = "",
+    ) -> None:
+        """Announce ``event`` (a ``failure``) and, unless told otherwise, end the call."""
+        stage = self.transaction()
+        if org_id is not None and user_id is not None:
+            self.announce(stage, dial_id, org_id, user_id, event)
+        else:
+            stage.publish(self.keys.channel(dial_id), encode(event))
+        if end_call:
+            self.stage_end(stage, dial_id, node)
+        stage.execute()
+        metrics.CALLS_FAILED.labels(metrics.cause_label(str(event.get("cause", "")))).inc()
+
+    def reply(self, dial_id: str, event: JsonDict, record: Mapping[str, str] | None = None, **fields: str) -> None:
+        """Publish an ``ack`` or ``error`` on the call's channel (and its user's history when the call is known).
+
+        ``record`` is the call record when the caller has it (saves reading it again); ``fields`` are written to
+        it in the same transaction, before the announcement.
+        """
+        record = self.call_record(dial_id) if record is None else record
+        stage = self.transaction()
+        if fields:
+            stage.hset(self.keys.call(dial_id), mapping=fields)
+        if "org_id" in record and "user_id" in record:
+            self.announce(stage, dial_id, record["org_id"], record["user_id"], event)
+        else:
+            stage.publish(self.keys.channel(dial_id), encode(event))
+        stage.execute()
+
+    # -- the call record ------------------------------------------------------------------------------------
+
+    def call_record(self, dial_id: str) -> dict[str, str]:
+        return _text_map(self.client.hgetall(self.keys.call(dial_id)))
+
+    def active_call_record(self, dial_id: str) -> dict[str, str] | None:
+        """The call record if the call is still active (one round trip for both reads), else None."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.call(dial_id))
+        pipe.sismember(self.keys.active_calls(), dial_id)
+        raw, active = pipe.execute()
+        if not raw or not active:
+            return None
+        return _text_map(raw)
+
+    def is_active(self, dial_id: str) -> bool:
+        return bool(self.client.sismember(self.keys.active_calls(), dial_id))
+
+    def active_calls(self) -> list[str]:
+        return sorted(reply_text(m) for m in self.client.smembers(self.keys.active_calls()))
+
+    def update_call(self, dial_id: str, **fields: str) -> None:
+        self.client.hset(self.keys.call(dial_id), items=[item for pair in fields.items() for item in pair])
+
+    def clear_call_fields(self, dial_id: str, *names: str) -> None:
+        self.client.hdel(self.keys.call(dial_id), *names)
+
+    def claim_relay(self, dial_id: str, bridge_id: str) -> bool:
+        """True when this bridge's relay is (now) the one that executes ``dial_id``'s control messages: nobody
+        owned the call, this bridge did, or the owner's bridge stopped heartbeating (one round trip unless another
+        bridge owns the call; then its liveness is read and the owner key compared-and-set)."""
+        owner_key = self.keys.relay_owner(dial_id)
+        mine, *owner = script("relay_take").run(self.client, [owner_key], [bridge_id, "", CALL_TTL])
+        if mine:
+            return True
+        current = reply_text(owner[0])
+        if self.client.exists(self.keys.bridge_alive(current)):
+            return False
+        return bool(script("relay_take").run(self.client, [owner_key], [bridge_id, current, CALL_TTL])[0])
+
+    def claim_barger(self, dial_id: str, barger_uuid: str) -> bool:
+        """Reserve the call's one barge for ``barger_uuid``; False when a barge is already up."""
+        return bool(self.client.hsetnx(self.keys.call(dial_id), "barger_uuid", barger_uuid))
+
+    # -- the originate's life -------------------------------------------------------------------------------
+
+    def begin_dial(self, dial_id: str, state: str, since: str, now: str) -> bool:
+        """Move the record from the state a run read to ``dialling``; False when another run got there first."""
+        return bool(script("begin_dial").run(self.client, [self.keys.call(dial_id)], [state, since, now]))
+
+    def defer(self, dial_id: str) -> None:
+        """A limit deferred the call: FreeSWITCH surely does not have it (``claimed``)."""
+        self.client.hset(self.keys.call(dial_id), "state", "claimed")
+
+    def job_result(self, job_uuid: str, result: str) -> JobCall | None:
+        """Note a bgapi originate's result on its call; the call (None: not one of ours, or long gone)."""
+        dial_id = reply_text(self.client.get(self.keys.job(job_uuid)) or "")
+        if not dial_id:
+            return None
+        found = script("job_result").run(self.client, [self.keys.call(dial_id)], [result])
+        if not found:
+            return JobCall(dial_id, False, "", "")
+        seen, org_id, user_id = map(reply_text, found)
+        return JobCall(dial_id, seen == "1", org_id, user_id)
+
+    def note_throttled(self, dial_id: str, job_uuid: str, most: int) -> tuple[int, dict[str, Any]] | None:
+        """The switch throttled this attempt before side 0 existed: the retry's number and the job to send again,
+        or None (not this attempt any more, side 0 was seen, or ``most`` retries were spent)."""
+        found = script("throttled").run(self.client, [self.keys.call(dial_id)], [job_uuid, most])
+        if not found:
+            return None
+        return int(found[0]), json.loads(reply_text(found[1]))
+
+    def take_retry(self, dial_id: str, retry: int) -> dict[str, str] | None:
+        """A throttle retry's message: the record to dial from, or None (stale, or another copy took it)."""
+        if not script("take_retry").run(self.client, [self.keys.call(dial_id)], [str(retry)]):
+            return None
+        return self.call_record(dial_id)
+
+    # -- FreeSWITCH nodes -----------------------------------------------------------------------------------
+
+    def node_load(self, names: Sequence[str]) -> tuple[list[int], list[bool], int]:
+        """Each node's calls and whether it is marked down, and the next turn (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.scard(self.keys.node_calls(name))
+            pipe.exists(self.keys.node_down(name))
+        pipe.incr(self.keys.node_turn())
+        *answers, turn = pipe.execute()
+        return [int(n) for n in answers[::2]], [bool(d) for d in answers[1::2]], int(turn)
+
+    def mark_node_down(self, name: str, for_ms: int) -> None:
+        self.client.set(self.keys.node_down(name), "1", px=for_ms)
+
+    def node_calls(self, name: str) -> set[str]:
+        return {reply_text(m) for m in self.client.smembers(self.keys.node_calls(name))}
+
+    # -- housekeeping ---------------------------------------------------------------------------------------
+
+    def hold_lease(self, key: str, holder: str, ttl_ms: int) -> bool:
+        """Take the lease ``key`` if free, or renew it if ``holder`` has it; True when ``holder`` has it now."""
+        return bool(script("lease_hold").run(self.client, [key], [holder, ttl_ms]))
+
+    def release_lease(self, key: str, holder: str) -> None:
+        script("lease_release").run(self.client, [key], [holder])
+
+    def trim_dead(self, most: int) -> int:
+        """Keep the dead list within ``most`` entries, dropping the oldest; how many were dropped."""
+        return int(script("trim").run(self.client, [self.keys.dead], [most]))
+
+    # -- helpers for the implementations --------------------------------------------------------------------
+
+    def stage_repair(
+        self,
+        stage: Any,
+        dial_id: str,
+        record: Mapping[str, str],
+        sides: list[str],
+        lost: set[str],
+        call_over: bool,
+        hangup: HangupEvent,
+    ) -> None:
+        org_id, user_id = record["org_id"], record["user_id"]
+        for side in sides:
+            self.side_hung_up(stage, dial_id, org_id, user_id, side, hangup(side))
+        if "2" in lost:
+            stage.hdel(self.keys.call(dial_id), *BARGER_FIELDS)
+        if call_over:
+            self.stage_end(stage, dial_id, record.get("node", ""))
+
+
+def owed_hangups(lost: set[str], listed: set[str], call_over: bool) -> list[str]:
+    """Lost sides whose hangup consumers still wait for, side 0 last.
+
+    Answered sides are listed; side 0's hangup is owed while the call is active (it ends the call); the barger's
+    leg has a hangup owed whenever it existed. A side 1 never answered and never listed may never have been
+    dialled, so nothing is invented for it.
+    """
+    owed = {side for side in lost if side in listed or side in ("0", "2")}
+    if call_over:
+        owed |= listed | {"0"}
+    return sorted(owed, key=lambda side: (side == "0", side))
+
+
+def listed_sides(items: Sequence[Any]) -> set[str]:
+    """The sides an active list names (``ACTIVE.<side>`` items)."""
+    return {reply_text(item).partition(".")[2] for item in items}
+
+
+def _text_map(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {reply_text(k): reply_text(v) for k, v in raw.items()}

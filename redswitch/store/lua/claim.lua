@@ -1,0 +1,19 @@
+-- Create a call's record and announce call-start, unless the record exists: then return it.
+-- KEYS: call record, active calls, user's history, Job-UUID map.
+-- ARGV: dial_id, call-start event, call channel, record TTL, history TTL, lifecycle channel, lifecycle message,
+--       then the record's field/value pairs.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, redis.call('HGETALL', KEYS[1])}
+end
+local record = {}
+for i = 8, #ARGV do record[#record + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(record))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[4])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return {1}

@@ -1,0 +1,390 @@
+"""The store's contract, run against both implementations: a single Redis (atomic) and a Redis Cluster (ordered).
+
+Every store method and every event it publishes is checked here on real servers, the same test for both backends
+(Dramatiq's ``params=[...]`` fixture idiom), so the two paths cannot drift apart again. Where the backends differ
+on purpose (a retried listener batch, atomicity), the test says so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from redswitch.config import Settings
+from redswitch.redis_client import redis_from_settings
+from redswitch.store import Batch, CallStore, ChannelChange, Limit, events, open_store
+from redswitch.store.lua import names, source
+from tests.cluster import RedisClusterServers
+from tests.payloads import next_event
+from tests.servers import RedisServer
+
+NODE = "fs1"
+
+
+@pytest.fixture(params=["atomic", "cluster"])
+def settings(request: pytest.FixtureRequest, redis_server: RedisServer) -> Settings:
+    if request.param == "atomic":
+        redis_server.client().flushall()
+        return Settings(pubsub_redis_url=redis_server.url)
+    cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+    cluster.flush()
+    return Settings(pubsub_redis_url=cluster.url)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[redis.Redis]:
+    made = redis_from_settings(settings)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def store(client: redis.Redis, settings: Settings) -> CallStore:
+    return open_store(client, settings)
+
+
+def record_of(dial_id: str, **fields: str) -> dict[str, str]:
+    base = {"org_id": "org", "user_id": dial_id, "job_uuid": f"job-{dial_id}", "state": "dialling", "node": NODE}
+    return {**base, **fields}
+
+
+def claimed(store: CallStore, dial_id: str, **fields: str) -> dict[str, str]:
+    record = record_of(dial_id, **fields)
+    store.claim(dial_id, "org", dial_id, record)
+    return record
+
+
+def change(kind: str, dial_id: str, side: str, event: dict[str, Any] | None = None) -> ChannelChange:
+    return ChannelChange(kind, dial_id, "org", dial_id, side, NODE, events.encode(event) if event else "")
+
+
+def answered(dial_id: str, side: str) -> ChannelChange:
+    return change("answered", dial_id, side, events.answer(side))
+
+
+def hung_up(dial_id: str, side: str, cause: str = "NORMAL_CLEARING", **extra: Any) -> ChannelChange:
+    return change("hung_up", dial_id, side, events.hangup(side, cause, **extra))
+
+
+def subscribed(client: redis.Redis, *channels: str) -> Any:
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub.subscribe(*channels)
+    return pubsub
+
+
+def heard(pubsub: Any, lifecycle: str = "redswitch:calls") -> list[Any]:
+    """Every message so far: events decoded from JSON, lifecycle announcements as their text."""
+    out: list[Any] = []
+    while (message := pubsub.get_message(timeout=0.3)) is not None:
+        if message["type"] == "message":
+            out.append(message["data"] if message["channel"] == lifecycle else json.loads(message["data"]))
+    return out
+
+
+def history(client: redis.Redis, store: CallStore, user_id: str) -> list[dict[str, Any]]:
+    return [json.loads(item) for item in client.lrange(store.keys.history("org", user_id), 0, -1)]
+
+
+def active(client: redis.Redis, store: CallStore, dial_id: str) -> list[str]:
+    return [str(item) for item in client.lrange(store.keys.active(dial_id, "org", dial_id), 0, -1)]
+
+
+# -- the backend -----------------------------------------------------------------------------------------------
+
+
+def test_open_store_picks_the_backend_from_the_client(store: CallStore, settings: Settings) -> None:
+    assert store.atomic is ("cluster" not in type(store).__name__.lower())
+    assert store.keys.cluster is not store.atomic
+
+
+# -- a call's life ---------------------------------------------------------------------------------------------
+
+
+def test_claim_records_the_call_resets_the_history_and_announces_call_start_once(
+    store: CallStore, client: redis.Redis
+) -> None:
+    client.rpush(store.keys.history("org", "c1"), '{"type": "stale"}')
+    pubsub = subscribed(client, "c1", store.keys.lifecycle())
+    record = record_of("c1")
+    assert store.claim("c1", "org", "c1", record) == (True, record)
+    assert store.claim("c1", "org", "c1", {**record, "state": "other"}) == (False, record)  # changes nothing
+    assert heard(pubsub) == [{"type": "call-start", "dial_id": "c1"}, "start:c1"]
+    assert history(client, store, "c1") == [{"type": "call-start", "dial_id": "c1"}]
+    assert 0 < client.ttl(store.keys.history("org", "c1")) <= 4 * 3600
+    assert store.is_active("c1") and store.active_calls() == ["c1"]
+    assert client.get(store.keys.job("job-c1")) == "c1"
+    assert store.call_record("c1") == record and store.active_call_record("c1") == record
+
+
+def test_applied_changes_keep_the_active_list_and_history_and_publish_each_event_in_order(
+    store: CallStore, client: redis.Redis
+) -> None:
+    claimed(store, "c2")
+    store.sent("c2", NODE).run(client)
+    pubsub = subscribed(client, "c2", store.keys.lifecycle())
+    store.apply([change("seen", "c2", "0"), answered("c2", "0"), answered("c2", "1")], Batch("l", 1))
+    assert sorted(active(client, store, "c2")) == ["ACTIVE.0", "ACTIVE.1"]
+    assert 0 < client.ttl(store.keys.active("c2", "org", "c2")) <= 24 * 3600
+    assert store.call_record("c2")["seen"] == "1"
+    busy = hung_up("c2", "1", "USER_BUSY", sip_code="486", retryable=False)
+    store.apply([busy, hung_up("c2", "0")], Batch("l", 2))
+    expected = [
+        {"type": "answer-event", "side": "0"},
+        {"type": "answer-event", "side": "1"},
+        # the same bytes on both backends, extensions included (a cluster used to drop sip_code and retryable)
+        {"type": "hangup-event", "side": "1", "cause": "USER_BUSY", "sip_code": "486", "retryable": False},
+        {"type": "hangup-event", "side": "0", "cause": "NORMAL_CLEARING"},
+    ]
+    assert heard(pubsub) == [*expected, "end:c2"]
+    assert history(client, store, "c2") == [{"type": "call-start", "dial_id": "c2"}, *expected]
+    assert active(client, store, "c2") == [] and not store.is_active("c2")
+    assert store.node_calls(NODE) == set()
+
+
+def test_a_bargers_answer_and_hangup_set_and_clear_its_fields(store: CallStore, client: redis.Redis) -> None:
+    claimed(store, "c3")
+    assert store.claim_barger("c3", "b-uuid") and not store.claim_barger("c3", "other")
+    store.update_call("c3", barger_mode="listen")
+    store.apply([answered("c3", "2")], Batch("l", 1))
+    assert store.call_record("c3")["barger_answered"] == "1"
+    store.apply([hung_up("c3", "2")], Batch("l", 2))
+    record = store.call_record("c3")
+    assert not {"barger_uuid", "barger_mode", "barger_answered"} & set(record) and record["seen"] == "1"
+    assert store.is_active("c3")  # a barger leaving does not end the call
+
+
+def test_changes_of_a_call_without_a_record_are_announced_and_create_no_record(
+    store: CallStore, client: redis.Redis
+) -> None:
+    pubsub = subscribed(client, "c4")
+    store.apply([change("seen", "c4", "0"), answered("c4", "0")], Batch("l", 1))
+    assert heard(pubsub) == [{"type": "answer-event", "side": "0"}]
+    assert store.call_record("c4") == {}
+
+
+def test_a_retried_batch_is_skipped_where_the_store_is_atomic(store: CallStore, client: redis.Redis) -> None:
+    claimed(store, "c5")
+    pubsub = subscribed(client, "c5")
+    batch = Batch("retrying-listener", 7)
+    store.apply([answered("c5", "0")], batch)
+    store.apply([answered("c5", "0")], batch)  # the reply was lost: the listener sends the batch again
+    # one script on a single Redis knows the batch was applied; a cluster's steps span slots (documented)
+    assert len(heard(pubsub)) == (1 if store.atomic else 2)
+
+
+def test_state_is_written_before_the_event_announcing_it(store: CallStore, settings: Settings) -> None:
+    # A consumer reads the history and the active list the moment each event arrives, on its own connection.
+    reader = redis_from_settings(settings)
+    seen: list[tuple[dict[str, Any], list[Any], list[Any]]] = []
+    pubsub = subscribed(reader, "c6")
+    done = threading.Event()
+
+    def consume() -> None:
+        while not done.is_set():
+            event = next_event(pubsub, timeout=0.1)
+            if event is not None:
+                seen.append((event, history(reader, store, "c6"), active(reader, store, "c6")))
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    claimed(store, "c6")
+    for side in ("0", "1"):
+        store.apply([answered("c6", side)], Batch("l", int(side) + 1))
+    store.apply([hung_up("c6", "1")], Batch("l", 3))
+    deadline = time.monotonic() + 5
+    while len(seen) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    done.set()
+    consumer.join()
+    assert [event["type"] for event, _, _ in seen] == ["call-start", "answer-event", "answer-event", "hangup-event"]
+    for event, events_kept, listed in seen:
+        assert event in events_kept  # already in the history when it was heard (later changes may be there too)
+        if event["type"] == "hangup-event":
+            assert "ACTIVE.1" not in listed
+    reader.close()
+
+
+def test_sent_counts_the_call_on_its_node_only_from_dialling_and_while_active(
+    store: CallStore, client: redis.Redis
+) -> None:
+    claimed(store, "c7")
+    store.sent("c7", NODE).run(client)
+    assert store.call_record("c7")["state"] == "sent" and store.node_calls(NODE) == {"c7"}
+    store.sent("c7", "fs2").run(client)  # a late second reply changes nothing
+    assert store.call_record("c7")["node"] == NODE and store.node_calls("fs2") == set()
+    claimed(store, "c8")
+    store.end_call("c8", NODE)  # ended before the originate's reply came
+    store.sent("c8", NODE).run(client)
+    assert store.call_record("c8")["state"] == "sent" and "c8" not in store.node_calls(NODE)
+
+
+def test_fail_announces_failure_and_ends_the_call(store: CallStore, client: redis.Redis) -> None:
+    claimed(store, "c9")
+    store.sent("c9", NODE).run(client)
+    pubsub = subscribed(client, "c9", store.keys.lifecycle())
+    store.fail("c9", "org", "c9", events.failure("USER_BUSY", reason="busy", retryable=False), node=NODE)
+    failure = {"type": "failure", "cause": "USER_BUSY", "reason": "busy", "retryable": False}
+    assert heard(pubsub) == [failure, "end:c9"]
+    assert history(client, store, "c9")[-1] == failure
+    assert not store.is_active("c9") and store.node_calls(NODE) == set()
+    # without ids (a job refused before it became a call) only the channel hears it, and nothing ends
+    claimed(store, "c10")
+    pubsub = subscribed(client, "c10")
+    store.fail("c10", None, None, events.failure("DUPLICATE_DIAL_ID"), end_call=False)
+    assert heard(pubsub) == [{"type": "failure", "cause": "DUPLICATE_DIAL_ID"}] and store.is_active("c10")
+    assert history(client, store, "c10") == [{"type": "call-start", "dial_id": "c10"}]
+
+
+def test_reply_writes_its_fields_before_announcing_it(store: CallStore, client: redis.Redis) -> None:
+    record = claimed(store, "c11")
+    pubsub = subscribed(client, "c11")
+    store.reply("c11", events.ack("mute"), record, barger_mode="listen")
+    assert heard(pubsub) == [{"type": "ack", "event": "mute"}]
+    assert store.call_record("c11")["barger_mode"] == "listen"
+    assert history(client, store, "c11")[-1] == {"type": "ack", "event": "mute"}
+    pubsub = subscribed(client, "nobody")
+    store.reply("nobody", events.error("hangup", "no active call"))
+    assert heard(pubsub) == [{"type": "error", "event": "hangup", "reason": "no active call"}]
+
+
+def test_relay_ownership_is_kept_by_a_live_bridge_and_taken_from_a_dead_one(
+    store: CallStore, client: redis.Redis
+) -> None:
+    client.set(store.keys.bridge_alive("b1"), "1")
+    assert store.claim_relay("c12", "b1") and store.claim_relay("c12", "b1")
+    assert not store.claim_relay("c12", "b2")  # b1 is alive
+    client.delete(store.keys.bridge_alive("b1"))
+    client.set(store.keys.bridge_alive("b2"), "1")
+    assert store.claim_relay("c12", "b2") and not store.claim_relay("c12", "b1")
+    assert client.get(store.keys.relay_owner("c12")) == "b2"
+
+
+def test_repair_announces_the_hangups_owed_side_0_last_and_ends_the_call(store: CallStore, client: redis.Redis) -> None:
+    record = claimed(store, "c13", state="sent")
+    store.apply([answered("c13", "0"), answered("c13", "1")], Batch("l", 1))
+    pubsub = subscribed(client, "c13", store.keys.lifecycle())
+
+    def hangup(side: str) -> dict[str, Any]:
+        return events.hangup(side, "NORMAL_UNSPECIFIED", reason="reconciled")
+
+    assert store.repair("c13", record, {"1"}, False, hangup) == ["1"]
+    assert store.repair("c13", record, {"0"}, True, hangup) == ["0"]
+    assert heard(pubsub) == [hangup("1"), hangup("0"), "end:c13"]
+    assert not store.is_active("c13") and active(client, store, "c13") == []
+    assert store.repair("c13", record, {"0"}, True, hangup) is None  # over: nothing more is owed
+
+
+def test_job_results_are_noted_on_their_call(store: CallStore) -> None:
+    assert store.job_result("unknown-job", "+OK") is None
+    claimed(store, "c14")
+    found = store.job_result("job-c14", "-ERR USER_BUSY")
+    assert found is not None
+    assert (found.dial_id, found.seen, found.org_id, found.user_id) == ("c14", False, "org", "c14")
+    assert store.call_record("c14")["job_result"] == "-ERR USER_BUSY"
+
+
+def test_an_attempt_is_started_once_deferred_and_retried_once_per_throttle(store: CallStore) -> None:
+    record = claimed(store, "c15", job=json.dumps({"type": "asp-call", "dial_id": "c15"}))
+    record["dialling_since"] = ""
+    store.defer("c15")
+    assert store.call_record("c15")["state"] == "claimed"
+    assert store.begin_dial("c15", "claimed", "", "1.0") and not store.begin_dial("c15", "claimed", "", "2.0")
+    assert store.note_throttled("c15", "job-c15", 2) == (1, {"type": "asp-call", "dial_id": "c15"})
+    assert store.note_throttled("c15", "another-attempt", 2) is None
+    retried = store.take_retry("c15", 1)
+    assert retried is not None and retried["state"] == "claimed" and store.take_retry("c15", 1) is None
+    store.update_call("c15", state="sent")
+    assert store.note_throttled("c15", "job-c15", 2) == (2, {"type": "asp-call", "dial_id": "c15"})
+    assert store.note_throttled("c15", "job-c15", 2) is None  # retried out
+
+
+# -- admission -------------------------------------------------------------------------------------------------
+
+
+def test_admission_queues_over_the_org_limit_announcing_once_and_frees_the_slot_at_the_end(
+    store: CallStore, client: redis.Redis
+) -> None:
+    for dial_id in ("a1", "a2"):
+        claimed(store, dial_id)
+    pubsub = subscribed(client, "a2")
+    assert store.admit("a1", "org", "a1", 1, []).verdict == "go"
+    queued = store.admit("a2", "org", "a2", 1, [])  # the org's one slot is taken by a1, which is still active
+    assert (queued.verdict, queued.position, queued.announced) == ("queued", 1, True)
+    assert store.admit("a2", "org", "a2", 1, []).announced is False  # announced once
+    assert heard(pubsub) == [{"type": "queued", "reason": "org_max_calls", "position": 1}]
+    assert history(client, store, "a2")[-1]["type"] == "queued"
+    store.end_call("a1", NODE)
+    assert store.admit("a2", "org", "a2", 1, []).verdict == "go"
+
+
+def test_admission_paces_sessions_per_second_and_announces_a_long_wait(store: CallStore, client: redis.Redis) -> None:
+    switch = [Limit("switch", NODE, 2)]
+    for dial_id in ("r1", "r2", "r3"):
+        claimed(store, dial_id)
+    pubsub = subscribed(client, "r2", "r3")
+    assert store.admit("r1", "org", "r1", 0, switch).verdict == "go"  # a call is two sessions: the next one waits
+    paced = store.admit("r2", "org", "r2", 0, switch)
+    assert paced.verdict == "wait" and paced.reason == "switch_cps" and 1 <= paced.delay <= 1.3 and paced.announced
+    assert store.call_record("r2")["admit_at"]
+    again = store.admit("r2", "org", "r2", 0, switch)  # asking again keeps its slot and announces nothing new
+    assert again.verdict == "wait" and not again.announced and again.delay <= paced.delay
+    later = store.admit("r3", "org", "r3", 0, switch)  # behind r2's slot
+    assert later.verdict == "wait" and later.delay > paced.delay + 1
+    queued = heard(pubsub)
+    assert [(e["type"], e["reason"]) for e in queued] == [("queued", "switch_cps")] * 2
+    assert queued[0]["position"] < queued[1]["position"]
+
+
+def test_no_limit_means_no_round_trip(store: CallStore, client: redis.Redis) -> None:
+    assert store.admit("free", "org", "free", 0, []).verdict == "go"
+    assert client.keys("redswitch:admission*") == []
+
+
+# -- nodes and housekeeping ------------------------------------------------------------------------------------
+
+
+def test_node_load_counts_calls_marks_down_and_takes_turns(store: CallStore, client: redis.Redis) -> None:
+    claimed(store, "n1")
+    store.sent("n1", "fs1").run(client)
+    store.mark_node_down("fs2", 5_000)
+    calls, down, turn = store.node_load(["fs1", "fs2"])
+    assert calls == [1, 0] and down == [False, True]
+    assert store.node_load(["fs1", "fs2"])[2] == turn + 1
+
+
+def test_a_lease_has_one_holder_and_the_dead_list_keeps_its_newest(store: CallStore, client: redis.Redis) -> None:
+    lease = store.keys.scheduler_lease()
+    assert store.hold_lease(lease, "a", 30_000) and not store.hold_lease(lease, "b", 30_000)
+    store.release_lease(lease, "b")  # not b's: nothing changes
+    assert store.hold_lease(lease, "a", 30_000)
+    store.release_lease(lease, "a")
+    assert store.hold_lease(lease, "b", 30_000)
+    client.rpush(store.keys.dead, *[str(n) for n in range(5)])
+    assert store.trim_dead(3) == 2 and client.lrange(store.keys.dead, 0, -1) == ["2", "3", "4"]
+
+
+# -- the scripts -----------------------------------------------------------------------------------------------
+
+_LITERAL = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+#: Commands whose first argument is a key.
+_KEYED = re.compile(r"redis\.call\('([A-Z]+)',\s*([^,)]+)")
+
+
+def test_no_script_builds_a_key_name() -> None:
+    """Every key reaches a script through KEYS[] (from redswitch/store/keys.py): a script that built one would
+    write where its caller cannot see, and on a cluster, into a slot it was not routed to."""
+    for name in names():
+        text = re.sub(r"--[^\n]*", "", source(name))  # comments may name anything
+        literals = [a or b for a, b in _LITERAL.findall(text)]
+        assert not [lit for lit in literals if "redswitch" in lit or "history" in lit], name
+        for command, key in _KEYED.findall(text):
+            if command in ("TIME",):
+                continue
+            assert ".." not in key and not key.strip().startswith(("'", '"')), f"{name}: {command} {key}"
