@@ -43,7 +43,7 @@ def test_seed_job_pushed_the_legacy_way_becomes_a_bridged_call(pipeline: Pipelin
     assert [json.loads(item) for item in pipeline.client.lrange(history_key, 0, -1)] == events
     assert 0 < pipeline.client.ttl(history_key) <= 4 * 3600
     # And FreeSWITCH got one originate: side 0 through the gateway, bridged to side 1
-    originates = [c for c in pipeline.simulator.commands() if "talkiq_dial_id" in c]
+    originates = [c for c in pipeline.switch.commands() if "talkiq_dial_id" in c]
     assert len(originates) == 1
     assert "sofia/gateway/talk_call_provider/15105625882 &bridge(" in originates[0]
     # And the worker recorded the hand-over (written with the message's ack): the node holds the call
@@ -101,7 +101,7 @@ def test_call_freeswitch_never_attempted_ends_in_failure(pipeline: Pipeline) -> 
 
 def test_bad_jobs_are_parked_with_a_reason_and_never_reach_freeswitch(pipeline: Pipeline) -> None:
     # Given not-JSON, invalid, injection-shaped and duplicate jobs
-    before = len(pipeline.simulator.commands())
+    before = len(pipeline.switch.commands())
     bad = ["not json at all", json.dumps(job(dial_id="bad_type", org_id=7))]
     for n, (field, fragment) in enumerate((f, x) for f in JOB_FIELDS for x in INJECTIONS[:8]):
         value = job()[field][:4] + fragment + "99"
@@ -123,7 +123,7 @@ def test_bad_jobs_are_parked_with_a_reason_and_never_reach_freeswitch(pipeline: 
     assert all(p["reason"] and p["time"] for p in parked)
     assert parked[-1]["reason"].startswith("duplicate dial_id")
     time.sleep(0.3)
-    new_commands = pipeline.simulator.commands()[before:]
+    new_commands = pipeline.switch.commands()[before:]
     assert [c for c in new_commands if "originate" in c and dup_id not in c] == []
 
 
@@ -134,11 +134,11 @@ def test_five_hundred_jobs_pushed_at_once_become_calls_each_exactly_once(pipelin
     deadline = time.monotonic() + 90
     seen: list[str] = []
     while time.monotonic() < deadline:
-        seen = [c for c in pipeline.simulator.commands() if prefix in c and "originate" in c]
+        seen = [c for c in pipeline.switch.commands() if prefix in c and "originate" in c]
         if len(seen) >= 500:
             break
         time.sleep(0.2)
     time.sleep(1.0)
-    seen = [c for c in pipeline.simulator.commands() if prefix in c and "originate" in c]
+    seen = [c for c in pipeline.switch.commands() if prefix in c and "originate" in c]
     dialled = [c.split("redswitch_dial_id=")[1].split(",")[0] for c in seen]
     assert sorted(dialled) == sorted(f"{prefix}{n}" for n in range(500))  # every job, none twice
