@@ -20,6 +20,14 @@ VAR_USER_ID = "redswitch_user_id"
 VAR_SIDE = "redswitch_side"
 #: SIP headers carrying the same ids to the carrier (as the original did), when SIP_HEADERS is on.
 SIP_HEADERS = {VAR_DIAL_ID: "sip_h_X-Dial-Id", VAR_ORG_ID: "sip_h_X-Org-Id", VAR_USER_ID: "sip_h_X-User-Id"}
+#: ``ignore_early_media`` per side. FreeSWITCH's originate returns as soon as a leg has early media (a carrier's
+#: ``183 Session Progress`` with ringback, what most mobile carriers send long before the person picks up) unless
+#: the originate's variables say ``ignore_early_media=true``; the application after it (``&bridge`` to side 1,
+#: ``&eavesdrop``) would then run while the phone still rings. So side 0 and the barger's leg wait for a real
+#: answer. Side 1 passes its early media on (the user, already talking to us, hears the callee's real ringback
+#: or the carrier's announcement); it must say so explicitly, since ``bridge`` copies an unset
+#: ``ignore_early_media`` from the calling channel (``switch_ivr_originate.c``).
+IGNORE_EARLY_MEDIA = {"0": "true", "1": "false", "2": "true"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +58,7 @@ def leg_variables(settings: Settings, ids: dict[str, str], leg: Leg) -> dict[str
         "origination_caller_id_number": leg.caller_id,
         "origination_caller_id_name": leg.caller_id,
         "originate_timeout": str(settings.originate_timeout),
+        "ignore_early_media": IGNORE_EARLY_MEDIA[leg.side],
     }
     if settings.sip_headers:
         values.update({header: ids[var] for var, header in SIP_HEADERS.items() if var in ids})

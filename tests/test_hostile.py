@@ -32,6 +32,7 @@ EXPECTED_VARS = {
     "origination_caller_id_number",
     "origination_caller_id_name",
     "originate_timeout",
+    "ignore_early_media",
     "sip_h_X-Dial-Id",
     "sip_h_X-Org-Id",
     "sip_h_X-User-Id",
@@ -55,6 +56,8 @@ def assert_well_formed(command: str, job_values: dict[str, str]) -> None:
     assert set(request.variables) == EXPECTED_VARS and len(request.legs) == 1
     b_vars, b_legs = parse_dial_string(request.app_arg)
     assert set(b_vars) == EXPECTED_VARS and len(b_legs) == 1
+    # side 0 waits for a real answer before the bridge runs; side 1 passes its early media on to the user
+    assert (request.variables["ignore_early_media"], b_vars["ignore_early_media"]) == ("true", "false")
     for leg_vars in (request.variables, b_vars):
         assert leg_vars["redswitch_dial_id"] == job_values["dial_id"]
         assert leg_vars["redswitch_org_id"] == job_values["org_id"]

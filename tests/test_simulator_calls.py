@@ -274,3 +274,75 @@ def test_events_nobody_takes_are_not_sent_but_still_use_up_their_sequence_number
     # and the numbers of the events that were sent run on without a gap, the answer's among them
     numbers = [int(e.get("Event-Sequence") or 0) for e in seen]
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers))) and numbers[-1] == third
+
+
+# ------------------------------------------------------------------------------------------- early media
+
+
+def test_early_media_returns_the_originate_before_the_answer_unless_ignored(simulator: Simulator) -> None:
+    # Given a number whose carrier plays early media (183) for 1.5 s before the person answers
+    client = client_for(simulator)
+    # When it is originated as FreeSWITCH does by default, the originate returns at the early media
+    start = time.monotonic()
+    body, events = job_result(client, f"originate {{origination_uuid=em-a}}{GW}/15105550183 &park()")
+    early_return = time.monotonic() - start
+    assert body == "+OK em-a\n"
+    names = [e.name for e in events if e.unique_id == "em-a"]
+    assert names[-1] == "CHANNEL_PROGRESS_MEDIA" and "CHANNEL_ANSWER" not in names
+    media = events[-2] if events[-1].name == "BACKGROUND_JOB" else events[-1]
+    assert media.get("Answer-State") == "early" and media.get("Channel-Call-State") == "RINGING"
+    assert media.get("variable_endpoint_disposition") == "EARLY MEDIA"
+    assert early_return < 1.0
+    # and the person answers later all the same
+    answer = client.events_until(lambda e: e.name == "CHANNEL_ANSWER" and e.unique_id == "em-a", timeout=5)[-1]
+    assert answer.get("Channel-Call-State") == "EARLY" and answer.get("variable_endpoint_disposition") == "ANSWER"
+    # When it is originated with ignore_early_media=true, the originate waits for the answer
+    start = time.monotonic()
+    body, events = job_result(
+        client, f"originate {{origination_uuid=em-b,ignore_early_media=true}}{GW}/15105550183 &park()"
+    )
+    assert body == "+OK em-b\n"
+    assert time.monotonic() - start >= 1.4
+    names = [e.name for e in events if e.unique_id == "em-b"]
+    assert names.index("CHANNEL_PROGRESS_MEDIA") < names.index("CHANNEL_ANSWER")
+
+
+def test_early_media_that_never_answers_ends_no_answer_and_its_app_never_runs(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    line = (
+        f"originate {{origination_uuid=em-c,ignore_early_media=true,originate_timeout=1}}{GW}/15105550187 "
+        f"&bridge({{origination_uuid=em-c-b}}{GW}/14155550111)"
+    )
+    body, events = job_result(client, line)
+    assert body == "-ERR NO_ANSWER\n"
+    assert "CHANNEL_PROGRESS_MEDIA" in [e.name for e in events if e.unique_id == "em-c"]
+    assert not any(e.unique_id == "em-c-b" for e in events)
+    assert "em-c-b" not in simulator.channels() and "em-c" not in simulator.channels()
+
+
+def test_bridge_inherits_the_callers_ignore_early_media_unless_its_dial_string_sets_it(simulator: Simulator) -> None:
+    # Given an answered A whose originate ignored early media, bridging to a B whose carrier plays early media
+    client = client_for(simulator)
+    inherited = f"&bridge({{origination_uuid=eb-1}}{GW}/14155550183)"
+    explicit = f"&bridge({{origination_uuid=eb-2,ignore_early_media=false}}{GW}/14155550183)"
+    for a_uuid, app in (("ea-1", inherited), ("ea-2", explicit)):
+        job_result(client, f"originate {{origination_uuid={a_uuid},ignore_early_media=true}}{GW}/15105550100 {app}")
+    events = client.events_until(lambda e: e.name == "CHANNEL_BRIDGE" and e.unique_id == "ea-2", timeout=5)
+    # Then a B that set ignore_early_media=false is bridged at its early media, before it answers
+    assert not any(e.name == "CHANNEL_ANSWER" and e.unique_id == "eb-2" for e in events)
+    # And a B that left it unset took the caller's and is bridged only once it answered
+    assert not any(e.name == "CHANNEL_BRIDGE" and e.unique_id == "ea-1" for e in events)
+    later = client.events_until(lambda e: e.name == "CHANNEL_BRIDGE" and e.unique_id == "ea-1", timeout=5)
+    names = [(e.name, e.unique_id) for e in events + later]
+    assert names.index(("CHANNEL_ANSWER", "eb-1")) < names.index(("CHANNEL_BRIDGE", "ea-1"))
+    assert simulator.channels()["eb-1"].variables["originate_early_media"] == "false"
+    assert simulator.channels()["eb-2"].variables["originate_early_media"] == "true"
+
+
+def test_a_scenario_rule_gives_any_number_early_media() -> None:
+    scenario = Scenario.from_dict({"numbers": [{"suffix": "7777", "outcome": "answer", "early_media": 2.5}]})
+    assert scenario.outcome_for("15105557777").early_media == 2.5
+    assert scenario.outcome_for("15105557778").early_media is None
+    assert scenario.outcome_for("15105550183").early_media == 1.5
+    failing = Scenario.from_dict({"numbers": [{"suffix": "1111", "outcome": "USER_BUSY", "early_media": 1}]})
+    assert failing.outcome_for("1111").early_media == 1.0 and failing.outcome_for("1111").cause == "USER_BUSY"

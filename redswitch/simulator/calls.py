@@ -27,6 +27,7 @@ CALLERS = {
     "CHANNEL_CREATE": ("switch_core_state_machine.c", "switch_core_session_run", 626),
     "CHANNEL_ORIGINATE": ("switch_ivr_originate.c", "switch_ivr_originate", 3918),
     "CHANNEL_PROGRESS": ("switch_channel.c", "switch_channel_perform_mark_ring_ready_value", 3488),
+    "CHANNEL_PROGRESS_MEDIA": ("switch_channel.c", "switch_channel_perform_mark_pre_answered", 3562),
     "CHANNEL_ANSWER": ("switch_channel.c", "switch_channel_perform_mark_answered", 3848),
     "CHANNEL_EXECUTE": ("switch_core_session.c", "switch_core_session_exec", 2949),
     "CHANNEL_PARK": ("switch_ivr.c", "switch_ivr_park", 1002),
@@ -131,7 +132,7 @@ class CallEngine:
             base["sip_gateway_name"] = ep.gateway
         base["channel_name"] = name
         base.update(variables)
-        base.update({"originate_early_media": "true", "originate_endpoint": ep.kind})
+        base.update({"originate_early_media": str(_early_ok(variables)).lower(), "originate_endpoint": ep.kind})
         if ep.kind == "sofia":
             base["sofia_profile_name"] = ep.profile or self.scenario.profile
         cid_num = variables.get("origination_caller_id_number", "0000000000")
@@ -153,7 +154,7 @@ class CallEngine:
             variables["origination_caller_id_number"] = req.cid_num
         ch = self.create_channel(leg, variables)
         timeout = _timeout(variables, req.timeout, self.scenario.originate_timeout)
-        cause = await self.ring(ch, self._outcome(leg), timeout)
+        cause = await self.ring(ch, self._outcome(leg), timeout, early_ok=_early_ok(variables))
         if cause is not None:
             return f"-ERR {cause}\n", None
         return f"+OK {ch.uuid}\n", lambda: self.start_app(ch, req.app or "park", req.app_arg)
@@ -163,20 +164,44 @@ class CallEngine:
             return Outcome(kind=FAIL, cause=cause_name(leg.endpoint.number), ring=0.0, progress=False)
         return self.scenario.outcome_for(leg.endpoint.number)
 
-    async def ring(self, ch: Channel, outcome: Outcome, timeout: float) -> str | None:
-        """Let the far end do ``outcome``; returns None once answered, else the hangup cause."""
+    async def ring(self, ch: Channel, outcome: Outcome, timeout: float, *, early_ok: bool = True) -> str | None:
+        """Let the far end do ``outcome``; returns None once answered, else the hangup cause.
+
+        Like ``switch_ivr_originate``, it also returns None at early media unless the originate's variables say
+        ``ignore_early_media=true`` (``early_ok`` false); the far end answers (or fails) later all the same, and
+        the originate timeout no longer applies to a leg the originate has handed over.
+        """
         loop = asyncio.get_running_loop()
         ch.waiter = loop.create_future()
         if outcome.progress and outcome.kind != FAIL:
             ch.times["progress"] = time.time()
             ch.callstate, ch.state = "RINGING", "CS_CONSUME_MEDIA"
             self.emit("CHANNEL_PROGRESS", ch)
+        no_answer = loop.call_later(timeout, self.hangup, ch.uuid, "NO_ANSWER")
+        ch.timers.append(no_answer)
+        after = outcome.ring
+        if outcome.early_media is not None:
+            after = outcome.early_media
+            self.pre_answer(ch)
+            if early_ok:
+                no_answer.cancel()
+                ch.waiter.set_result(None)
         if outcome.kind == FAIL:
-            ch.timers.append(loop.call_later(outcome.ring, self._refused, ch, outcome.cause))
-        elif outcome.kind != NO_ANSWER and outcome.ring < timeout:
-            ch.timers.append(loop.call_later(outcome.ring, self.answer, ch, outcome))
-        ch.timers.append(loop.call_later(timeout, self.hangup, ch.uuid, "NO_ANSWER"))
+            ch.timers.append(loop.call_later(after, self._refused, ch, outcome.cause))
+        elif outcome.kind != NO_ANSWER and after < timeout:
+            ch.timers.append(loop.call_later(after, self.answer, ch, outcome))
         return await ch.waiter
+
+    def pre_answer(self, ch: Channel) -> None:
+        """Early media (SIP 183 with SDP): ``switch_channel_perform_mark_pre_answered``.
+
+        The event still shows the call state before it; the channel is ``EARLY`` from the next event on.
+        """
+        ch.times["progress_media"] = time.time()
+        ch.state = "CS_CONSUME_MEDIA"
+        ch.variables["endpoint_disposition"] = "EARLY MEDIA"
+        self.emit("CHANNEL_PROGRESS_MEDIA", ch)
+        ch.callstate = "EARLY"
 
     def _refused(self, ch: Channel, cause: str) -> None:
         """The far end refused the INVITE: a sofia leg records the SIP answer, as mod_sofia does."""
@@ -198,6 +223,7 @@ class CallEngine:
         ch.cancel_timers()
         ch.times["answered"] = time.time()
         ch.state = "CS_CONSUME_MEDIA"
+        ch.variables["endpoint_disposition"] = "ANSWER"
         self.emit("CHANNEL_ANSWER", ch)
         ch.callstate, ch.state = "ACTIVE", "CS_EXECUTE"
         if outcome.hangup_after is not None:
@@ -215,7 +241,9 @@ class CallEngine:
         if arg:
             ch.variables["current_application_data"] = arg
         ch.variables["current_application"] = app
-        self.emit("CHANNEL_EXECUTE", ch)
+        # switch_core_session_exec: the application, its data when it has any, and a fresh Application-UUID
+        execute = (("Application", app), *((("Application-Data", arg),) if arg else ()))
+        self.emit("CHANNEL_EXECUTE", ch, tail=(*execute, ("Application-UUID", str(uuidlib.uuid4()))))
         if app == "park":
             self.emit("CHANNEL_PARK", ch)
         elif app == "bridge":
@@ -233,9 +261,12 @@ class CallEngine:
         if refused:
             self.hangup(a.uuid, refused[5:].strip())
             return
-        b = self.create_channel(leg, {**variables, **leg.variables}, other=a)
+        # bridge copies the caller's ignore_early_media when the dial string leaves it unset (switch_ivr_originate.c)
+        inherited = {k: a.variables[k] for k in _INHERITED if k in a.variables and k not in variables}
+        b = self.create_channel(leg, {**inherited, **variables, **leg.variables}, other=a)
         a.pending_b = b.uuid
-        cause = await self.ring(b, self._outcome(leg), _timeout(b.variables, None, self.scenario.originate_timeout))
+        timeout = _timeout(b.variables, None, self.scenario.originate_timeout)
+        cause = await self.ring(b, self._outcome(leg), timeout, early_ok=_early_ok({**inherited, **variables}))
         a.pending_b = None
         if cause is not None:
             a.variables.update({"originate_disposition": cause, "DIALSTATUS": cause})
@@ -386,6 +417,17 @@ SIP_REFUSALS: dict[str, tuple[str, str]] = {
     "RECOVERY_ON_TIMER_EXPIRE": ("408", "Request Timeout"),
     "SERVICE_UNAVAILABLE": ("503", "Service Unavailable"),
 }
+
+
+#: Variables ``bridge`` copies from the calling channel into its own originate when its dial string lacks them.
+_INHERITED = ("ignore_early_media",)
+
+
+def _early_ok(variables: dict[str, str]) -> bool:
+    """Does an originate with these variables return at early media? (``ignore_early_media``: true, or the
+    ``ring_ready``/``consume`` forms, make it wait for the answer.)"""
+    value = variables.get("ignore_early_media", "")
+    return not (_truthy(value) or value in ("ring_ready", "consume"))
 
 
 def _truthy(value: str | None) -> bool:

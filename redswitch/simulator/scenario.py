@@ -23,13 +23,17 @@ NO_ANSWER = "no_answer"
 class Outcome:
     """``kind``: ``answer`` (after ``ring`` s), ``fail`` (hang up with ``cause`` after ``ring`` s) or ``no_answer``
     (ring until ``originate_timeout``). ``hangup_after``: far end hangs up an answered call after N s (None: never).
-    ``progress``: emit CHANNEL_PROGRESS (SIP 180) when ringing starts."""
+    ``progress``: emit CHANNEL_PROGRESS (SIP 180) when ringing starts. ``early_media``: the far end sends early
+    media (SIP 183 with ringback or an announcement, CHANNEL_PROGRESS_MEDIA) as soon as it rings, for this many
+    seconds before its outcome (the answer, or the failure); a ``no_answer`` plays it until the originate timeout.
+    None: no early media."""
 
     kind: str = ANSWER
     cause: str = "NORMAL_CLEARING"
     ring: float = 0.05
     hangup_after: float | None = None
     progress: bool = True
+    early_media: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], base: Outcome | None = None) -> Outcome:
@@ -40,8 +44,14 @@ class Outcome:
             kind, cause = FAIL, kind.upper()
         ring = float(data.get("ring", base.ring if kind == base.kind else (0.02 if kind == FAIL else base.ring)))
         after = data.get("hangup_after", base.hangup_after)
+        early = data.get("early_media", base.early_media if kind == base.kind else None)
         return cls(
-            kind, cause, ring, None if after is None else float(after), bool(data.get("progress", base.progress))
+            kind,
+            cause,
+            ring,
+            None if after is None else float(after),
+            bool(data.get("progress", base.progress)),
+            None if early is None else float(early),
         )
 
 
@@ -68,6 +78,9 @@ DEFAULT_RULES = (
     Rule(Outcome(kind=NO_ANSWER), suffix="0408"),
     Rule(_fail("UNALLOCATED_NUMBER"), suffix="0404"),
     Rule(_fail("NORMAL_TEMPORARY_FAILURE"), suffix="0503"),
+    # Mobile carriers: 183 with ringback long before the person picks up (or never does).
+    Rule(Outcome(kind=ANSWER, early_media=1.5), suffix="0183"),
+    Rule(Outcome(kind=NO_ANSWER, early_media=0.0), suffix="0187"),
 )
 
 
@@ -87,7 +100,8 @@ class Scenario:
 
     @classmethod
     def default(cls) -> Scenario:
-        """Magic numbers 0486 busy, 0408 no answer, 0404 unallocated, 0503 temporary failure; others answer."""
+        """Magic numbers 0486 busy, 0408 no answer, 0404 unallocated, 0503 temporary failure, 0183 early media for
+        1.5 s then answer, 0187 early media and never an answer; others answer."""
         return cls()
 
     def outcome_for(self, number: str) -> Outcome:
