@@ -164,12 +164,18 @@ class Pipeline:
         broker.enqueue(dramatiq.Message(queue_name=queue, actor_name=actor_name, args=args, kwargs={}, options={}))
         broker.close()
 
-    def channel_of_side(self, dial_id: str, side: str) -> str:
-        for uuid, channel in self.switch.channels().items():
-            variables = channel.variables
-            if variables.get("redswitch_dial_id") == dial_id and variables.get("redswitch_side") == side:
-                return str(uuid)
-        raise KeyError(f"no live channel for {dial_id} side {side}")
+    def channel_of_side(self, dial_id: str, side: str, timeout: float = 2.0) -> str:
+        """The uuid of the live channel of ``dial_id``'s ``side``. A real switch lists a channel (``show channels``,
+        filled from its core database) a moment after its events: look again for up to ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for uuid, channel in self.switch.channels().items():
+                variables = channel.variables
+                if variables.get("redswitch_dial_id") == dial_id and variables.get("redswitch_side") == side:
+                    return str(uuid)
+            if time.monotonic() >= deadline:
+                raise KeyError(f"no live channel for {dial_id} side {side}")
+            time.sleep(0.1)
 
 
 def hung_up(*sides: str) -> Callable[[list[dict[str, Any]]], bool]:

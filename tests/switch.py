@@ -31,7 +31,7 @@ from redswitch.simulator import Scenario, Simulator
 ENV = "REDSWITCH_TEST_FREESWITCH"
 PASSWORD_ENV = "REDSWITCH_TEST_FREESWITCH_PASSWORD"
 #: The modules of the real-switch tier; every other test runs against its own simulators whatever the setting.
-TIER = ("test_pipeline", "test_control", "test_faults", "test_admission", "test_scheduler")
+TIER = ("test_pipeline", "test_early_media", "test_control", "test_faults", "test_admission", "test_scheduler")
 
 _in_tier = False  # whether the running test belongs to TIER (set before its fixtures are)
 
@@ -216,12 +216,14 @@ class RealSwitch:
         except EslCommandError:
             return False
 
-    def clear(self, timeout: float = 15.0) -> None:
-        """Hang up every call on the switch and wait until it holds no channel."""
-        self.api("hupall NORMAL_CLEARING")
+    def clear(self, timeout: float = 30.0) -> None:
+        """Hang up every call on the switch until it holds no channel (calls still being placed are caught by the
+        next round)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.api("show channels count").strip().startswith("0 total"):
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"channels left on the switch: {self.api('show channels')}")
+            self.api("hupall NORMAL_CLEARING")
+            for _ in range(10):
+                time.sleep(0.1)
+                if self.api("show channels count").strip().startswith("0 total"):
+                    return
+        raise AssertionError(f"channels left on the switch: {self.api('show channels count').strip()}")
