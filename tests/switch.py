@@ -1,14 +1,16 @@
 """The switch the end-to-end tests run against: the simulator, or a real FreeSWITCH.
 
 ``REDSWITCH_TEST_FREESWITCH=host:port`` (and ``REDSWITCH_TEST_FREESWITCH_PASSWORD``, default ClueCon) points the
-end-to-end tests (pipeline, control, faults, admission, reconciliation) at a real switch configured with
-compose/freeswitch/conf. Tests that need what only the simulator has (its ``sim_*`` controls, a scenario of their
-own, eavesdrop modes, refused or slow connections) are marked ``sim_only`` and skipped there. Without the setting
-everything runs against a simulator started by the test, as in CI.
+end-to-end tests (the modules in TIER: pipeline, early media, control, faults, admission, reconciliation) at a real
+switch configured with compose/freeswitch/conf; every other test keeps its simulators. Tests that need what only
+the simulator has (a scenario of their own, its ``sim_*`` controls or inspection, slow replies, more calls at once
+than a small switch holds) are marked ``sim_only`` and skipped there. Without the setting everything runs against
+simulators started by the tests, as in CI.
 
 A real switch is reached through a recording proxy on 127.0.0.1 (``RealSwitch``): it passes the bytes through
 unchanged and notes every command line sent to the switch, so that "FreeSWITCH received this originate once" is
-checked on the wire, as the simulator's ``commands()`` does. Between tests every call on that switch is hung up.
+checked on the wire, as the simulator's ``commands()`` does. Before and after each test every call on that switch
+is hung up.
 """
 
 from __future__ import annotations
