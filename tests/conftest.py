@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, settings
 from tests.cluster import RedisClusterServers
 from tests.servers import RedisServer
 
-# The simulator's fixtures live in their own module so that the simulator can evolve without touching this file.
-pytest_plugins = ["tests.fixtures_sim"]
+# The simulator's fixtures live in their own module so that the simulator can evolve without touching this file;
+# tests.switch picks the switch of the end-to-end tests (the simulator, or a real FreeSWITCH) and skips sim_only ones.
+pytest_plugins = ["tests.fixtures_sim", "tests.switch"]
 
 # A shared 2-core machine is noisy: judge properties by what they find, never by how fast examples are drawn.
 settings.register_profile("redswitch", deadline=None, suppress_health_check=[HealthCheck.too_slow])

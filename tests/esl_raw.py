@@ -9,7 +9,8 @@ from pathlib import Path
 
 from redswitch.protocol import Event, Frame, Mode, Parser, parse_event_plain
 
-TRANSCRIPTS = Path("/work/shared/esl-transcripts")
+#: Sessions recorded from a real FreeSWITCH (their README says how and what they show).
+TRANSCRIPTS = Path(__file__).resolve().parent / "transcripts"
 _BLOCK = re.compile(rb"\n===== (<<< RECV|>>> SENT)( \(EOF\))? t=\+[0-9.]+s \((\d+) bytes\) =====\n")
 
 

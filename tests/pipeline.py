@@ -1,4 +1,4 @@
-"""The whole pipeline over real processes: redis-server, simulator, listener, dramatiq worker, bridge."""
+"""The whole pipeline over real processes: redis-server, the switch (simulator or real), listener, worker, bridge."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from redswitch.config import Settings
 from redswitch.launcher import Stack
 from redswitch.simulator import Scenario, Simulator
 from tests.payloads import job, next_event
+from tests.switch import Switch, start_switch
 
 
 class Pipeline:
@@ -29,30 +30,46 @@ class Pipeline:
         self.bridges = bridges
         self.env = env or {}
         self.listener = listener
-        self.simulator = Simulator(host="127.0.0.1", port=0, password="ClueCon", scenario=scenario)
+        self.scenario = scenario
+        self._switch: Switch | None = None
         self.redis_url = redis_url
         self.log_dir = tempfile.mkdtemp(prefix="redswitch-pipeline-")
         self.extra = settings
         self.stack: Stack | None = None
 
+    @property
+    def switch(self) -> Switch:
+        """The switch this pipeline runs against: a simulator, or the real FreeSWITCH (tests/switch.py)."""
+        assert self._switch is not None, "the pipeline is not started"
+        return self._switch
+
+    @property
+    def simulator(self) -> Simulator:
+        """The simulator this pipeline runs against (only in sim_only tests: a real switch has no such controls)."""
+        assert isinstance(self._switch, Simulator), "a real switch: mark this test sim_only"
+        return self._switch
+
     def start(self) -> Pipeline:
-        self.simulator.start()
+        self._switch = start_switch(self.scenario)
         # No pacing unless a test asks: the simulator, like these tests, has no sessions-per-second limit by default.
         values = {"originate_timeout": 2, "switch_cps": 0, **self.extra}
-        self.settings = Settings(pubsub_redis_url=self.redis_url, esl_port=self.simulator.port, **values)
+        self.settings = Settings(
+            pubsub_redis_url=self.redis_url, esl_port=self.switch.port, esl_password=self.switch.password, **values
+        )
         self.stack = Stack(
             self.settings, bridges=self.bridges, listener=self.listener, env=self.env, log_dir=self.log_dir
         ).start()
         self.client = redis.Redis.from_url(self.redis_url, decode_responses=True)
         if self.listener:  # events the switch sends before the listener subscribed would be lost
-            subscribed = self.wait_for(lambda: any(c.startswith("event plain") for c in self.simulator.commands()))
+            subscribed = self.wait_for(lambda: any(c.startswith("event plain") for c in self.switch.commands()))
             assert subscribed, self.logs()
         return self
 
     def stop(self) -> None:
         if self.stack is not None:
             self.stack.stop()
-        self.simulator.stop()
+        if self._switch is not None:
+            self._switch.stop()
 
     def full_log(self, name: str) -> str:
         import pathlib
@@ -108,9 +125,9 @@ class Pipeline:
         self.stack.spawn("worker", worker_command())
 
     def originated(self, marker: str) -> list[str]:
-        """dial_ids of every originate (of a call, not a barge) the simulator received whose dial_id has ``marker``."""
+        """dial_ids of every originate (of a call, not a barge) the switch received whose dial_id has ``marker``."""
         found = []
-        for command in self.simulator.commands():
+        for command in self.switch.commands():
             if "originate" in command and "&bridge(" in command and marker in command:
                 found.append(command.split("redswitch_dial_id=")[1].split(",")[0])
         return found
@@ -147,12 +164,18 @@ class Pipeline:
         broker.enqueue(dramatiq.Message(queue_name=queue, actor_name=actor_name, args=args, kwargs={}, options={}))
         broker.close()
 
-    def channel_of_side(self, dial_id: str, side: str) -> str:
-        for uuid, channel in self.simulator.channels().items():
-            variables = channel.variables
-            if variables.get("redswitch_dial_id") == dial_id and variables.get("redswitch_side") == side:
-                return str(uuid)
-        raise KeyError(f"no live channel for {dial_id} side {side}")
+    def channel_of_side(self, dial_id: str, side: str, timeout: float = 2.0) -> str:
+        """The uuid of the live channel of ``dial_id``'s ``side``. A real switch lists a channel (``show channels``,
+        filled from its core database) a moment after its events: look again for up to ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for uuid, channel in self.switch.channels().items():
+                variables = channel.variables
+                if variables.get("redswitch_dial_id") == dial_id and variables.get("redswitch_side") == side:
+                    return str(uuid)
+            if time.monotonic() >= deadline:
+                raise KeyError(f"no live channel for {dial_id} side {side}")
+            time.sleep(0.1)
 
 
 def hung_up(*sides: str) -> Callable[[list[dict[str, Any]]], bool]:

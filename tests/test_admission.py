@@ -111,6 +111,7 @@ def burst(stack: list[Pipeline], redis_server: RedisServer, count: int) -> None:
     print(f"{count} calls in {took:.1f}s, peak {sessions.max_per_second()} sessions/s")
 
 
+@pytest.mark.sim_only  # a switch limited to 30 sessions a second, calls ending by themselves
 def test_a_burst_of_500_jobs_is_paced_to_the_switch_and_none_is_refused(stack, redis_server) -> None:
     burst(stack, redis_server, 500)
 
@@ -144,7 +145,7 @@ def test_an_org_over_its_limit_queues_calls_and_each_hangup_lets_the_next_out_in
     assert set(pipeline.originated("orgq")) == up  # no fourth call while three are up
     for expected in sorted(queued, key=queued.__getitem__):
         gone = sorted(up)[0]
-        pipeline.simulator.hangup(pipeline.channel_of_side(gone, "0"))
+        pipeline.switch.hangup(pipeline.channel_of_side(gone, "0"))
         up.remove(gone)
         assert pipeline.wait_for(lambda: len(pipeline.originated("orgq")) == 11 - len(queued), timeout=5)
         newest = pipeline.originated("orgq")[-1]
@@ -155,6 +156,7 @@ def test_an_org_over_its_limit_queues_calls_and_each_hangup_lets_the_next_out_in
     pubsub.close()
 
 
+@pytest.mark.sim_only  # a switch limited to 2 sessions a second
 def test_a_throttled_originate_is_sent_again_and_a_failure_after_side_0_existed_is_not(stack, redis_server) -> None:
     # Given a switch admitting two sessions a second (one call), and no pacing of ours to protect it
     pipeline = start(redis_server, Scenario(sessions_per_second=2), switch_cps=0)

@@ -18,10 +18,13 @@ import yaml
 
 from redswitch.cli import build_parser
 from redswitch.config import Settings, setting_names
+from redswitch.simulator.scenario import DEFAULT_RULES
 from tests import yaml_subset
+from tests.payloads import job
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose"
+CONF = COMPOSE / "freeswitch" / "conf"
 FILES = ["compose.yaml", "compose.simulator.yaml"]
 SERVICES = {"redis", "freeswitch", "worker", "bridge", "listener", "scheduler"}
 #: Variables read by Dramatiq itself (its Prometheus middleware, its worker), not by our settings.
@@ -78,12 +81,23 @@ def test_compose_commands_are_real_entry_points(name: str) -> None:
             assert importlib.util.find_spec(args[0]) is not None, f"{key}: no module {args[0]}"
 
 
+def freeswitch_variables() -> set[str]:
+    """The environment variables our FreeSWITCH configuration reads (``env-set`` pre-processing)."""
+    found = set()
+    for path in CONF.rglob("*.xml"):
+        for p in ET.parse(path).getroot().iter("X-PRE-PROCESS"):
+            if p.get("cmd") == "env-set":
+                found.add(p.get("data", "").split("=$", 1)[1])
+    return found
+
+
 @pytest.mark.parametrize("name", FILES)
 def test_compose_sets_only_variables_the_settings_know(name: str) -> None:
     names = setting_names()
     for key, service in load(name)["services"].items():
+        known = names | freeswitch_variables() if key == "freeswitch" and name == "compose.yaml" else names
         for variable in service.get("environment") or {}:
-            assert variable in names or DRAMATIQ_VARIABLE.fullmatch(variable), f"{key}: unknown {variable}"
+            assert variable in known or DRAMATIQ_VARIABLE.fullmatch(variable), f"{key}: unknown {variable}"
         if service.get("build") == "..":
             assert service["env_file"] == ".env", key
 
@@ -114,16 +128,68 @@ def test_dockerfile_copies_what_exists_and_installs_the_package() -> None:
     assert "pip install ." in dockerfile
 
 
-def test_event_socket_config_listens_on_8021_with_the_password_from_the_environment() -> None:
-    path = COMPOSE / "freeswitch" / "conf" / "autoload_configs" / "event_socket.conf.xml"
-    root = ET.parse(path).getroot()
+def test_event_socket_listens_on_loopback_unless_compose_says_otherwise() -> None:
+    root = ET.parse(CONF / "autoload_configs" / "event_socket.conf.xml").getroot()
     params = {p.get("name"): p.get("value") for p in root.iter("param")}
     assert params["listen-port"] == "8021"
-    assert params["listen-ip"] == "0.0.0.0"
-    variable = re.fullmatch(r"\$\$\{(\w+)\}", params["password"] or "")
-    assert variable is not None
-    preprocess = [p.get("data", "") for p in root.iter("X-PRE-PROCESS")]
-    assert f"{variable.group(1)}=printenv ESL_PASSWORD" in preprocess
+    # Each of listen-ip and password is a variable set to a default, then from the environment when it has it
+    preprocess = [(p.get("cmd"), p.get("data", "")) for p in root.iter("X-PRE-PROCESS")]
+    defaults = {}
+    for param, default, variable in (
+        ("listen-ip", "127.0.0.1", "FREESWITCH_ESL_LISTEN_IP"),
+        ("password", "ClueCon", "ESL_PASSWORD"),
+    ):
+        name = re.fullmatch(r"\$\$\{(\w+)\}", params[param] or "")
+        assert name is not None, param
+        assert preprocess.index(("set", f"{name.group(1)}={default}")) < preprocess.index(
+            ("env-set", f"{name.group(1)}=${variable}")
+        )
+        defaults[variable] = default
+    # compose opens it to the compose network (the port is not published); its ESL_PASSWORD comes from .env
+    freeswitch = load("compose.yaml")["services"]["freeswitch"]
+    assert freeswitch["environment"] == {"FREESWITCH_ESL_LISTEN_IP": "0.0.0.0"}
+    assert freeswitch["env_file"] == ".env" and "ESL_PASSWORD" in env_example()
+    assert not any(port.startswith("8021") for port in freeswitch.get("ports", []))
+    # loopback and private networks only (a client must pass every ACL, so there is exactly one)
+    acls = [p.get("value") for p in root.iter("param") if p.get("name") == "apply-inbound-acl"]
+    assert acls == ["127.0.0.0/8,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"]
+
+
+def test_compose_mounts_every_freeswitch_config_file_of_ours() -> None:
+    volumes = load("compose.yaml")["services"]["freeswitch"]["volumes"]
+    mounted = {v.split(":")[0]: v.split(":")[1] for v in volumes}
+    for path in CONF.rglob("*.xml"):
+        relative = path.relative_to(CONF).as_posix()
+        assert mounted.get(f"./freeswitch/conf/{relative}") == f"/etc/freeswitch/{relative}", relative
+
+
+def gateways() -> dict[str, dict[str, str]]:
+    root = ET.parse(CONF / "sip_profiles" / "external" / "redswitch.xml").getroot()
+    return {g.get("name", ""): {p.get("name", ""): p.get("value", "") for p in g.iter("param")} for g in root}
+
+
+def test_gateways_cover_the_end_to_end_tests_and_reach_the_carrier_on_loopback() -> None:
+    carrier = ET.parse(CONF / "sip_profiles" / "carrier.xml").getroot()
+    settings = {p.get("name"): p.get("value") for p in carrier.iter("param")}
+    assert settings["sip-ip"] == settings["rtp-ip"] == "127.0.0.1" and settings["context"] == "carrier"
+    found = gateways()
+    # the jobs' default call_provider (tests/payloads.py) and the reconciliation tests' "gw"
+    assert {job()["call_provider"], "gw"} <= set(found)
+    for name, params in found.items():
+        assert params["proxy"] == f"127.0.0.1:{settings['sip-port']}", name
+        assert params["register"] == "false", name
+
+
+def test_carrier_dialplan_has_every_magic_number_of_the_simulator() -> None:
+    root = ET.parse(CONF / "dialplan" / "carrier.xml").getroot()
+    context = next(c for c in root.iter("context") if c.get("name") == "carrier")
+    expressions = [c.get("expression", "") for c in context.iter("condition")]
+    suffixes = [rule.suffix for rule in DEFAULT_RULES]
+    assert None not in suffixes
+    assert sorted(e.removesuffix("$") for e in expressions if e.endswith("$") and e[:-1].isdigit()) == sorted(
+        str(s) for s in suffixes
+    )
+    assert expressions[-1] == r"^\+?\d+$"  # any other number answers, tried last
 
 
 @pytest.mark.parametrize("name", FILES)

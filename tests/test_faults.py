@@ -42,6 +42,7 @@ def fast_failover(own_redis_server: RedisServer) -> Iterator[Pipeline]:
     running.stop()
 
 
+@pytest.mark.sim_only  # thousands of calls that end by themselves (SHORT_CALLS)
 def test_kill_9_of_a_bridge_while_2000_jobs_flow_dials_each_exactly_once(fast_failover: Pipeline) -> None:
     pipeline = fast_failover
     dial_ids = push_many(pipeline, "k9b_", 2000)
@@ -58,6 +59,7 @@ def test_kill_9_of_a_bridge_while_2000_jobs_flow_dials_each_exactly_once(fast_fa
     assert pipeline.client.llen(pipeline.settings.effective_dead_key) == 0
 
 
+@pytest.mark.sim_only  # SHORT_CALLS
 def test_kill_9_of_the_worker_mid_calls_redelivers_and_still_dials_once(fast_failover: Pipeline) -> None:
     pipeline = fast_failover
     dial_ids = push_many(pipeline, "k9w_", 400)
@@ -99,15 +101,15 @@ def test_dropped_esl_connections_are_reestablished_by_listener_and_actors(redis_
     try:
         pubsub = pipeline.call("drop_live")
         uuid0 = pipeline.channel_of_side("drop_live", "0")
-        # When the switch drops every ESL connection mid-call
-        pipeline.simulator.drop_all_connections()
+        # When the switch drops every ESL connection mid-call (a real switch: its proxy cuts them)
+        pipeline.switch.drop_all_connections()
         time.sleep(1.0)  # the listener reconnects with backoff
         # Then a hangup afterwards still publishes its events
-        pipeline.simulator.hangup(uuid0, "NORMAL_CLEARING")
+        pipeline.switch.hangup(uuid0, "NORMAL_CLEARING")
         events = pipeline.events_until(pubsub, hung_up("0", "1"))
         assert {e["cause"] for e in events if e["type"] == "hangup-event"} == {"NORMAL_CLEARING"}
         # And the workers' dropped connections are replaced: the next call goes through
-        pipeline.simulator.drop_all_connections()
+        pipeline.switch.drop_all_connections()
         pubsub = pipeline.subscribe("drop_next")
         pipeline.push(dial_id="drop_next", user_id="drop_next")
         pipeline.events_until(pubsub, has("answer-event", "1"), timeout=30)
@@ -116,6 +118,7 @@ def test_dropped_esl_connections_are_reestablished_by_listener_and_actors(redis_
         pipeline.stop()
 
 
+@pytest.mark.sim_only  # a switch slow to reply (set_reply_delay)
 def test_slow_switch_never_holds_a_worker_longer_than_the_esl_timeout(redis_server: RedisServer) -> None:
     pipeline = Pipeline(redis_server.url, esl_timeout=0.5).start()
     try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from redswitch.simulator import Scenario
+from tests import switch
 from tests.payloads import INJECTIONS, JOB_FIELDS, SEED_JOB_TEXT, job
 from tests.pipeline import Pipeline, has, hung_up
 from tests.servers import RedisServer
@@ -43,7 +45,7 @@ def test_seed_job_pushed_the_legacy_way_becomes_a_bridged_call(pipeline: Pipelin
     assert [json.loads(item) for item in pipeline.client.lrange(history_key, 0, -1)] == events
     assert 0 < pipeline.client.ttl(history_key) <= 4 * 3600
     # And FreeSWITCH got one originate: side 0 through the gateway, bridged to side 1
-    originates = [c for c in pipeline.simulator.commands() if "talkiq_dial_id" in c]
+    originates = [c for c in pipeline.switch.commands() if "talkiq_dial_id" in c]
     assert len(originates) == 1
     assert "sofia/gateway/talk_call_provider/15105625882 &bridge(" in originates[0]
     # And the worker recorded the hand-over (written with the message's ack): the node holds the call
@@ -56,7 +58,17 @@ def test_seed_job_pushed_the_legacy_way_becomes_a_bridged_call(pipeline: Pipelin
     ("overrides", "expected"),
     [
         ({"callee_number": "14155550486"}, {"0": "USER_BUSY", "1": "USER_BUSY"}),
-        ({"callee_number": "14155550408"}, {"0": "NO_ANSWER", "1": "NO_ANSWER"}),
+        pytest.param(
+            {"callee_number": "14155550408"},
+            {"0": "NO_ANSWER", "1": "NO_ANSWER"},
+            # A real FreeSWITCH hangs side 0 up NORMAL_CLEARING here: the failed &bridge leaves it up, since
+            # "no answer is *always* a reason to continue" (switch_channel_handle_cause, unless continue_on_fail is
+            # set), and it ends with nothing left to run; only originate_failed_cause says NO_ANSWER. The simulator
+            # hangs it up NO_ANSWER, as it does for busy or failed callees (which FreeSWITCH does too).
+            marks=pytest.mark.xfail(
+                bool(os.environ.get(switch.ENV)), reason="real FreeSWITCH: side 0 ends NORMAL_CLEARING", strict=True
+            ),
+        ),
         ({"callee_number": "14155550404"}, {"0": "UNALLOCATED_NUMBER", "1": "UNALLOCATED_NUMBER"}),
         ({"callee_number": "14155550503"}, {"0": "NORMAL_TEMPORARY_FAILURE", "1": "NORMAL_TEMPORARY_FAILURE"}),
         ({"caller_number": "15105550486"}, {"0": "USER_BUSY"}),
@@ -101,7 +113,7 @@ def test_call_freeswitch_never_attempted_ends_in_failure(pipeline: Pipeline) -> 
 
 def test_bad_jobs_are_parked_with_a_reason_and_never_reach_freeswitch(pipeline: Pipeline) -> None:
     # Given not-JSON, invalid, injection-shaped and duplicate jobs
-    before = len(pipeline.simulator.commands())
+    before = len(pipeline.switch.commands())
     bad = ["not json at all", json.dumps(job(dial_id="bad_type", org_id=7))]
     for n, (field, fragment) in enumerate((f, x) for f in JOB_FIELDS for x in INJECTIONS[:8]):
         value = job()[field][:4] + fragment + "99"
@@ -123,10 +135,11 @@ def test_bad_jobs_are_parked_with_a_reason_and_never_reach_freeswitch(pipeline: 
     assert all(p["reason"] and p["time"] for p in parked)
     assert parked[-1]["reason"].startswith("duplicate dial_id")
     time.sleep(0.3)
-    new_commands = pipeline.simulator.commands()[before:]
+    new_commands = pipeline.switch.commands()[before:]
     assert [c for c in new_commands if "originate" in c and dup_id not in c] == []
 
 
+@pytest.mark.sim_only  # 500 calls up at once, unpaced: 2,000 sessions, beyond a small real test switch
 def test_five_hundred_jobs_pushed_at_once_become_calls_each_exactly_once(pipeline: Pipeline) -> None:
     prefix = f"bulk{time.monotonic_ns()}_"
     jobs = [json.dumps(job(dial_id=f"{prefix}{n}", user_id=f"u{n}")) for n in range(500)]
@@ -134,11 +147,11 @@ def test_five_hundred_jobs_pushed_at_once_become_calls_each_exactly_once(pipelin
     deadline = time.monotonic() + 90
     seen: list[str] = []
     while time.monotonic() < deadline:
-        seen = [c for c in pipeline.simulator.commands() if prefix in c and "originate" in c]
+        seen = [c for c in pipeline.switch.commands() if prefix in c and "originate" in c]
         if len(seen) >= 500:
             break
         time.sleep(0.2)
     time.sleep(1.0)
-    seen = [c for c in pipeline.simulator.commands() if prefix in c and "originate" in c]
+    seen = [c for c in pipeline.switch.commands() if prefix in c and "originate" in c]
     dialled = [c.split("redswitch_dial_id=")[1].split(",")[0] for c in seen]
     assert sorted(dialled) == sorted(f"{prefix}{n}" for n in range(500))  # every job, none twice

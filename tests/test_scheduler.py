@@ -1,4 +1,4 @@
-"""The scheduler over a real redis-server and the simulator: lease, reconciliation, dead-list bound, process."""
+"""The scheduler over a real redis-server and the switch (simulator or real): lease, reconciliation, dead list."""
 
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ from redswitch.scheduler import RECONCILED_REASON, Lease, Reconciler, Scheduler
 from redswitch.simulator import Scenario, Simulator
 from redswitch.store import Batch, CallStore, ChannelChange, Keys, events, open_store
 from tests.servers import RedisServer, free_port
+from tests.switch import Switch
 
 SimFactory = Callable[..., Simulator]
 
 
-def settings_for(redis_server: RedisServer, sim: Simulator, **extra: Any) -> Settings:
+def settings_for(redis_server: RedisServer, sim: Switch | Simulator, **extra: Any) -> Settings:
     values: dict[str, Any] = {"reconcile_grace": 0.0, **extra}
-    return Settings(pubsub_redis_url=redis_server.url, esl_port=sim.port, **values)
+    return Settings(pubsub_redis_url=redis_server.url, esl_port=sim.port, esl_password=sim.password, **values)
 
 
 def answer(side: str) -> str:
@@ -61,10 +62,10 @@ def place_call(
     return record
 
 
-def dial_in_simulator(settings: Settings, dial_id: str, record: dict[str, str], sim: Simulator) -> None:
-    """Have the simulator really hold the call's legs (an originate as the actor sends it)."""
+def dial_in_simulator(settings: Settings, dial_id: str, record: dict[str, str], sim: Switch) -> None:
+    """Have the switch really hold the call's legs (an originate as the actor sends it)."""
     call = AspCall("gw", "14155550100", "14155550100", "15105550100", "15105550100", dial_id, "org", dial_id)
-    esl = EslClient("127.0.0.1", sim.port, "ClueCon")
+    esl = EslClient("127.0.0.1", sim.port, sim.password)
     try:
         esl.bgapi(originate.click_to_call(settings, call, record["uuid0"], record["uuid1"]), str(uuid.uuid4()))
     finally:
@@ -122,10 +123,10 @@ def test_lease_release_frees_it_only_for_its_holder(redis_client: redis.Redis) -
 
 
 def test_reconcile_publishes_missing_hangups_and_ends_call_when_freeswitch_lost_it(
-    redis_client: redis.Redis, redis_server: RedisServer, simulator: Simulator
+    redis_client: redis.Redis, redis_server: RedisServer, switch: Switch
 ) -> None:
     # Given a call Redis holds as answered on both sides, which FreeSWITCH does not have
-    settings = settings_for(redis_server, simulator)
+    settings = settings_for(redis_server, switch)
     place_call(redis_client, settings, "lost_call")
     pubsub = redis_client.pubsub()  # type: ignore[no-untyped-call]
     pubsub.subscribe("lost_call", Keys.lifecycle())
@@ -149,12 +150,12 @@ def test_reconcile_publishes_missing_hangups_and_ends_call_when_freeswitch_lost_
 
 
 def test_reconcile_leaves_alone_a_call_freeswitch_still_has(
-    redis_client: redis.Redis, redis_server: RedisServer, simulator: Simulator
+    redis_client: redis.Redis, redis_server: RedisServer, switch: Switch
 ) -> None:
     # Given a call whose two legs are up in FreeSWITCH
-    settings = settings_for(redis_server, simulator)
+    settings = settings_for(redis_server, switch)
     record = place_call(redis_client, settings, "live_call")
-    dial_in_simulator(settings, "live_call", record, simulator)
+    dial_in_simulator(settings, "live_call", record, switch)
     # When the scheduler reconciles
     report = reconcile(settings, redis_client)
     # Then nothing changed
@@ -168,10 +169,10 @@ def test_reconcile_leaves_alone_a_call_freeswitch_still_has(
 
 @pytest.mark.parametrize("state", ["claimed", "dialling"])
 def test_reconcile_skips_a_call_its_actor_is_still_placing(
-    redis_client: redis.Redis, redis_server: RedisServer, simulator: Simulator, state: str
+    redis_client: redis.Redis, redis_server: RedisServer, switch: Switch, state: str
 ) -> None:
     # Given a call without channels whose record is not yet "sent"
-    settings = settings_for(redis_server, simulator)
+    settings = settings_for(redis_server, switch)
     place_call(redis_client, settings, "young_call", sides=())
     redis_client.hset(Keys.call("young_call"), "state", state)
     # When the scheduler reconciles, Then the call is left to its actor
@@ -180,10 +181,10 @@ def test_reconcile_skips_a_call_its_actor_is_still_placing(
 
 
 def test_reconcile_waits_the_grace_period_across_passes(
-    redis_client: redis.Redis, redis_server: RedisServer, simulator: Simulator
+    redis_client: redis.Redis, redis_server: RedisServer, switch: Switch
 ) -> None:
     # Given a lost call and a grace period of 0.3 s
-    settings = settings_for(redis_server, simulator, reconcile_grace=0.3)
+    settings = settings_for(redis_server, switch, reconcile_grace=0.3)
     place_call(redis_client, settings, "graced_call")
     missing: dict[str, float] = {}
     # When the first pass sees it missing, Then it does nothing yet
@@ -194,12 +195,12 @@ def test_reconcile_waits_the_grace_period_across_passes(
 
 
 def test_reconcile_reports_only_the_lost_barger_while_the_call_goes_on(
-    redis_client: redis.Redis, redis_server: RedisServer, simulator: Simulator
+    redis_client: redis.Redis, redis_server: RedisServer, switch: Switch
 ) -> None:
     # Given a live call with a barger leg that FreeSWITCH no longer has
-    settings = settings_for(redis_server, simulator)
+    settings = settings_for(redis_server, switch)
     record = place_call(redis_client, settings, "barged_call", sides=("0", "1", "2"))
-    dial_in_simulator(settings, "barged_call", record, simulator)
+    dial_in_simulator(settings, "barged_call", record, switch)
     redis_client.hset(Keys.call("barged_call"), mapping={"barger_uuid": str(uuid.uuid4()), "barger_mode": "listen"})
     # When the scheduler reconciles
     report = reconcile(settings, redis_client)
@@ -210,12 +211,12 @@ def test_reconcile_reports_only_the_lost_barger_while_the_call_goes_on(
 
 
 def test_reconcile_counts_a_channel_of_ours_that_redis_forgot(
-    redis_client: redis.Redis, redis_server: RedisServer, simulator: Simulator
+    redis_client: redis.Redis, redis_server: RedisServer, switch: Switch
 ) -> None:
     # Given FreeSWITCH holding the legs of a call Redis knows nothing about
-    settings = settings_for(redis_server, simulator)
+    settings = settings_for(redis_server, switch)
     record = {"uuid0": str(uuid.uuid4()), "uuid1": str(uuid.uuid4())}
-    dial_in_simulator(settings, "forgotten", record, simulator)
+    dial_in_simulator(settings, "forgotten", record, switch)
     # When the scheduler reconciles
     report = reconcile(settings, redis_client)
     # Then both legs are reported as orphans of that dial_id, and Redis is not touched
@@ -227,10 +228,10 @@ def test_reconcile_counts_a_channel_of_ours_that_redis_forgot(
 
 
 def test_trim_dead_drops_the_oldest_entries_beyond_dead_max(
-    redis_client: redis.Redis, redis_server: RedisServer, simulator: Simulator
+    redis_client: redis.Redis, redis_server: RedisServer, switch: Switch
 ) -> None:
     # Given 15 parked jobs and DEAD_MAX=10
-    settings = settings_for(redis_server, simulator, dead_max=10)
+    settings = settings_for(redis_server, switch, dead_max=10)
     redis_client.rpush(settings.effective_dead_key, *[f"job{n}" for n in range(15)])
     # When the scheduler trims, Then the 5 oldest are gone and the newest kept in order
     assert Scheduler(settings, redis_client).trim_dead() == 5
@@ -240,10 +241,10 @@ def test_trim_dead_drops_the_oldest_entries_beyond_dead_max(
 
 
 def test_scheduler_without_the_lease_does_not_act(
-    redis_client: redis.Redis, redis_server: RedisServer, simulator: Simulator
+    redis_client: redis.Redis, redis_server: RedisServer, switch: Switch
 ) -> None:
     # Given another scheduler holding the lease, a lost call and a too-long dead list
-    settings = settings_for(redis_server, simulator, dead_max=1)
+    settings = settings_for(redis_server, switch, dead_max=1)
     Lease(store_of(redis_client), "someone-else", ttl=30).hold()
     place_call(redis_client, settings, "not_mine")
     redis_client.rpush(settings.effective_dead_key, "a", "b")
@@ -306,6 +307,7 @@ def schedulers(redis_server: RedisServer, simulator_factory: SimFactory) -> Iter
             proc.wait(10)
 
 
+@pytest.mark.sim_only  # watches heartbeats every 0.2 s (a real switch sends one every 20 s)
 def test_schedule_process_reconciles_watches_heartbeats_and_hands_over_the_lease(
     redis_client: redis.Redis, redis_server: RedisServer, schedulers: Callable[[], tuple[int, Any]]
 ) -> None:
