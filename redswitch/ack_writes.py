@@ -13,13 +13,15 @@ and the message unacked, so the message runs again and finds the state as it wou
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import redis
 from dramatiq.middleware import CurrentMessage
 
-from redswitch.store import StoreWrite
+if TYPE_CHECKING:  # the broker is set up before prometheus_client is imported (redswitch.broker)
+    from redswitch.store import StoreWrite
+
 
 #: The attribute of the message proxy holding its writes (the consumer's ack reads it).
 ATTRIBUTE = "redswitch_ack_writes"

@@ -28,6 +28,11 @@ SIP_HEADERS = {VAR_DIAL_ID: "sip_h_X-Dial-Id", VAR_ORG_ID: "sip_h_X-Org-Id", VAR
 #: or the carrier's announcement); it must say so explicitly, since ``bridge`` copies an unset
 #: ``ignore_early_media`` from the calling channel (``switch_ivr_originate.c``).
 IGNORE_EARLY_MEDIA = {"0": "true", "1": "false", "2": "true"}
+#: Side 0's ``continue_on_fail``: when the bridge to side 1 fails, FreeSWITCH hangs side 0 up with side 1's cause
+#: (busy, unallocated, ...) but, by default, goes on after NO_ANSWER, NO_USER_RESPONSE and ORIGINATOR_CANCEL, and
+#: then ends side 0 NORMAL_CLEARING with nothing left to run (``switch_channel_handle_cause``). ``false`` makes an
+#: unanswered callee end the user's side ``NO_ANSWER`` too, as every other refusal does.
+SIDE_0_EXTRA = {"continue_on_fail": "false"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +64,7 @@ def leg_variables(settings: Settings, ids: dict[str, str], leg: Leg) -> dict[str
         "origination_caller_id_name": leg.caller_id,
         "originate_timeout": str(settings.originate_timeout),
         "ignore_early_media": IGNORE_EARLY_MEDIA[leg.side],
+        **(SIDE_0_EXTRA if leg.side == "0" else {}),
     }
     if settings.sip_headers:
         values.update({header: ids[var] for var, header in SIP_HEADERS.items() if var in ids})

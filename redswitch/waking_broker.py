@@ -16,7 +16,7 @@ Messages, their storage, retries and crash recovery are Dramatiq's own, through 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import redis
@@ -28,7 +28,9 @@ from dramatiq.message import Message
 
 from redswitch import scripts
 from redswitch.ack_writes import pending_writes
-from redswitch.store import StoreWrite
+
+if TYPE_CHECKING:  # the broker is set up before prometheus_client is imported (redswitch.broker)
+    from redswitch.store import StoreWrite
 
 #: Tokens kept per wake list; more would only cause spurious wake-ups.
 MAX_TOKENS = 64

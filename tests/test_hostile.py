@@ -38,6 +38,8 @@ EXPECTED_VARS = {
     "sip_h_X-User-Id",
     "sip_h_X-Call-Side",
 }
+#: Side 0 also says what a failed bridge to side 1 does (continue_on_fail).
+SIDE_0_VARS = EXPECTED_VARS | {"continue_on_fail"}
 
 hostile_text = st.one_of(
     st.text(max_size=80),
@@ -53,11 +55,12 @@ def assert_well_formed(command: str, job_values: dict[str, str]) -> None:
     assert "\n" not in command and "\r" not in command and "'" not in command
     request = parse_originate(command[len("originate ") :])
     assert request.app == "bridge" and len(split_args(command)) == 3
-    assert set(request.variables) == EXPECTED_VARS and len(request.legs) == 1
+    assert set(request.variables) == SIDE_0_VARS and len(request.legs) == 1
     b_vars, b_legs = parse_dial_string(request.app_arg)
     assert set(b_vars) == EXPECTED_VARS and len(b_legs) == 1
     # side 0 waits for a real answer before the bridge runs; side 1 passes its early media on to the user
     assert (request.variables["ignore_early_media"], b_vars["ignore_early_media"]) == ("true", "false")
+    assert request.variables["continue_on_fail"] == "false"  # an unanswered callee ends side 0 NO_ANSWER
     for leg_vars in (request.variables, b_vars):
         assert leg_vars["redswitch_dial_id"] == job_values["dial_id"]
         assert leg_vars["redswitch_org_id"] == job_values["org_id"]
@@ -111,7 +114,7 @@ def our_commands_only(pipeline: Pipeline) -> None:
         if command.startswith("bgapi originate") and "&bridge(" in command:
             values = dict(re.findall(r"redswitch_(dial_id|org_id|user_id)=([^,}]+)", command))
             request = parse_originate(command.split("\n")[0][len("bgapi originate ") :])
-            assert set(request.variables) == EXPECTED_VARS and values
+            assert set(request.variables) == SIDE_0_VARS and values
 
 
 def wait_parked(pipeline: Pipeline, count: int) -> bool:

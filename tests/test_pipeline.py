@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from redswitch.simulator import Scenario
-from tests import switch
 from tests.payloads import INJECTIONS, JOB_FIELDS, SEED_JOB_TEXT, job
 from tests.pipeline import Pipeline, has, hung_up
 from tests.servers import RedisServer
@@ -58,17 +56,9 @@ def test_seed_job_pushed_the_legacy_way_becomes_a_bridged_call(pipeline: Pipelin
     ("overrides", "expected"),
     [
         ({"callee_number": "14155550486"}, {"0": "USER_BUSY", "1": "USER_BUSY"}),
-        pytest.param(
-            {"callee_number": "14155550408"},
-            {"0": "NO_ANSWER", "1": "NO_ANSWER"},
-            # A real FreeSWITCH hangs side 0 up NORMAL_CLEARING here: the failed &bridge leaves it up, since
-            # "no answer is *always* a reason to continue" (switch_channel_handle_cause, unless continue_on_fail is
-            # set), and it ends with nothing left to run; only originate_failed_cause says NO_ANSWER. The simulator
-            # hangs it up NO_ANSWER, as it does for busy or failed callees (which FreeSWITCH does too).
-            marks=pytest.mark.xfail(
-                bool(os.environ.get(switch.ENV)), reason="real FreeSWITCH: side 0 ends NORMAL_CLEARING", strict=True
-            ),
-        ),
+        # FreeSWITCH ends side 0 NORMAL_CLEARING here unless continue_on_fail=false (switch_channel_handle_cause:
+        # "no answer is *always* a reason to continue"); Redswitch sets it, so the user's side says NO_ANSWER too
+        ({"callee_number": "14155550408"}, {"0": "NO_ANSWER", "1": "NO_ANSWER"}),
         ({"callee_number": "14155550404"}, {"0": "UNALLOCATED_NUMBER", "1": "UNALLOCATED_NUMBER"}),
         ({"callee_number": "14155550503"}, {"0": "NORMAL_TEMPORARY_FAILURE", "1": "NORMAL_TEMPORARY_FAILURE"}),
         ({"caller_number": "15105550486"}, {"0": "USER_BUSY"}),

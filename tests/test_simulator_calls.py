@@ -346,3 +346,22 @@ def test_a_scenario_rule_gives_any_number_early_media() -> None:
     assert scenario.outcome_for("15105550183").early_media == 1.5
     failing = Scenario.from_dict({"numbers": [{"suffix": "1111", "outcome": "USER_BUSY", "early_media": 1}]})
     assert failing.outcome_for("1111").early_media == 1.0 and failing.outcome_for("1111").cause == "USER_BUSY"
+
+
+def test_a_bridge_nobody_answers_ends_its_caller_as_continue_on_fail_says(simulator: Simulator) -> None:
+    # switch_channel_handle_cause: no answer is a reason to continue unless continue_on_fail says otherwise;
+    # after &bridge() nothing is left to run, so the caller then ends NORMAL_CLEARING
+    client = client_for(simulator)
+    cases = {"cf-default": "", "cf-false": "continue_on_fail=false,", "cf-listed": "continue_on_fail=USER_BUSY,"}
+    for uuid, extra in cases.items():
+        b_leg = f"&bridge({{originate_timeout=1}}{GW}/14155550408)"
+        job_result(client, f"originate {{{extra}origination_uuid={uuid}}}{GW}/15105550100 {b_leg}")
+    ends: dict[str, str] = {}
+    while len(ends) < len(cases):
+        hangup = client.events_until(lambda e: e.name == "CHANNEL_HANGUP" and e.unique_id in cases, timeout=5)[-1]
+        ends[hangup.unique_id or ""] = hangup.get("Hangup-Cause") or ""
+    assert ends == {"cf-default": "NORMAL_CLEARING", "cf-false": "NO_ANSWER", "cf-listed": "NO_ANSWER"}
+    # a busy callee ends the caller with its cause either way
+    job_result(client, f"originate {{origination_uuid=cf-busy}}{GW}/15105550100 &bridge({GW}/14155550486)")
+    busy = client.events_until(lambda e: e.name == "CHANNEL_HANGUP" and e.unique_id == "cf-busy", timeout=5)[-1]
+    assert busy.get("Hangup-Cause") == "USER_BUSY"

@@ -13,7 +13,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 
-from redswitch.protocol import cause_name
+from redswitch.protocol import cause_code, cause_name
 from redswitch.protocol.codec import serialize_headers_plain
 from redswitch.simulator.bus import EventBus
 from redswitch.simulator.channels import Channel, channel_headers, channel_plain
@@ -292,7 +292,7 @@ class CallEngine:
         leg = legs[0]
         refused = self._precheck(leg)
         if refused:
-            self.hangup(a.uuid, refused[5:].strip())
+            self.hangup(a.uuid, _after_failed_bridge(a.variables, refused[5:].strip()))
             return
         # bridge copies the caller's ignore_early_media when the dial string leaves it unset (switch_ivr_originate.c)
         inherited = {k: a.variables[k] for k in _INHERITED if k in a.variables and k not in variables}
@@ -302,8 +302,8 @@ class CallEngine:
         cause = await self.ring(b, self._outcome(leg), timeout, early_ok=_early_ok({**inherited, **variables}))
         a.pending_b = None
         if cause is not None:
-            a.variables.update({"originate_disposition": cause, "DIALSTATUS": cause})
-            self.hangup(a.uuid, cause)
+            a.variables.update({"originate_disposition": cause, "DIALSTATUS": cause, "originate_failed_cause": cause})
+            self.hangup(a.uuid, _after_failed_bridge(a.variables, cause))
             return
         self._loopback_answer(b)
         self._link(a, b)
@@ -479,6 +479,30 @@ def _early_ok(variables: dict[str, str]) -> bool:
     ``ring_ready``/``consume`` forms, make it wait for the answer.)"""
     value = variables.get("ignore_early_media", "")
     return not (_truthy(value) or value in ("ring_ready", "consume"))
+
+
+#: Causes a failed bridge continues after when neither continue_on_fail nor failure_causes is set.
+_CONTINUE_BY_DEFAULT = frozenset({"NO_ANSWER", "NO_USER_RESPONSE", "ORIGINATOR_CANCEL"})
+
+
+def _after_failed_bridge(variables: dict[str, str], cause: str) -> str:
+    """The cause the caller of a failed ``bridge`` hangs up with (``switch_channel_handle_cause``).
+
+    It is hung up with the bridge's cause, unless the failure is a reason to continue: then the caller's
+    application list goes on and, as after ``&bridge()`` nothing is left to run, it ends ``NORMAL_CLEARING``.
+    "No answer is *always* a reason to continue" unless ``continue_on_fail`` or ``failure_causes`` says otherwise;
+    ``continue_on_fail`` is ``true`` or a list of cause names and numbers, ``failure_causes`` the opposite list.
+    """
+    carry_on, failures = variables.get("continue_on_fail"), variables.get("failure_causes")
+    names = {cause, str(cause_code(cause))}
+    if failures is not None and not names & {c.strip().upper() for c in failures.split(",")}:
+        return "NORMAL_CLEARING"
+    if carry_on is not None:
+        listed = {c.strip().upper() for c in carry_on.split(",")}
+        return "NORMAL_CLEARING" if _truthy(carry_on) or names & listed else cause
+    if failures is None and cause in _CONTINUE_BY_DEFAULT:
+        return "NORMAL_CLEARING"
+    return cause
 
 
 def _truthy(value: str | None) -> bool:
