@@ -94,8 +94,10 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local dial, org_max, cost, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local stale = tonumber(ARGV[5])
 local function announce(event)
-  redis.call('RPUSH', KEYS[6], event)
-  redis.call('EXPIRE', KEYS[6], ARGV[7])
+  if ARGV[8] ~= '' then
+    redis.call(ARGV[8] == 'R' and 'RPUSH' or 'LPUSH', KEYS[6], event)
+    redis.call('EXPIRE', KEYS[6], ARGV[7])
+  end
   redis.call('PUBLISH', ARGV[6], event)
 end
 if org_max > 0 and not redis.call('ZSCORE', KEYS[2], dial) then
@@ -131,20 +133,20 @@ end
 local limiters = (#KEYS - 6) / 2
 local wait, reason, binding = 0, '', 1
 for i = 1, limiters do
-  local log, limit = KEYS[5 + 2 * i], tonumber(ARGV[7 + i])
+  local log, limit = KEYS[5 + 2 * i], tonumber(ARGV[8 + i])
   local c = math.min(cost, limit)
   redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
   local n = redis.call('ZCARD', log)
   if n + c > limit then
     local index = n + c - limit - 1
     local w = tonumber(redis.call('ZRANGE', log, index, index, 'WITHSCORES')[2]) + window - now
-    if w > wait then wait, reason, binding = w, ARGV[7 + limiters + i], i end
+    if w > wait then wait, reason, binding = w, ARGV[8 + limiters + i], i end
   end
 end
 if wait <= 0 then
   for i = 1, limiters do
     local log = KEYS[5 + 2 * i]
-    for j = 1, math.min(cost, tonumber(ARGV[7 + i])) do
+    for j = 1, math.min(cost, tonumber(ARGV[8 + i])) do
       redis.call('ZADD', log, now, dial .. ':' .. j .. ':' .. string.format('%.6f', now))
     end
     redis.call('EXPIRE', log, 60)
@@ -161,12 +163,12 @@ for i = 1, limiters do
   if nxt > slot then slot = nxt end
 end
 for i = 1, limiters do
-  local limit = tonumber(ARGV[7 + i])
+  local limit = tonumber(ARGV[8 + i])
   local step = math.min(cost, limit) * window / limit
   redis.call('SET', KEYS[6 + 2 * i], string.format('%.6f', slot + step), 'EX', 60)
 end
 redis.call('HSET', KEYS[1], 'admit_at', string.format('%.6f', slot))
-local blimit = tonumber(ARGV[7 + binding])
+local blimit = tonumber(ARGV[8 + binding])
 local ahead = math.floor((slot - now) * blimit / (math.min(cost, blimit) * window))
 local first = 0
 if slot - now >= 1 then
@@ -256,7 +258,9 @@ class Admission:
         for kind, name, _limit in limiters:
             keys += [rate_log(kind, name), f"redswitch:admission:{kind}:{name}:next"]
         args: list[str | int | float] = [call.dial_id, org_max, SESSIONS_PER_CALL, WINDOW, STALE_WAITER]
-        args += [self.keys.channel(call.dial_id), HISTORY_TTL]
+        # ARGV[8]: the history's order, or '' when the history keeps call events only (``queued`` is published only)
+        in_history = self.keys.in_history({"type": "queued"})
+        args += [self.keys.channel(call.dial_id), HISTORY_TTL, self.keys.push_flag if in_history else ""]
         args += [limit for _kind, _name, limit in limiters] + [f"{kind}_cps" for kind, _name, _limit in limiters]
         verdict, number, first, reason = scripts.run(self.client, _ADMIT_SCRIPT, keys, args)
         verdict, reason = reply_text(verdict), reply_text(reason)

@@ -168,11 +168,12 @@ class ClusterAdmission(Admission):
         return Decision("wait", int(ms) / 1000, reply_text(reason), 0, bool(first))
 
     def _announce(self, call: AspCall, event: dict[str, Any]) -> None:
-        """History first, then the PUBLISH, as everywhere on a cluster."""
+        """History first (with ``HISTORY_EVENTS=all``), then the PUBLISH, as everywhere on a cluster."""
         history, payload = self.keys.history(call.org_id, call.user_id), encode(event)
         stage = OrderedStage(self.client)
-        stage.rpush(history, payload)
-        stage.expire(history, HISTORY_TTL)
+        if self.keys.in_history(event):
+            self.keys.push(stage, history, payload)
+            stage.expire(history, HISTORY_TTL)
         stage.publish(self.keys.channel(call.dial_id), payload)
         stage.execute()
 

@@ -151,13 +151,13 @@ class ClusterCallState(CallState):
         active, item = self.keys.active(dial_id, org_id, user_id), f"ACTIVE.{side}"
         stage.lrem(active, 0, item)
         if kind == "A":
-            stage.rpush(active, item)
+            self.keys.push(stage, active, item)
             stage.expire(active, ACTIVE_TTL)
             event = encode({"type": "answer-event", "side": side})
         else:
             event = encode({"type": "hangup-event", "side": side, "cause": fields[5]})
         history = self.keys.history(org_id, user_id)
-        stage.rpush(history, event)
+        self.keys.push(stage, history, event)
         stage.expire(history, HISTORY_TTL)
         stage.publish(self.keys.channel(dial_id), event)
         if kind == "H" and side == "0":

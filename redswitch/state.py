@@ -27,6 +27,9 @@ from redswitch.redis_client import is_cluster_client, reply_text
 ACTIVE_TTL = 24 * 3600  # contract: active calls expire after 24 h
 HISTORY_TTL = 4 * 3600  # contract: event histories expire after 4 h
 CALL_TTL = 24 * 3600
+#: What the original's history held: the events it published about the call. With ``HISTORY_EVENTS=call`` (the
+#: default) the others (``ack``, ``error``, ``queued``) are published on the channel only.
+CALL_EVENTS = frozenset({"call-start", "answer-event", "hangup-event", "failure"})
 
 JsonDict = Mapping[str, Any]
 
@@ -47,6 +50,26 @@ class Keys:
         self.jobs = settings.jobs_key  # contract: the legacy list
         self.dead = settings.effective_dead_key
         self._org_first = settings.active_key_order == "org_user_dial"
+        #: Contract (the original's code): the active list and the history are LPUSHed, newest entry first.
+        self.newest_first = settings.list_order == "newest_first"
+        self.history_all = settings.history_events == "all"
+
+    def push(self, pipe: Any, key: str, value: str) -> None:
+        """Add ``value`` as the list's newest entry: at the head (LPUSH, as the original) or, with
+        ``LIST_ORDER=oldest_first``, at the tail."""
+        if self.newest_first:
+            pipe.lpush(key, value)
+        else:
+            pipe.rpush(key, value)
+
+    @property
+    def push_flag(self) -> str:
+        """The list order for a Lua script: ``L`` (LPUSH) or ``R`` (RPUSH)."""
+        return "L" if self.newest_first else "R"
+
+    def in_history(self, event: JsonDict) -> bool:
+        """Does ``event`` go into the user's history? The call's events always; the rest with HISTORY_EVENTS=all."""
+        return self.history_all or event.get("type") in CALL_EVENTS
 
     def channel(self, dial_id: str) -> str:
         """Contract: events, control messages and acks of a call travel on a channel named after its dial_id."""
@@ -142,12 +165,14 @@ return 1
 # far more time packing commands than Redis spends running them. Records are "kind|dial|org|user|side" and, for
 # a hangup, "|cause|sip_code|retryable" ("-" when absent; extensions beside the contract's cause)
 # with ids that passed ID_PATTERN and causes of [A-Z0-9_], so the JSON is built here byte for byte as
-# ``encode`` builds it. (Keys are derived inside the script, so this path is for a single Redis, not a cluster.)
+# ``encode`` builds it. ARGV[5] is the lists' order: ``L`` pushes new entries at the head (the original's LPUSH),
+# ``R`` at the tail. (Keys are derived inside the script, so this path is for a single Redis, not a cluster.)
 _EVENTS_SCRIPT = """
 local active_ttl, history_ttl, org_first = ARGV[1], ARGV[2], ARGV[3] == '1'
 local batch = tonumber(ARGV[4])
+local push = ARGV[5] == 'R' and 'RPUSH' or 'LPUSH'
 if #KEYS == 1 and batch <= tonumber(redis.call('GET', KEYS[1]) or '0') then return 0 end
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local f = {}
   for part in string.gmatch(ARGV[i], '[^|]+') do f[#f + 1] = part end
   local kind, dial, org, user, side = f[1], f[2], f[3], f[4], f[5]
@@ -162,7 +187,7 @@ for i = 5, #ARGV do
     local event
     redis.call('LREM', active, 0, item)
     if kind == 'A' then
-      redis.call('RPUSH', active, item)
+      redis.call(push, active, item)
       redis.call('EXPIRE', active, active_ttl)
       if side == '2' and redis.call('EXISTS', call) == 1 then redis.call('HSET', call, 'barger_answered', '1') end
       event = '{"type": "answer-event", "side": "' .. side .. '"}'
@@ -178,7 +203,7 @@ for i = 5, #ARGV do
       if f[8] and f[8] ~= '-' then event = event .. ', "retryable": ' .. (f[8] == '1' and 'true' or 'false') end
       event = event .. '}'
     end
-    redis.call('RPUSH', history, event)
+    redis.call(push, history, event)
     redis.call('EXPIRE', history, history_ttl)
     redis.call('PUBLISH', dial, event)
     if kind == 'H' and side == '0' then
@@ -262,7 +287,8 @@ class CallState:
             return
         keys = [Keys.listener_batches(batch.listener)] if batch is not None else []
         number = batch.number if batch is not None else 0
-        self._events(keys=keys, args=[ACTIVE_TTL, HISTORY_TTL, "1" if self._org_first else "0", number, *records])
+        org_first = "1" if self._org_first else "0"
+        self._events(keys=keys, args=[ACTIVE_TTL, HISTORY_TTL, org_first, number, self.keys.push_flag, *records])
 
     def claim_call(
         self, dial_id: str, org_id: str, user_id: str, record: Mapping[str, str]
@@ -289,7 +315,7 @@ class CallState:
         item = f"ACTIVE.{side}"
         with self._staging(pipe) as staged:
             staged.lrem(active, 0, item)
-            staged.rpush(active, item)
+            self.keys.push(staged, active, item)
             staged.expire(active, ACTIVE_TTL)
             self._announce(staged, dial_id, org_id, user_id, {"type": "answer-event", "side": side})
 
@@ -362,12 +388,16 @@ class CallState:
         write_with_ack(self.client, write)
 
     def reply(self, dial_id: str, event: JsonDict, record: Mapping[str, str] | None = None, **fields: str) -> None:
-        """Publish an ``ack`` or ``error`` on the call's channel (and its user's history when the call is known).
+        """Publish an ``ack`` or ``error`` on the call's channel (and, with ``HISTORY_EVENTS=all``, in its user's
+        history when the call is known).
 
         ``record`` is the call record when the caller has it (saves reading it again); ``fields`` are written to
         it in the same transaction, before the announcement.
         """
-        record = self.call_record(dial_id) if record is None else record
+        if not self.keys.in_history(event):
+            record = {}  # published only: no need to know the call's user
+        elif record is None:
+            record = self.call_record(dial_id)
         pipe = self.transaction()
         if fields:
             self.update_call(dial_id, pipe, **fields)
@@ -420,11 +450,13 @@ class CallState:
         return {reply_text(k): reply_text(v) for k, v in self.client.hgetall(Keys.call(dial_id)).items()}
 
     def _announce(self, pipe: Any, dial_id: str, org_id: str, user_id: str, event: JsonDict) -> None:
-        """Append to the user's history, then publish: one transaction with the state change before it."""
-        history = self.keys.history(org_id, user_id)
+        """Add to the user's history (when it keeps this event), then publish: one transaction with the state
+        change before it."""
         payload = encode(event)
-        pipe.rpush(history, payload)
-        pipe.expire(history, HISTORY_TTL)
+        if self.keys.in_history(event):
+            history = self.keys.history(org_id, user_id)
+            self.keys.push(pipe, history, payload)
+            pipe.expire(history, HISTORY_TTL)
         pipe.publish(self.keys.channel(dial_id), payload)
 
 

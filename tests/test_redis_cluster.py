@@ -29,6 +29,7 @@ from redswitch.redis_client import is_cluster, redis_from_settings
 from redswitch.scheduler import RECONCILED_REASON
 from redswitch.simulator import Scenario, Simulator
 from redswitch.state import CallState, Keys
+from tests import test_legacy as legacy
 from tests.cluster import RedisClusterServers
 from tests.payloads import SEED_JOB_TEXT, next_event
 from tests.pipeline import Pipeline, has, hung_up
@@ -144,7 +145,7 @@ def test_claim_and_events_on_a_cluster_write_state_and_reach_subscribers_on_othe
     state.call_sent(dial, "fs2")  # only from dialling: a late second reply changes nothing
     assert state.call_record(dial)["node"] == "fs1" and not cluster_client.exists(calls_key("fs2"))
     state.record_events([f"S|{dial}|org|usr|0", f"A|{dial}|org|usr|0", f"A|{dial}|org|usr|1"])
-    assert cluster_client.lrange(active, 0, -1) == ["ACTIVE.0", "ACTIVE.1"]
+    assert cluster_client.lrange(active, 0, -1) == ["ACTIVE.1", "ACTIVE.0"]  # newest first, as the original
     state.record_events([f"H|{dial}|org|usr|1|NORMAL_CLEARING", f"H|{dial}|org|usr|0|NORMAL_CLEARING"])
     heard = drain(pubsub)
     events = [event for event in heard if isinstance(event, dict)]
@@ -156,7 +157,7 @@ def test_claim_and_events_on_a_cluster_write_state_and_reach_subscribers_on_othe
         {"type": "hangup-event", "side": "0", "cause": "NORMAL_CLEARING"},
     ]
     assert [item for item in heard if isinstance(item, str)] == [f"start:{dial}", f"end:{dial}"]
-    assert [json.loads(item) for item in cluster_client.lrange(history, 0, -1)] == events  # fresh at call start
+    assert [json.loads(item) for item in cluster_client.lrange(history, 0, -1)] == events[::-1]  # fresh at start
     assert 0 < cluster_client.ttl(history) <= 4 * 3600
     assert cluster_client.lrange(active, 0, -1) == [] and not state.is_active(dial)
     assert cluster_client.smembers(calls_key("fs1")) == set()
@@ -248,10 +249,23 @@ def test_admission_on_a_cluster_paces_sessions_and_queues_over_the_org_limit(
     assert [e for e in drain(pubsub) if isinstance(e, dict)] == [
         {"type": "queued", "reason": "org_max_calls", "position": 1}
     ]
-    assert json.loads(cluster_client.lrange(Keys(settings).history("org", "adm2"), -1, -1)[0])["type"] == "queued"
+    history = [json.loads(item)["type"] for item in cluster_client.lrange(Keys(settings).history("org", "adm2"), 0, -1)]
+    assert history == ["call-start"]  # queued is published only: the history keeps the call's events
     state.end_call("adm1")  # the slot frees when adm1 ends; adm2 then waits for the switch's sessions instead
     paced = admission.check(second, "fs")
     assert paced.verdict == "wait" and paced.reason == "switch_cps" and 0 < paced.delay <= 1.3
+
+
+@pytest.mark.parametrize("order", ["original", "redswitch"])
+def test_list_order_and_history_events_on_a_cluster_match_a_single_redis(
+    cluster_client: redis.Redis, cluster: RedisClusterServers, order: str
+) -> None:
+    settings = legacy.settings_for(cluster.url, order)
+    dial = f"clplay_{order}"
+    played = legacy.play_call(cluster_client, settings, dial)
+    keys = Keys(settings)
+    assert node_of(cluster_client, keys.active(dial, "org", f"{dial}_u")) != node_of(cluster_client, dial)
+    legacy.check_played(played, dial, order)
 
 
 # -- the pipeline over real processes ---------------------------------------------------------------------------
@@ -285,8 +299,9 @@ def test_seed_job_on_the_cluster_becomes_a_call_with_events_active_list_and_hist
     events = pipeline.events_until(pubsub, lambda ev: has("answer-event", "0")(ev) and has("answer-event", "1")(ev))
     assert events[0] == {"type": "call-start", "dial_id": "talkiq_dial_id"}
     active = "redswitch.talkiq_dial_id.talkiq_org_id.talkiq_user_id"
-    assert sorted(pipeline.client.lrange(active, 0, -1)) == ["ACTIVE.0", "ACTIVE.1"]
-    assert [json.loads(item) for item in pipeline.client.lrange(history_key, 0, -1)] == events
+    assert pipeline.client.lrange(active, 0, -1) == ["ACTIVE.1", "ACTIVE.0"]
+    assert pipeline.client.lindex(active, 0) == "ACTIVE.1"
+    assert [json.loads(item) for item in pipeline.client.lrange(history_key, 0, -1)] == events[::-1]
     assert pipeline.leftovers() == {}
 
 
