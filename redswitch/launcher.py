@@ -53,8 +53,9 @@ def redswitch_command(*args: str) -> list[str]:
 
 
 #: How long (ms) an idle worker thread or consumer waits before looking again (Dramatiq reads it from the
-#: environment; its default is 1000). It is also how long they take to notice a stop: 250 lets a worker stop in
-#: about a second (Dramatiq's own loop adds up to 1 s). A message wakes its consumer at once either way
+#: environment; its default is 1000). It is also how long they take to notice a stop: with 250 the worker's
+#: threads stop within a quarter of a second (Dramatiq's own once-a-second loops, in its worker process and its
+#: master, still add up to about two seconds in all). A message wakes its consumer at once either way
 #: (redswitch.waking_broker). A value in the launcher's own environment wins.
 WORKER_TIMEOUT_MS = 250
 
@@ -84,6 +85,8 @@ def die_with_parent() -> Callable[[], None] | None:
 
     Runs between fork and exec, so it only calls prctl (loaded beforehand) and getppid: if this process died
     before prctl took effect, the child is already an orphan and kills itself rather than run on unnoticed.
+    The kernel sends the signal when the *thread* that started the child ends, so children are started from a
+    thread that lives as long as they do (the main thread, here and in the tests).
     """
     if not sys.platform.startswith("linux"):
         return None
