@@ -186,21 +186,32 @@ def _ends_call(data: str) -> bool:
 
 
 def add_run(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser("run", help="run bridge, listener and a worker together (and the simulator)")
+    parser = subparsers.add_parser(
+        "run", help="run every process together (bridge, listener, worker, scheduler; and the simulator)"
+    )
     parser.add_argument("--simulate", action="store_true", help="also start the simulator on ESL_URL:ESL_PORT")
     parser.set_defaults(handler=run_run)
 
 
 def run_run(args: argparse.Namespace, settings: Settings) -> int:
-    from redswitch.launcher import Stack
+    """Every process as a child, each output line prefixed with its name; Ctrl-C or SIGTERM stops them all (a
+    second one kills them); a child that exits stops the others and the run (exit code 1)."""
+    from redswitch.launcher import Stack, run_foreground
 
-    with Stack(settings, simulate=args.simulate) as stack:
-        stop = _stop_on_signals()
-        while not stop.wait(0.5):
-            if not stack.alive():
-                print("redswitch run: a process exited; stopping", file=sys.stderr)
-                return 1
-    return 0
+    requests = [0]
+
+    def request_stop(signum: int, frame: object) -> None:
+        requests[0] += 1
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+    stack = Stack(settings, simulate=args.simulate, scheduler=True, pipe_output=True)
+    try:
+        stack.start()
+    except BaseException:
+        stack.stop()
+        raise
+    return run_foreground(stack, lambda: requests[0])
 
 
 def add_demo(subparsers: Subparsers) -> None:

@@ -21,6 +21,12 @@ T = TypeVar("T")
 #: The original code wrote ``redswitch.<org_id>.<user_id>.<dial_id>`` although its README documents
 #: ``redswitch.<dial_id>.<org_id>.<user_id>``; ``ACTIVE_KEY_ORDER`` chooses.
 ACTIVE_KEY_ORDERS = ("dial_org_user", "org_user_dial")
+#: ``newest_first``: LPUSH, as the original did (``LINDEX key 0`` is the latest entry); ``oldest_first``: RPUSH.
+LIST_ORDERS = ("newest_first", "oldest_first")
+#: ``call``: the history holds the call's events only, as the original's did; ``all``: also ack, error, queued.
+HISTORY_EVENT_SETS = ("call", "all")
+#: Which SIP headers the legs carry: the original's ``Accuvit-*`` set, the ``X-`` set, both, or none.
+SIP_HEADER_SETS = ("original", "x", "both", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +70,10 @@ class Settings:
     sip_endpoint_template: str = "sofia/external/{address}"
     originate_timeout: int = 60
     redial_guard: float = 15.0
-    sip_headers: bool = True
+    sip_headers: str = "original"
     active_key_order: str = "dial_org_user"
+    list_order: str = "newest_first"
+    history_events: str = "call"
     dedup_ttl: int = 86400
     bridge_heartbeat: float = 2.0
     bridge_dead_after: float = 10.0
@@ -138,6 +146,9 @@ class Settings:
         names = [node.name for node in self.nodes()]
         if len(set(names)) != len(names):
             raise ConfigError(f"ESL_NODES names must be unique: {', '.join(names)}")
+        _check_choice("LIST_ORDER", self.list_order, LIST_ORDERS)
+        _check_choice("HISTORY_EVENTS", self.history_events, HISTORY_EVENT_SETS)
+        _check_choice("SIP_HEADERS", self.sip_headers, SIP_HEADER_SETS)
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"LOG_FORMAT must be 'text' or 'json': {self.log_format!r}")
 
@@ -242,6 +253,22 @@ def _key(name: str, raw: str) -> str:
     return key
 
 
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}: {value!r}")
+
+
+def _sip_headers(name: str, raw: str) -> str:
+    """A header set; the old boolean still works: ``true`` is the default set, ``false`` none."""
+    lowered = raw.strip().lower()
+    if lowered in SIP_HEADER_SETS:
+        return lowered
+    try:
+        return "original" if _boolean(name, raw) else "none"
+    except ConfigError:
+        raise ConfigError(f"{name} must be one of {', '.join(SIP_HEADER_SETS)} (or true/false): {raw!r}") from None
+
+
 def _check_template(name: str, template: str, allowed: set[str], required: set[str]) -> None:
     fields = set(re.findall(r"{(\w*)}", template))
     if fields - allowed or not required <= fields:
@@ -267,8 +294,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "sip_endpoint_template": _text,
     "originate_timeout": _number(int, 1, 3600),
     "redial_guard": _number(float, 0.5, 3600),
-    "sip_headers": _boolean,
+    "sip_headers": _sip_headers,
     "active_key_order": _text,
+    "list_order": lambda name, raw: raw.strip().lower(),
+    "history_events": lambda name, raw: raw.strip().lower(),
     "dedup_ttl": _number(int, 1, 30 * 86400),
     "bridge_heartbeat": _number(float, 0.05, 60),
     "bridge_dead_after": _number(float, 0.2, 600),

@@ -34,6 +34,9 @@ def configure_logging(settings: Settings, verbose: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else settings.log_level.upper())
+    # APScheduler logs every run of every job at INFO (the scheduler's lease job runs every few seconds): its
+    # warnings and errors are kept, its chatter only with --verbose.
+    logging.getLogger("apscheduler").setLevel(logging.NOTSET if verbose else logging.WARNING)
 
 
 def adopt_in_worker(settings: Settings) -> None:

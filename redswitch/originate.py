@@ -18,8 +18,18 @@ VAR_DIAL_ID = "redswitch_dial_id"
 VAR_ORG_ID = "redswitch_org_id"
 VAR_USER_ID = "redswitch_user_id"
 VAR_SIDE = "redswitch_side"
-#: SIP headers carrying the same ids to the carrier (as the original did), when SIP_HEADERS is on.
-SIP_HEADERS = {VAR_DIAL_ID: "sip_h_X-Dial-Id", VAR_ORG_ID: "sip_h_X-Org-Id", VAR_USER_ID: "sip_h_X-User-Id"}
+#: SIP headers the original Redswitch sent (carriers' and SBCs' routing rules may match them): side 0 carried the
+#: ids, its side and the call provider; every other leg carries only its side (``SIP_HEADERS=original``, default).
+ORIGINAL_SIDE_0_HEADERS = {
+    VAR_DIAL_ID: "sip_h_Accuvit-Dial-ID",
+    VAR_ORG_ID: "sip_h_Accuvit-Organization-ID",
+    VAR_USER_ID: "sip_h_Accuvit-User-ID",
+}
+ORIGINAL_SIDE_HEADER = "sip_h_Accuvit-Dial-Side"
+ORIGINAL_PROVIDER_HEADER = "sip_h_X-TalkIQ-Callprovider"
+#: Redswitch's own set, on every leg (``SIP_HEADERS=x``): the ids and the side.
+X_HEADERS = {VAR_DIAL_ID: "sip_h_X-Dial-Id", VAR_ORG_ID: "sip_h_X-Org-Id", VAR_USER_ID: "sip_h_X-User-Id"}
+X_SIDE_HEADER = "sip_h_X-Call-Side"
 #: ``ignore_early_media`` per side. FreeSWITCH's originate returns as soon as a leg has early media (a carrier's
 #: ``183 Session Progress`` with ringback, what most mobile carriers send long before the person picks up) unless
 #: the originate's variables say ``ignore_early_media=true``; the application after it (``&bridge`` to side 1,
@@ -43,6 +53,8 @@ class Leg:
     number: str
     caller_id: str
     uuid: str
+    #: The job's call_provider, for the original's ``X-TalkIQ-Callprovider`` header on side 0.
+    call_provider: str = ""
 
 
 def endpoint(settings: Settings, call_provider: str, number: str) -> str:
@@ -66,10 +78,23 @@ def leg_variables(settings: Settings, ids: dict[str, str], leg: Leg) -> dict[str
         "ignore_early_media": IGNORE_EARLY_MEDIA[leg.side],
         **(SIDE_0_EXTRA if leg.side == "0" else {}),
     }
-    if settings.sip_headers:
-        values.update({header: ids[var] for var, header in SIP_HEADERS.items() if var in ids})
-        values["sip_h_X-Call-Side"] = leg.side
+    values.update(sip_headers(settings, ids, leg))
     return values
+
+
+def sip_headers(settings: Settings, ids: dict[str, str], leg: Leg) -> dict[str, str]:
+    """The ``sip_h_*`` variables of ``leg`` for the header set ``SIP_HEADERS`` names (see docs/protocol.md)."""
+    headers: dict[str, str] = {}
+    if settings.sip_headers in ("original", "both"):
+        if leg.side == "0":
+            headers.update({header: ids[var] for var, header in ORIGINAL_SIDE_0_HEADERS.items() if var in ids})
+            if leg.call_provider:
+                headers[ORIGINAL_PROVIDER_HEADER] = leg.call_provider
+        headers[ORIGINAL_SIDE_HEADER] = leg.side
+    if settings.sip_headers in ("x", "both"):
+        headers.update({header: ids[var] for var, header in X_HEADERS.items() if var in ids})
+        headers[X_SIDE_HEADER] = leg.side
+    return headers
 
 
 def call_ids(job: AspCall) -> dict[str, str]:
@@ -79,7 +104,7 @@ def call_ids(job: AspCall) -> dict[str, str]:
 def click_to_call(settings: Settings, job: AspCall, uuid0: str, uuid1: str) -> str:
     """``originate {side 0}caller &bridge({side 1}callee)``: ring the caller first, then bridge the callee."""
     ids = call_ids(job)
-    side0 = Leg("0", job.caller_number, job.caller_id_lega, uuid0)
+    side0 = Leg("0", job.caller_number, job.caller_id_lega, uuid0, job.call_provider)
     side1 = Leg("1", job.callee_number, job.caller_id_legb, uuid1)
     a_leg = commands.dial_string(
         endpoint(settings, job.call_provider, side0.number), leg_variables(settings, ids, side0)

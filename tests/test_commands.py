@@ -29,12 +29,32 @@ def test_click_to_call_rings_side_0_and_bridges_side_1_with_ids_on_both_legs() -
     assert a["origination_caller_id_number"] == "15105625882" and b["origination_caller_id_number"] == "14157697098"
     assert (a["redswitch_side"], b["redswitch_side"]) == ("0", "1")
     for leg in (a, b):
-        assert leg["redswitch_dial_id"] == "talkiq_dial_id" and leg["sip_h_X-Dial-Id"] == "talkiq_dial_id"
+        assert leg["redswitch_dial_id"] == "talkiq_dial_id"
         assert leg["redswitch_org_id"] == "talkiq_org_id" and leg["redswitch_user_id"] == "talkiq_user_id"
+    # And the original's SIP headers: side 0 the ids, its side and the provider; side 1 only its side
+    assert {k: v for k, v in a.items() if k.startswith("sip_h_")} == {
+        "sip_h_Accuvit-Dial-ID": "talkiq_dial_id",
+        "sip_h_Accuvit-Dial-Side": "0",
+        "sip_h_Accuvit-Organization-ID": "talkiq_org_id",
+        "sip_h_Accuvit-User-ID": "talkiq_user_id",
+        "sip_h_X-TalkIQ-Callprovider": "talk_call_provider",
+    }
+    assert {k: v for k, v in b.items() if k.startswith("sip_h_")} == {"sip_h_Accuvit-Dial-Side": "1"}
+
+
+def test_sip_headers_x_sends_redswitchs_own_set_on_both_legs_and_both_sends_the_two_sets() -> None:
+    for name, original in (("x", False), ("both", True)):
+        command = click_to_call(Settings(sip_headers=name), parse_job(job_json()), UUID0, UUID1)
+        a_vars, b_vars = re.fullmatch(r"originate \{(.*?)\}\S+ &bridge\(\{(.*?)\}\S+\)", command).groups()  # type: ignore[union-attr]
+        for side, block in (("0", a_vars), ("1", b_vars)):
+            leg = dict(p.split("=", 1) for p in block.split(","))
+            assert leg["sip_h_X-Dial-Id"] == "talkiq_dial_id" and leg["sip_h_X-Call-Side"] == side
+            assert leg["sip_h_X-Org-Id"] == "talkiq_org_id" and leg["sip_h_X-User-Id"] == "talkiq_user_id"
+            assert ("sip_h_Accuvit-Dial-Side" in leg) is original
 
 
 def test_click_to_call_follows_the_endpoint_template() -> None:
-    settings = Settings(endpoint_template="sofia/gateway/flowroute/{number}", sip_headers=False)
+    settings = Settings(endpoint_template="sofia/gateway/flowroute/{number}", sip_headers="none")
     command = click_to_call(settings, parse_job(job_json()), UUID0, UUID1)
     assert "sofia/gateway/flowroute/15105625882 &bridge(" in command
     assert "sip_h_" not in command

@@ -126,6 +126,8 @@ def test_dockerfile_copies_what_exists_and_installs_the_package() -> None:
             *sources, _ = line.split()[1:]
             assert all((ROOT / source).exists() for source in sources), line
     assert "pip install ." in dockerfile
+    # docker run of the image with no command starts every process (it printed --help before)
+    assert dockerfile.rstrip().splitlines()[-1] == 'CMD ["redswitch", "run"]'
 
 
 def test_event_socket_listens_on_loopback_unless_compose_says_otherwise() -> None:

@@ -13,6 +13,15 @@ def test_defaults_match_the_original_readme() -> None:
     assert settings.pubsub_redis_url == "redis://127.0.0.1:6379"
     assert settings.jobs_key == "talkiq-asp.calls" and settings.effective_dead_key == "talkiq-asp.calls.dead"
     assert settings.effective_broker_url == settings.pubsub_redis_url
+    # Where the original's code, not its README, is the contract: its list order, history and SIP headers
+    assert (settings.list_order, settings.history_events, settings.sip_headers) == ("newest_first", "call", "original")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("true", "original"), ("on", "original"), ("false", "none"), ("X", "x"), ("both", "both")]
+)
+def test_sip_headers_takes_a_header_set_or_the_old_boolean(raw: str, expected: str) -> None:
+    assert Settings.from_env({"SIP_HEADERS": raw}).sip_headers == expected
 
 
 def test_values_are_read_from_the_environment() -> None:
@@ -24,7 +33,7 @@ def test_values_are_read_from_the_environment() -> None:
             "SIP_HEADERS": "off",
         }
     )
-    assert settings.esl_port == 18021 and settings.sip_headers is False
+    assert settings.esl_port == 18021 and settings.sip_headers == "none"
     assert settings.effective_broker_url.startswith("amqp://")
 
 
@@ -39,6 +48,8 @@ def test_values_are_read_from_the_environment() -> None:
         ("ENDPOINT_TEMPLATE", "sofia/gateway/x y/{number}"),
         ("ACTIVE_KEY_ORDER", "random"),
         ("SIP_HEADERS", "maybe"),
+        ("LIST_ORDER", "random"),
+        ("HISTORY_EVENTS", "some"),
         ("ESL_URL", "host;rm"),
         ("JOBS_KEY", "a b"),
     ],
@@ -50,6 +61,12 @@ def test_a_bad_value_fails_at_start_naming_the_variable(name: str, value: str) -
 
 
 def test_env_round_trips_through_from_env() -> None:
-    settings = Settings(esl_port=9000, sip_headers=False, endpoint_template="loopback/{number}/default")
+    settings = Settings(
+        esl_port=9000,
+        sip_headers="x",
+        list_order="oldest_first",
+        history_events="all",
+        endpoint_template="loopback/{number}/default",
+    )
     assert Settings.from_env(settings.env()) == settings
     assert set(settings.env()) == setting_names()

@@ -23,7 +23,7 @@ from tests.servers import RedisServer
 
 UUID0 = "11111111-1111-4111-8111-111111111111"
 UUID1 = "22222222-2222-4222-8222-222222222222"
-EXPECTED_VARS = {
+COMMON_VARS = {
     "origination_uuid",
     "redswitch_dial_id",
     "redswitch_org_id",
@@ -33,13 +33,21 @@ EXPECTED_VARS = {
     "origination_caller_id_name",
     "originate_timeout",
     "ignore_early_media",
-    "sip_h_X-Dial-Id",
-    "sip_h_X-Org-Id",
-    "sip_h_X-User-Id",
-    "sip_h_X-Call-Side",
 }
+#: The default (original) SIP headers: side 0 carries the ids, its side and the provider; side 1 its side.
 #: Side 0 also says what a failed bridge to side 1 does (continue_on_fail).
-SIDE_0_VARS = EXPECTED_VARS | {"continue_on_fail"}
+SIDE_0_VARS = COMMON_VARS | {
+    "continue_on_fail",
+    "sip_h_Accuvit-Dial-ID",
+    "sip_h_Accuvit-Dial-Side",
+    "sip_h_Accuvit-Organization-ID",
+    "sip_h_Accuvit-User-ID",
+    "sip_h_X-TalkIQ-Callprovider",
+}
+SIDE_1_VARS = COMMON_VARS | {"sip_h_Accuvit-Dial-Side"}
+#: With SIP_HEADERS=both, every leg also carries the X- set: every header value a job can reach goes out.
+X_VARS = {"sip_h_X-Dial-Id", "sip_h_X-Org-Id", "sip_h_X-User-Id", "sip_h_X-Call-Side"}
+BOTH = Settings(sip_headers="both")
 
 hostile_text = st.one_of(
     st.text(max_size=80),
@@ -55,9 +63,11 @@ def assert_well_formed(command: str, job_values: dict[str, str]) -> None:
     assert "\n" not in command and "\r" not in command and "'" not in command
     request = parse_originate(command[len("originate ") :])
     assert request.app == "bridge" and len(split_args(command)) == 3
-    assert set(request.variables) == SIDE_0_VARS and len(request.legs) == 1
     b_vars, b_legs = parse_dial_string(request.app_arg)
-    assert set(b_vars) == EXPECTED_VARS and len(b_legs) == 1
+    assert set(request.variables) == SIDE_0_VARS | X_VARS and len(request.legs) == 1
+    assert set(b_vars) == SIDE_1_VARS | X_VARS and len(b_legs) == 1
+    assert request.variables["sip_h_Accuvit-Dial-ID"] == request.variables["sip_h_X-Dial-Id"] == job_values["dial_id"]
+    assert request.variables["sip_h_X-TalkIQ-Callprovider"] == job_values["call_provider"]
     # side 0 waits for a real answer before the bridge runs; side 1 passes its early media on to the user
     assert (request.variables["ignore_early_media"], b_vars["ignore_early_media"]) == ("true", "false")
     assert request.variables["continue_on_fail"] == "false"  # an unanswered callee ends side 0 NO_ANSWER
@@ -78,7 +88,7 @@ def test_any_job_is_refused_or_becomes_exactly_one_well_formed_originate(fields:
     except PayloadError as exc:
         assert exc.reason
         return
-    assert_well_formed(click_to_call(Settings(), call, UUID0, UUID1), call.to_dict())
+    assert_well_formed(click_to_call(BOTH, call, UUID0, UUID1), call.to_dict())
 
 
 @pytest.mark.parametrize("field", JOB_FIELDS)
@@ -89,7 +99,7 @@ def test_no_injection_fragment_gets_an_extra_variable_app_or_command(field: str,
             call = parse_job(json.dumps(job(**{field: value})))
         except PayloadError:
             continue
-        assert_well_formed(click_to_call(Settings(), call, UUID0, UUID1), call.to_dict())
+        assert_well_formed(click_to_call(BOTH, call, UUID0, UUID1), call.to_dict())
 
 
 # ---------------------------------------------------------------------------------------------- over processes

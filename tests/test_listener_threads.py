@@ -53,9 +53,9 @@ def fed(redis_server: RedisServer) -> Iterator[tuple[Settings, redis.Redis, str]
 
 
 def history(client: redis.Redis, dial_id: str) -> list[tuple[str, str]]:
-    return [
-        (e["type"], e["side"]) for e in map(json.loads, client.lrange(f"redswitch_history.bench_org.{dial_id}", 0, -1))
-    ]
+    """The call's history, oldest first (the list holds the newest first, as the original's did)."""
+    newest_first = client.lrange(f"redswitch_history.bench_org.{dial_id}", 0, -1)
+    return [(e["type"], e["side"]) for e in map(json.loads, reversed(newest_first))]
 
 
 def run(listener: Listener, stop: threading.Event) -> tuple[threading.Thread, list[BaseException]]:

@@ -37,10 +37,10 @@ def test_seed_job_pushed_the_legacy_way_becomes_a_bridged_call(pipeline: Pipelin
     assert {"type": "answer-event", "side": "0"} in events and {"type": "answer-event", "side": "1"} in events
     # And the active list holds both sides, expiring within 24 h
     active = "redswitch.talkiq_dial_id.talkiq_org_id.talkiq_user_id"
-    assert sorted(pipeline.client.lrange(active, 0, -1)) == ["ACTIVE.0", "ACTIVE.1"]
+    assert pipeline.client.lrange(active, 0, -1) == ["ACTIVE.1", "ACTIVE.0"]  # newest first, as the original
     assert 0 < pipeline.client.ttl(active) <= 24 * 3600
-    # And the history was cleared at call start and holds exactly the events published, expiring within 4 h
-    assert [json.loads(item) for item in pipeline.client.lrange(history_key, 0, -1)] == events
+    # And the history was cleared at call start and holds exactly the events published (newest first), within 4 h
+    assert [json.loads(item) for item in pipeline.client.lrange(history_key, 0, -1)] == events[::-1]
     assert 0 < pipeline.client.ttl(history_key) <= 4 * 3600
     # And FreeSWITCH got one originate: side 0 through the gateway, bridged to side 1
     originates = [c for c in pipeline.switch.commands() if "talkiq_dial_id" in c]

@@ -32,7 +32,7 @@ from tests.servers import RedisServer
 from tests.test_scheduler import drain, place_call, reconcile
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cluster(redis_cluster: RedisClusterServers) -> RedisClusterServers:
     return redis_cluster
 
@@ -166,8 +166,9 @@ def test_seed_job_on_the_cluster_becomes_a_call_with_events_active_list_and_hist
     events = pipeline.events_until(pubsub, lambda ev: has("answer-event", "0")(ev) and has("answer-event", "1")(ev))
     assert events[0] == {"type": "call-start", "dial_id": "talkiq_dial_id"}
     active = "redswitch.talkiq_dial_id.talkiq_org_id.talkiq_user_id"
-    assert sorted(pipeline.client.lrange(active, 0, -1)) == ["ACTIVE.0", "ACTIVE.1"]
-    assert [json.loads(item) for item in pipeline.client.lrange(history_key, 0, -1)] == events
+    assert pipeline.client.lrange(active, 0, -1) == ["ACTIVE.1", "ACTIVE.0"]
+    assert pipeline.client.lindex(active, 0) == "ACTIVE.1"
+    assert [json.loads(item) for item in pipeline.client.lrange(history_key, 0, -1)] == events[::-1]
     assert pipeline.leftovers() == {}
 
 

@@ -7,6 +7,7 @@ on purpose (a retried listener batch, atomicity), the test says so.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -143,7 +144,8 @@ def test_applied_changes_keep_the_active_list_and_history_and_publish_each_event
         {"type": "hangup-event", "side": "0", "cause": "NORMAL_CLEARING"},
     ]
     assert heard(pubsub) == [*expected, "end:c2"]
-    assert history(client, store, "c2") == [{"type": "call-start", "dial_id": "c2"}, *expected]
+    # newest first, as the original LPUSHed (LIST_ORDER=newest_first, the default)
+    assert history(client, store, "c2") == [*reversed(expected), {"type": "call-start", "dial_id": "c2"}]
     assert active(client, store, "c2") == [] and not store.is_active("c2")
     assert store.node_calls(NODE) == set()
 
@@ -232,7 +234,7 @@ def test_fail_announces_failure_and_ends_the_call(store: CallStore, client: redi
     store.fail("c9", "org", "c9", events.failure("USER_BUSY", reason="busy", retryable=False), node=NODE)
     failure = {"type": "failure", "cause": "USER_BUSY", "reason": "busy", "retryable": False}
     assert heard(pubsub) == [failure, "end:c9"]
-    assert history(client, store, "c9")[-1] == failure
+    assert history(client, store, "c9")[0] == failure
     assert not store.is_active("c9") and store.node_calls(NODE) == set()
     # without ids (a job refused before it became a call) only the channel hears it, and nothing ends
     claimed(store, "c10")
@@ -248,7 +250,7 @@ def test_reply_writes_its_fields_before_announcing_it(store: CallStore, client: 
     store.reply("c11", events.ack("mute"), record, barger_mode="listen")
     assert heard(pubsub) == [{"type": "ack", "event": "mute"}]
     assert store.call_record("c11")["barger_mode"] == "listen"
-    assert history(client, store, "c11")[-1] == {"type": "ack", "event": "mute"}
+    assert history(client, store, "c11") == [{"type": "call-start", "dial_id": "c11"}]  # acks stay on the channel
     pubsub = subscribed(client, "nobody")
     store.reply("nobody", events.error("hangup", "no active call"))
     assert heard(pubsub) == [{"type": "error", "event": "hangup", "reason": "no active call"}]
@@ -319,7 +321,7 @@ def test_admission_queues_over_the_org_limit_announcing_once_and_frees_the_slot_
     assert (queued.verdict, queued.position, queued.announced) == ("queued", 1, True)
     assert store.admit("a2", "org", "a2", 1, []).announced is False  # announced once
     assert heard(pubsub) == [{"type": "queued", "reason": "org_max_calls", "position": 1}]
-    assert history(client, store, "a2")[-1]["type"] == "queued"
+    assert history(client, store, "a2") == [{"type": "call-start", "dial_id": "a2"}]  # published only
     store.end_call("a1", NODE)
     assert store.admit("a2", "org", "a2", 1, []).verdict == "go"
 
@@ -388,3 +390,53 @@ def test_no_script_builds_a_key_name() -> None:
             if command in ("TIME",):
                 continue
             assert ".." not in key and not key.strip().startswith(("'", '"')), f"{name}: {command} {key}"
+
+
+# -- what legacy consumers see: LIST_ORDER and HISTORY_EVENTS --------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["original", "redswitch"])
+def test_list_order_and_history_events_choose_what_a_reader_of_the_lists_sees(
+    settings: Settings, client: redis.Redis, order: str
+) -> None:
+    """A whole call as the processes write it: call-start, a ``queued`` wait (the org's one slot is taken), both
+    answers, an ack and an error, side 1's hangup reconciled by the scheduler, side 0's from the listener.
+    ``original``: the defaults (newest first, the call's events); ``redswitch``: oldest first, everything."""
+    if order == "redswitch":
+        settings = dataclasses.replace(settings, list_order="oldest_first", history_events="all")
+    store = open_store(client, settings)
+    pubsub = subscribed(client, "play")
+    record = claimed(store, "play")
+    claimed(store, "holder")
+    assert store.admit("holder", "org", "holder", 1, []).verdict == "go"
+    assert store.admit("play", "org", "play", 1, []).verdict == "queued"
+    store.end_call("holder", NODE)
+    store.apply([answered("play", "0"), answered("play", "1")], Batch("l", 1))
+    active_answered = active(client, store, "play")
+    store.reply("play", events.ack("whisper"))
+    store.reply("play", events.error("mute", "no barger on this call"))
+    store.repair("play", record, {"1"}, False, lambda side: events.hangup(side, "NORMAL_UNSPECIFIED"))
+    store.apply([hung_up("play", "0")], Batch("l", 2))
+    published = heard(pubsub)
+    kinds = ["call-start", "queued", "answer-event", "answer-event", "ack", "error", "hangup-event", "hangup-event"]
+    assert [e["type"] for e in published] == kinds
+    kept = history(client, store, "play")
+    if order == "original":  # newest first (LINDEX 0 is the latest); the call's events only
+        assert active_answered == ["ACTIVE.1", "ACTIVE.0"]
+        assert kept == [e for e in published if e["type"] in events.CALL_EVENTS][::-1]
+        assert kept[0] == {"type": "hangup-event", "side": "0", "cause": "NORMAL_CLEARING"}
+    else:  # oldest first; everything published
+        assert active_answered == ["ACTIVE.0", "ACTIVE.1"] and kept == published
+
+
+@pytest.mark.parametrize("order", ["original", "redswitch"])
+def test_a_failure_is_a_call_event_kept_in_the_history_under_either_setting(
+    settings: Settings, client: redis.Redis, order: str
+) -> None:
+    if order == "redswitch":
+        settings = dataclasses.replace(settings, list_order="oldest_first", history_events="all")
+    store = open_store(client, settings)
+    claimed(store, "fail_dial")
+    store.fail("fail_dial", "org", "fail_dial", events.failure("INVALID_GATEWAY"))
+    kept = [e["type"] for e in history(client, store, "fail_dial")]
+    assert kept == (["failure", "call-start"] if order == "original" else ["call-start", "failure"])

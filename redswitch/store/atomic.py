@@ -61,7 +61,7 @@ class AtomicStore(CallStore):
             return
         k = self.keys
         keys = [k.listener_batches(batch.listener), k.active_calls()]
-        args: list[str | int] = [ACTIVE_TTL, HISTORY_TTL, batch.number, k.lifecycle()]
+        args: list[str | int] = [ACTIVE_TTL, HISTORY_TTL, batch.number, k.lifecycle(), self.push_flag]
         for change in changes:
             dial_id, org_id, user_id = change.dial_id, change.org_id, change.user_id
             keys += [k.call(dial_id), k.active(dial_id, org_id, user_id), k.history(org_id, user_id)]
@@ -104,7 +104,9 @@ class AtomicStore(CallStore):
         keys += [k.active_calls(), k.history(org_id, user_id)]
         keys += [k.rate(limit.kind, limit.name, part) for limit in limits for part in ("sent", "next")]
         args: list[str | int | float] = [dial_id, org_max, SESSIONS_PER_CALL, WINDOW, STALE_WAITER]
-        args += [k.channel(dial_id), HISTORY_TTL, events.queued_template("org_max_calls")]
+        # the history's order, or '' when the history keeps the call's events only (``queued`` is published only)
+        in_history = self.push_flag if self.in_history(events.queued("", 0)) else ""
+        args += [k.channel(dial_id), HISTORY_TTL, in_history, events.queued_template("org_max_calls")]
         args += [limit.per_second for limit in limits] + [limit.reason for limit in limits]
         args += [events.queued_template(limit.reason) for limit in limits]
         verdict, number, first, reason = script("admit").run(self.client, keys, args)

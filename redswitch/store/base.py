@@ -28,7 +28,7 @@ import redis
 from redswitch import metrics
 from redswitch.config import Settings
 from redswitch.redis_client import reply_text
-from redswitch.store.events import JsonDict, encode
+from redswitch.store.events import CALL_EVENTS, JsonDict, encode
 from redswitch.store.keys import ACTIVE_TTL, CALL_TTL, HISTORY_TTL, Keys
 from redswitch.store.lua import script
 
@@ -154,6 +154,27 @@ class CallStore(abc.ABC):
         self.client = client
         self.settings = settings
         self.keys = keys
+        #: Contract (the original's code): the active list and the history are LPUSHed, newest entry first;
+        #: ``LIST_ORDER=oldest_first`` appends instead.
+        self.newest_first = settings.list_order == "newest_first"
+        #: ``HISTORY_EVENTS=all`` also keeps ``ack``, ``error`` and ``queued`` in the history.
+        self.history_all = settings.history_events == "all"
+
+    @property
+    def push_flag(self) -> str:
+        """The lists' order for a Lua script: ``L`` (LPUSH, newest first) or ``R`` (RPUSH)."""
+        return "L" if self.newest_first else "R"
+
+    def push(self, stage: Any, key: str, value: str) -> None:
+        """Add ``value`` as the list's newest entry, where :attr:`newest_first` says."""
+        if self.newest_first:
+            stage.lpush(key, value)
+        else:
+            stage.rpush(key, value)
+
+    def in_history(self, event: JsonDict) -> bool:
+        """Does ``event`` go into the user's history? The call's events always; the rest with HISTORY_EVENTS=all."""
+        return self.history_all or event.get("type") in CALL_EVENTS
 
     # -- what differs between a single Redis and a cluster ---------------------------------------------------
 
@@ -190,18 +211,19 @@ class CallStore(abc.ABC):
     # -- announcements --------------------------------------------------------------------------------------
 
     def announce(self, stage: Any, dial_id: str, org_id: str, user_id: str, event: JsonDict) -> None:
-        """Append the event to the user's history, then publish it on the call's channel."""
-        history = self.keys.history(org_id, user_id)
+        """Add the event to the user's history (when the history keeps it), then publish it on the call's channel."""
         payload = encode(event)
-        stage.rpush(history, payload)
-        stage.expire(history, HISTORY_TTL)
+        if self.in_history(event):
+            history = self.keys.history(org_id, user_id)
+            self.push(stage, history, payload)
+            stage.expire(history, HISTORY_TTL)
         stage.publish(self.keys.channel(dial_id), payload)
 
     def side_answered(self, stage: Any, dial_id: str, org_id: str, user_id: str, side: str, event: JsonDict) -> None:
         """Add ``ACTIVE.<side>`` and announce ``event`` (an ``answer-event``)."""
         active, item = self.keys.active(dial_id, org_id, user_id), f"ACTIVE.{side}"
         stage.lrem(active, 0, item)
-        stage.rpush(active, item)
+        self.push(stage, active, item)
         stage.expire(active, ACTIVE_TTL)
         self.announce(stage, dial_id, org_id, user_id, event)
 
@@ -244,12 +266,16 @@ class CallStore(abc.ABC):
         metrics.CALLS_FAILED.labels(metrics.cause_label(str(event.get("cause", "")))).inc()
 
     def reply(self, dial_id: str, event: JsonDict, record: Mapping[str, str] | None = None, **fields: str) -> None:
-        """Publish an ``ack`` or ``error`` on the call's channel (and its user's history when the call is known).
+        """Publish an ``ack`` or ``error`` on the call's channel (and, with ``HISTORY_EVENTS=all``, in its user's
+        history when the call is known).
 
         ``record`` is the call record when the caller has it (saves reading it again); ``fields`` are written to
         it in the same transaction, before the announcement.
         """
-        record = self.call_record(dial_id) if record is None else record
+        if not self.in_history(event):
+            record = {}  # published only: no need to know the call's user
+        elif record is None:
+            record = self.call_record(dial_id)
         stage = self.transaction()
         if fields:
             stage.hset(self.keys.call(dial_id), mapping=fields)

@@ -61,6 +61,9 @@ class OrderedStage:
     def rpush(self, key: str, *values: str) -> OrderedStage:
         return self._stage(lambda pipe: pipe.rpush(key, *values))
 
+    def lpush(self, key: str, *values: str) -> OrderedStage:
+        return self._stage(lambda pipe: pipe.lpush(key, *values))
+
     def lrem(self, key: str, count: int, value: str) -> OrderedStage:
         return self._stage(lambda pipe: pipe.lrem(key, count, value))
 
@@ -181,10 +184,10 @@ class ClusterStore(CallStore):
             active, item = k.active(change.dial_id, change.org_id, change.user_id), f"ACTIVE.{change.side}"
             stage.lrem(active, 0, item)
             if change.kind == "answered":
-                stage.rpush(active, item)
+                self.push(stage, active, item)
                 stage.expire(active, ACTIVE_TTL)
             history = k.history(change.org_id, change.user_id)
-            stage.rpush(history, change.event)
+            self.push(stage, history, change.event)
             stage.expire(history, HISTORY_TTL)
             stage.publish(k.channel(change.dial_id), change.event)
             if change.ends_call:

@@ -14,6 +14,10 @@ from typing import Any
 
 JsonDict = Mapping[str, Any]
 
+#: What the original's history held: the events it published about the call. With ``HISTORY_EVENTS=call`` (the
+#: default) the others (``ack``, ``error``, ``queued``) are published on the channel only.
+CALL_EVENTS = frozenset({"call-start", "answer-event", "hangup-event", "failure"})
+
 #: What :func:`queued_template` puts where the position goes (a Lua ``string.format`` placeholder).
 POSITION = "%d"
 
