@@ -74,6 +74,31 @@ def test_an_attempt_without_any_trace_is_redialled_only_after_the_guard(actors, 
     assert originates(simulator, "ghost1") == 2
 
 
+def test_an_originate_written_but_never_answered_is_never_dialled_again(actors, simulator, redis_client) -> None:
+    # Given a switch too busy to reply within ESL_TIMEOUT: the originate was written, its reply never came
+    actors.context.esl_pool().client().api("status")
+    simulator.set_reply_delay(1.0)
+    with pytest.raises(EslUncertainError):
+        actors.asp_call.fn(job(dial_id="busy1", caller_number="15105550486"))  # busy: leaves no live channel
+    simulator.set_reply_delay(0)
+    record = redis_client.hgetall(Keys.call("busy1"))
+    assert (record["state"], record["uncertain"]) == ("dialling", "1")
+    # and no trace of it anywhere yet (the switch has not got round to it)
+    redis_client.hdel(Keys.call("busy1"), "seen", "job_result")
+    redis_client.hset(Keys.call("busy1"), "uuid0", "00000000-0000-4000-8000-000000000000")
+    # When the message runs again within the guard, it waits
+    with pytest.raises(dramatiq.Retry):
+        actors.asp_call.fn(job(dial_id="busy1", caller_number="15105550486"))
+    # And after the guard (the switch has meanwhile run the originate, late) it still does not dial again
+    deadline = time.monotonic() + 5
+    while originates(simulator, "busy1") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.6)
+    actors.asp_call.fn(job(dial_id="busy1", caller_number="15105550486"))
+    assert originates(simulator, "busy1") == 1
+    assert state_of(redis_client, "busy1") == "sent"
+
+
 def test_a_refused_connection_is_retried_at_once(actors, simulator, redis_client) -> None:
     simulator.refuse_connections(True)
     try:

@@ -97,19 +97,34 @@ def _claim(call: AspCall) -> tuple[bool, dict[str, str]]:
 
 
 def _may_dial(dial_id: str, record: dict[str, str]) -> bool:
-    """A second run of the message: dial only when FreeSWITCH surely never got the call."""
+    """A second run of the message: dial only when FreeSWITCH surely never got the call.
+
+    From ``dialling`` without any trace of the call, it waits REDIAL_GUARD seconds after the attempt; then it dials
+    again only if the attempt never wrote its originate (a worker killed between the record and the ``bgapi``). An
+    attempt whose ``bgapi`` was written but whose reply never came (``uncertain``) is never dialled again: a
+    switch too busy to reply in ESL_TIMEOUT runs the originate all the same, only later, and the person would be
+    rung twice. That call is left to the listener and the reconciler, which end it if FreeSWITCH never has it.
+    """
     state = record.get("state")
     if state == "claimed":
         return True
     if state == "dialling" and not _evidence_of_call(record):
         waited = time.time() - float(record.get("dialling_since", "0"))
         guard = context.settings().redial_guard
-        if waited >= guard:
+        if waited < guard:
+            raise dramatiq.Retry(delay=int((guard - waited) * 1000) + 100)
+        if record.get("uncertain") != "1":
             logger.warning("dial_id=%s no trace of the earlier attempt after %.1fs; dialling again", dial_id, waited)
             return True
-        raise dramatiq.Retry(delay=int((guard - waited) * 1000) + 100)
-    logger.info("dial_id=%s already handed to FreeSWITCH; not dialling again", dial_id)
-    _set_state(dial_id, "sent")
+        logger.warning(
+            "dial_id=%s FreeSWITCH took the originate %.1fs ago without replying and shows no trace yet; "
+            "not dialling again (the listener and the reconciler follow the call)",
+            dial_id,
+            waited,
+        )
+    else:
+        logger.info("dial_id=%s already handed to FreeSWITCH; not dialling again", dial_id)
+    context.store().sent(dial_id, record.get("node", "")).run(context.redis_client())
     return False
 
 
@@ -127,9 +142,9 @@ def _send(call: AspCall, record: dict[str, str]) -> None:
     try:
         node = _hand_over(call.dial_id, record, command)
     except EslUncertainError as exc:
-        logger.warning(
-            "dial_id=%s no answer to the originate (%s); will look for it before any redial", call.dial_id, exc
-        )
+        # written, but not answered: FreeSWITCH may run it yet, so this attempt is never repeated (see _may_dial)
+        context.store().update_call(call.dial_id, uncertain="1")
+        logger.warning("dial_id=%s no reply to the originate (%s); it will not be sent again", call.dial_id, exc)
         raise
     except EslConnectionError as exc:
         _set_state(call.dial_id, "claimed")  # nothing was written: FreeSWITCH surely does not have it

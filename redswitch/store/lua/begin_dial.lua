@@ -3,4 +3,5 @@
 local state, since = unpack(redis.call('HMGET', KEYS[1], 'state', 'dialling_since'))
 if state ~= ARGV[1] or (since or '') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'dialling', 'dialling_since', ARGV[3])
+redis.call('HDEL', KEYS[1], 'uncertain')
 return 1

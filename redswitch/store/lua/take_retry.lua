@@ -3,5 +3,5 @@
 local count, taken, seen = unpack(redis.call('HMGET', KEYS[1], 'throttled', 'retry_taken', 'seen'))
 if count ~= ARGV[1] or taken == ARGV[1] or seen == '1' then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'claimed', 'retry_taken', ARGV[1])
-redis.call('HDEL', KEYS[1], 'dialling_since')
+redis.call('HDEL', KEYS[1], 'dialling_since', 'uncertain')
 return 1
