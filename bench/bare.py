@@ -52,7 +52,7 @@ def events_to_redis(port: int, redis_url: str, expected: int) -> None:
 def intake(port: int, redis_url: str, jobs_key: str, expected: int) -> None:
     """Pop jobs, parse and claim them, and send each originate with bgapi on one ESL connection."""
     from redswitch.config import Settings
-    from redswitch.esl import EslClient
+    from redswitch.esl.client import EslClient
     from redswitch.messages import parse_job
     from redswitch.originate import click_to_call
     from redswitch.store import open_store

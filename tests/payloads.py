@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from redswitch.launcher import SEED_JOB as DEMO_SEED_JOB
+from redswitch.cli.launcher import SEED_JOB as DEMO_SEED_JOB
 
 #: The original README's example job, exactly as printed there (with its trailing comma).
 SEED_JOB_TEXT = """{

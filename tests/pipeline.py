@@ -10,8 +10,8 @@ from typing import Any
 
 import redis
 
+from redswitch.cli.launcher import Stack
 from redswitch.config import Settings
-from redswitch.launcher import Stack
 from redswitch.simulator import Scenario, Simulator
 from tests.payloads import job, next_event
 from tests.switch import Switch, start_switch
@@ -119,7 +119,7 @@ class Pipeline:
         self.stack.children.remove(child)
 
     def respawn_worker(self) -> None:
-        from redswitch.launcher import worker_command
+        from redswitch.cli.launcher import worker_command
 
         assert self.stack is not None
         self.stack.spawn("worker", worker_command())

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import pytest
 
 from redswitch.errors import EslCommandError
-from redswitch.esl import EslClient
+from redswitch.esl.client import EslClient
 from redswitch.simulator import Scenario, Simulator
 
 ENV = "REDSWITCH_TEST_FREESWITCH"

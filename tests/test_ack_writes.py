@@ -8,10 +8,10 @@ import dramatiq
 import pytest
 import redis
 
-from redswitch.ack_writes import ATTRIBUTE, write_with_ack
+from redswitch.broker.ack_writes import ATTRIBUTE, write_with_ack
+from redswitch.broker.waking import WakingRedisBroker
 from redswitch.config import Settings
 from redswitch.store import CallStore, StoreWrite, open_store
-from redswitch.waking_broker import WakingRedisBroker
 from tests.servers import RedisServer
 
 

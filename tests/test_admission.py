@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from redswitch.esl_stream import EventStream
+from redswitch.esl.stream import EventStream
 from redswitch.protocol.pick import header_picker
 from redswitch.simulator import Scenario
 from redswitch.simulator.scenario import Outcome

@@ -7,8 +7,8 @@ import time
 import pytest
 import redis
 
-from redswitch.bridge import Bridge
 from redswitch.config import Settings
+from redswitch.services.bridge import Bridge
 from tests.payloads import job_json, next_event
 from tests.servers import RedisServer
 
@@ -173,7 +173,7 @@ def test_bridge_removes_handled_jobs_before_it_looks_for_its_own_leftovers(setti
 def test_broker_batch_enqueue_survives_redis_losing_its_script_cache(redis_server: RedisServer) -> None:
     import dramatiq
 
-    from redswitch.waking_broker import WakingRedisBroker
+    from redswitch.broker.waking import WakingRedisBroker
 
     broker = WakingRedisBroker(url=redis_server.url)  # type: ignore[no-untyped-call]
     client = redis.Redis(host=redis_server.host, port=redis_server.port)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from redswitch.launcher import redswitch_command
+from redswitch.cli.launcher import redswitch_command
 from redswitch.simulator import Simulator
 from tests.servers import RedisServer, free_port
 

@@ -7,9 +7,9 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redswitch.listener import Action, action_of, change_of, translate
 from redswitch.protocol import Event, parse_event_plain, serialize_event_plain
 from redswitch.protocol.pick import header_picker
+from redswitch.services.listener import Action, action_of, change_of, translate
 from redswitch.store import ChannelChange
 
 OURS = {

@@ -13,11 +13,11 @@ import pytest
 import redis
 
 from bench.feeder import Feeder, call_events
-from redswitch import listener as listener_module
 from redswitch.config import Settings
-from redswitch.listener import Action, Listener, Pending
-from redswitch.redis_client import redis_from_settings
+from redswitch.services import listener as listener_module
+from redswitch.services.listener import Action, Listener, Pending
 from redswitch.store import Batch
+from redswitch.store.connection import redis_from_settings
 from tests.servers import RedisServer
 
 CALLS = 300

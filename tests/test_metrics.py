@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from redswitch import metrics
+from redswitch.cli.launcher import redswitch_command, worker_command
 from redswitch.config import Settings
-from redswitch.launcher import redswitch_command, worker_command
 from redswitch.simulator import Simulator
 from tests.payloads import job
 from tests.servers import RedisServer, free_port
@@ -138,7 +138,7 @@ def test_worker_serves_dramatiq_and_redswitch_metrics_on_dramatiq_prom_port(
         # When a job is enqueued directly (no bridge needed) and dialled
         import dramatiq as dq
 
-        from redswitch.waking_broker import WakingRedisBroker
+        from redswitch.broker.waking import WakingRedisBroker
 
         broker = WakingRedisBroker(url=redis_server.url)  # type: ignore[no-untyped-call]
         broker.enqueue(

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import redis
 
+from redswitch.cli.launcher import Stack
 from redswitch.config import Settings
-from redswitch.launcher import Stack
 from redswitch.simulator import Simulator
 from tests.payloads import job, next_event
 from tests.servers import RedisServer

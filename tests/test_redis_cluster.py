@@ -18,13 +18,13 @@ import redis
 from redis.cluster import RedisCluster
 
 from redswitch.broker import build_broker
+from redswitch.cli.launcher import redswitch_command
 from redswitch.config import Settings
 from redswitch.errors import ConfigError
-from redswitch.launcher import redswitch_command
-from redswitch.redis_client import is_cluster, redis_from_settings
-from redswitch.scheduler import RECONCILED_REASON
+from redswitch.services.scheduler import RECONCILED_REASON
 from redswitch.simulator import Scenario, Simulator
 from redswitch.store import Keys, open_store
+from redswitch.store.connection import is_cluster, redis_from_settings
 from tests.cluster import RedisClusterServers
 from tests.payloads import SEED_JOB_TEXT, next_event
 from tests.pipeline import Pipeline, has, hung_up

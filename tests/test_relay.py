@@ -7,7 +7,7 @@ import json
 import redis
 
 from redswitch.config import Settings
-from redswitch.relay import Relay
+from redswitch.services.relay import Relay
 from redswitch.store import Keys, open_store
 from tests.servers import RedisServer
 

@@ -16,11 +16,11 @@ import pytest
 import redis
 
 from redswitch import originate
+from redswitch.cli.launcher import redswitch_command
 from redswitch.config import Settings
-from redswitch.esl import EslClient
-from redswitch.launcher import redswitch_command
+from redswitch.esl.client import EslClient
 from redswitch.messages import AspCall
-from redswitch.scheduler import RECONCILED_REASON, Lease, Reconciler, Scheduler
+from redswitch.services.scheduler import RECONCILED_REASON, Lease, Reconciler, Scheduler
 from redswitch.simulator import Scenario, Simulator
 from redswitch.store import Batch, CallStore, ChannelChange, Keys, events, open_store
 from tests.servers import RedisServer, free_port

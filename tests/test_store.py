@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from redswitch.config import Settings
-from redswitch.redis_client import redis_from_settings
 from redswitch.store import Batch, CallStore, ChannelChange, Limit, events, open_store
+from redswitch.store.connection import redis_from_settings
 from redswitch.store.lua import names, source
 from tests.cluster import RedisClusterServers
 from tests.payloads import next_event

@@ -10,7 +10,7 @@ from typing import Any
 import dramatiq
 import pytest
 
-from redswitch.waking_broker import WakingRedisBroker
+from redswitch.broker.waking import WakingRedisBroker
 from tests.servers import RedisServer
 
 

@@ -28,12 +28,12 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from redswitch import admission, metrics, originate
-from redswitch.ack_writes import write_with_ack
 from redswitch.actors import context
+from redswitch.broker.ack_writes import write_with_ack
 from redswitch.config import EslNode
 from redswitch.errors import EslCommandError, EslConnectionError, EslUncertainError, PayloadError
 from redswitch.messages import ID_PATTERN, AspCall, job_from_dict
-from redswitch.nodes import Nodes
+from redswitch.placement import Nodes
 from redswitch.protocol import commands
 from redswitch.store import events
 

@@ -12,10 +12,10 @@ import redis
 
 from redswitch.admission import Limits
 from redswitch.config import Settings
-from redswitch.esl import EslPool
-from redswitch.nodes import Nodes
-from redswitch.redis_client import redis_from_settings
+from redswitch.esl.client import EslPool
+from redswitch.placement import Nodes
 from redswitch.store import CallStore, open_store
+from redswitch.store.connection import redis_from_settings
 
 
 @functools.lru_cache(maxsize=1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import redis
 
 from redswitch.config import Settings
-from redswitch.redis_client import is_cluster_client
 from redswitch.store import events
 from redswitch.store.atomic import AtomicStore
 from redswitch.store.base import (
@@ -25,6 +24,7 @@ from redswitch.store.base import (
     StoreWrite,
 )
 from redswitch.store.cluster import ClusterStore
+from redswitch.store.connection import is_cluster_client
 from redswitch.store.keys import ACTIVE_TTL, CALL_TTL, HISTORY_TTL, Keys
 
 __all__ = [

@@ -7,7 +7,6 @@ from typing import Any
 
 import redis
 
-from redswitch.redis_client import reply_text
 from redswitch.store import events
 from redswitch.store.base import (
     GO,
@@ -25,6 +24,7 @@ from redswitch.store.base import (
     listed_sides,
     owed_hangups,
 )
+from redswitch.store.connection import reply_text
 from redswitch.store.keys import ACTIVE_TTL, CALL_TTL, HISTORY_TTL
 from redswitch.store.lua import script
 

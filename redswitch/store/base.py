@@ -27,7 +27,7 @@ import redis
 
 from redswitch import metrics
 from redswitch.config import Settings
-from redswitch.redis_client import reply_text
+from redswitch.store.connection import reply_text
 from redswitch.store.events import CALL_EVENTS, JsonDict, encode
 from redswitch.store.keys import ACTIVE_TTL, CALL_TTL, HISTORY_TTL, Keys
 from redswitch.store.lua import script

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from redswitch.redis_client import reply_text
 from redswitch.store import events
 from redswitch.store.base import (
     GO,
@@ -31,6 +30,7 @@ from redswitch.store.base import (
     listed_sides,
     owed_hangups,
 )
+from redswitch.store.connection import reply_text
 from redswitch.store.keys import ACTIVE_TTL, CALL_TTL, HISTORY_TTL
 from redswitch.store.lua import script
 

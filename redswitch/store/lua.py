@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from redswitch import scripts
+from redswitch.store import evalsha as scripts
 
 _PACKAGE = "redswitch.store"
 #: Files whose functions a script uses, put before its own text.

@@ -28,12 +28,13 @@ from typing import Any
 
 import redis
 
-from redswitch import metrics, scripts
+from redswitch import metrics
 from redswitch.config import Settings
 from redswitch.errors import PayloadError
 from redswitch.messages import AspCall, parse_job, peek_field
-from redswitch.redis_client import reply_text
+from redswitch.store import evalsha as scripts
 from redswitch.store import events, open_store
+from redswitch.store.connection import reply_text
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ waits on that list with ``BLPOP`` for as long as it would have slept; the token 
 The same knowledge saves round trips: a consumer whose fetch emptied the queue waits for a token rather than
 fetching again at once, and fetches in the round trip that waited; each fetch drops the tokens of what it
 takes; a consumer whose prefetch is full waits for the ack that frees room; and an ack may carry the actor's
-last state write (:mod:`redswitch.ack_writes`).
+last state write (:mod:`redswitch.broker.ack_writes`).
 Messages, their storage, retries and crash recovery are Dramatiq's own, through its dispatch script.
 """
 
@@ -26,8 +26,8 @@ from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
-from redswitch import scripts
-from redswitch.ack_writes import pending_writes
+from redswitch.broker.ack_writes import pending_writes
+from redswitch.store import evalsha as scripts
 
 if TYPE_CHECKING:  # the broker is set up before prometheus_client is imported (redswitch.broker)
     from redswitch.store import StoreWrite
@@ -50,7 +50,7 @@ class WakingRedisBroker(RedisBroker):
     """RedisBroker + a wake-up list per queue (see the module docstring)."""
 
     #: True when this broker's Redis also holds the call state: an ack may carry state writes
-    #: (:mod:`redswitch.ack_writes`).
+    #: (:mod:`redswitch.broker.ack_writes`).
     carries_state_writes = False
 
     @property

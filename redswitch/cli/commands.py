@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from redswitch import heap
+from redswitch import gc_freeze
 from redswitch.config import Settings
 
 Subparsers = Any  # argparse's _SubParsersAction is private
@@ -48,11 +48,11 @@ def add_bridge(subparsers: Subparsers) -> None:
 
 def run_bridge(args: argparse.Namespace, settings: Settings) -> int:
     from redswitch.actors import CONTROL_ACTORS, asp_call
-    from redswitch.bridge import Bridge
     from redswitch.broker import send_all
     from redswitch.metrics import start_metrics_server
-    from redswitch.redis_client import redis_from_settings
-    from redswitch.relay import Relay
+    from redswitch.services.bridge import Bridge
+    from redswitch.services.relay import Relay
+    from redswitch.store.connection import redis_from_settings
 
     def enqueue(jobs: list[dict[str, str]]) -> None:
         send_all(asp_call, [(job,) for job in jobs])
@@ -67,7 +67,7 @@ def run_bridge(args: argparse.Namespace, settings: Settings) -> int:
     stop = _stop_on_signals()
     relay_thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)
     relay_thread.start()
-    heap.settle()
+    gc_freeze.settle()
     bridge.run(stop)
     relay_thread.join(timeout=5)
     return 0
@@ -80,13 +80,13 @@ def add_listen(subparsers: Subparsers) -> None:
 
 def run_listen(args: argparse.Namespace, settings: Settings) -> int:
     from redswitch.broker import Resender
-    from redswitch.listener import Listener
     from redswitch.metrics import start_metrics_server
-    from redswitch.redis_client import redis_from_settings
+    from redswitch.services.listener import Listener
+    from redswitch.store.connection import redis_from_settings
 
     start_metrics_server(settings)
     listener = Listener(settings, redis_from_settings(settings), Resender(settings))
-    heap.settle()
+    gc_freeze.settle()
     listener.run(_stop_on_signals())
     return 0
 
@@ -98,8 +98,8 @@ def add_schedule(subparsers: Subparsers) -> None:
 
 def run_schedule(args: argparse.Namespace, settings: Settings) -> int:
     from redswitch.metrics import start_metrics_server
-    from redswitch.redis_client import redis_from_settings
-    from redswitch.scheduler import Scheduler
+    from redswitch.services.scheduler import Scheduler
+    from redswitch.store.connection import redis_from_settings
 
     start_metrics_server(settings)
     Scheduler(settings, redis_from_settings(settings)).run(_stop_on_signals())
@@ -136,7 +136,7 @@ def sample_job(caller: str, callee: str, dial_id: str | None = None, **fields: s
 
 
 def run_push(args: argparse.Namespace, settings: Settings) -> int:
-    from redswitch.redis_client import redis_from_settings
+    from redswitch.store.connection import redis_from_settings
 
     job = sample_job(
         args.caller,
@@ -162,7 +162,7 @@ def add_watch(subparsers: Subparsers) -> None:
 
 
 def run_watch(args: argparse.Namespace, settings: Settings) -> int:
-    from redswitch.redis_client import redis_from_settings
+    from redswitch.store.connection import redis_from_settings
 
     pubsub = redis_from_settings(settings).pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     pubsub.subscribe(args.dial_id)
@@ -196,7 +196,7 @@ def add_run(subparsers: Subparsers) -> None:
 def run_run(args: argparse.Namespace, settings: Settings) -> int:
     """Every process as a child, each output line prefixed with its name; Ctrl-C or SIGTERM stops them all (a
     second one kills them); a child that exits stops the others and the run (exit code 1)."""
-    from redswitch.launcher import Stack, run_foreground
+    from redswitch.cli.launcher import Stack, run_foreground
 
     requests = [0]
 
@@ -220,7 +220,7 @@ def add_demo(subparsers: Subparsers) -> None:
 
 
 def run_demo_command(args: argparse.Namespace, settings: Settings) -> int:
-    from redswitch.launcher import run_demo
+    from redswitch.cli.launcher import run_demo
 
     return run_demo(settings)
 
@@ -231,7 +231,7 @@ def add_check(subparsers: Subparsers) -> None:
 
 
 def run_check(args: argparse.Namespace, settings: Settings) -> int:
-    from redswitch.health import check
+    from redswitch.cli.health import check
 
     problems = check(settings)
     for line in problems:

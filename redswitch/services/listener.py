@@ -27,7 +27,7 @@ from redswitch import metrics
 from redswitch.admission import Resend, is_retryable, retry_throttled
 from redswitch.config import EslNode, Settings
 from redswitch.errors import EslError
-from redswitch.esl_stream import EventStream
+from redswitch.esl.stream import EventStream
 from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID, VAR_ORG_ID, VAR_SIDE, VAR_USER_ID
 from redswitch.protocol import parse_event_plain

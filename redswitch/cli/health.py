@@ -8,8 +8,8 @@ import redis
 
 from redswitch.config import Settings
 from redswitch.errors import EslAuthError, EslError
-from redswitch.esl import EslClient
-from redswitch.redis_client import redis_from_settings
+from redswitch.esl.client import EslClient
+from redswitch.store.connection import redis_from_settings
 
 
 def check(settings: Settings) -> list[str]:

@@ -23,8 +23,8 @@ import redis
 from redswitch import metrics
 from redswitch.errors import PayloadError
 from redswitch.messages import CONTROL_TYPES, EVENT_TYPES, load_object, parse_control
-from redswitch.redis_client import reply_text
 from redswitch.store import CallStore, events
+from redswitch.store.connection import reply_text
 
 logger = logging.getLogger(__name__)
 

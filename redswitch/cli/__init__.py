@@ -19,7 +19,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from redswitch import __version__, commands_cli
+from redswitch import __version__
+from redswitch.cli import commands as commands_cli
 from redswitch.config import Settings
 from redswitch.errors import ConfigError
 from redswitch.logs import configure_logging

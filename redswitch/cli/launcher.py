@@ -29,8 +29,8 @@ from types import TracebackType
 from typing import IO
 
 from redswitch.config import Settings
-from redswitch.redis_client import redis_from_settings
 from redswitch.store import Keys
+from redswitch.store.connection import redis_from_settings
 
 
 def free_port() -> int:
@@ -56,7 +56,7 @@ def redswitch_command(*args: str) -> list[str]:
 #: environment; its default is 1000). It is also how long they take to notice a stop: with 250 the worker's
 #: threads stop within a quarter of a second (Dramatiq's own once-a-second loops, in its worker process and its
 #: master, still add up to about two seconds in all). A message wakes its consumer at once either way
-#: (redswitch.waking_broker). A value in the launcher's own environment wins.
+#: (redswitch.broker.waking). A value in the launcher's own environment wins.
 WORKER_TIMEOUT_MS = 250
 
 
@@ -404,7 +404,7 @@ def run_demo(settings: Settings) -> int:
 
 
 def _demo_call(settings: Settings) -> int:
-    from redswitch.esl import EslClient
+    from redswitch.esl.client import EslClient
     from redswitch.protocol import commands
 
     client = redis_from_settings(settings)

@@ -14,12 +14,12 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage
 
+from redswitch.broker.waking import WakingRedisBroker
 from redswitch.config import Settings
 from redswitch.errors import ConfigError
-from redswitch.heap import SettleHeap
+from redswitch.gc_freeze import SettleHeap
 from redswitch.logs import WorkerLogging
-from redswitch.redis_client import is_cluster
-from redswitch.waking_broker import WakingRedisBroker
+from redswitch.store.connection import is_cluster
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:

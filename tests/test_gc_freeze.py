@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from redswitch import heap
+from redswitch import gc_freeze
 from redswitch.broker import build_broker
 from redswitch.config import Settings
 
@@ -12,7 +12,7 @@ from redswitch.config import Settings
 def test_settle_freezes_what_start_up_allocated() -> None:
     kept = [object() for _ in range(1000)]
     try:
-        heap.settle()
+        gc_freeze.settle()
         assert gc.get_freeze_count() >= len(kept)
     finally:
         gc.unfreeze()
@@ -20,4 +20,4 @@ def test_settle_freezes_what_start_up_allocated() -> None:
 
 def test_every_worker_process_settles_its_heap_after_boot() -> None:
     broker = build_broker(Settings(broker_url="stub://"))
-    assert any(isinstance(middleware, heap.SettleHeap) for middleware in broker.middleware)
+    assert any(isinstance(middleware, gc_freeze.SettleHeap) for middleware in broker.middleware)

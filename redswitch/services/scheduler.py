@@ -34,8 +34,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from redswitch import metrics
 from redswitch.config import Settings
 from redswitch.errors import EslCommandError, EslError, PayloadError
-from redswitch.esl import EslClient
-from redswitch.esl_stream import EventStream
+from redswitch.esl.client import EslClient
+from redswitch.esl.stream import EventStream
 from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID
 from redswitch.protocol import commands

@@ -2,7 +2,7 @@
 
 An actor run ends with two writes to the same Redis: its last state change (``sent``, after the originate) and
 Dramatiq's ack. Each round trip costs both processes a send, a receive and a poll or two; on a loaded 2-core
-machine that is what bounds intake. When the broker is a :class:`~redswitch.waking_broker.WakingRedisBroker` on
+machine that is what bounds intake. When the broker is a :class:`~redswitch.broker.waking.WakingRedisBroker` on
 the state's Redis (``BROKER_URL`` unset, the default), the actor hands the write to the message and the consumer
 pipelines it just before the ack. Anywhere else (a StubBroker, RabbitMQ, a separate broker Redis, no current
 message) the write runs at once, as before.

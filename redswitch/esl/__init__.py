@@ -1,0 +1,1 @@
+"""The ESL client side: request/response connections (greenswitch) and the listener's event stream."""
