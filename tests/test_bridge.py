@@ -203,7 +203,10 @@ def test_bridge_stops_cleanly_when_redis_is_already_gone() -> None:
 
     thread = threading.Thread(target=serve)
     thread.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while not client.exists(bridge.keys.bridge_alive("orphan")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # until it serves (its first heartbeat)
+    assert client.exists(bridge.keys.bridge_alive("orphan"))
     server.stop()
     # When it is told to stop
     stop.set()

@@ -86,7 +86,7 @@ def test_redis_restart_is_survived_by_bridge_listener_and_worker(own_redis_serve
         own_redis_server.start()
         # Then, without restarting anything, a job pushed afterwards is served end to end
         assert pipeline.wait_for(lambda: pipeline.client.ping(), timeout=10)
-        time.sleep(3.5)  # dramatiq restarts its consumers after dramatiq_restart_delay (3 s)
+        # (dramatiq restarts its consumers after dramatiq_restart_delay, 3 s: the wait below covers it)
         pubsub = pipeline.subscribe("after_restart")
         pipeline.push(dial_id="after_restart", user_id="u2")
         events = pipeline.events_until(pubsub, has("answer-event", "1"), timeout=30)
@@ -96,14 +96,20 @@ def test_redis_restart_is_survived_by_bridge_listener_and_worker(own_redis_serve
         pipeline.stop()
 
 
+def subscriptions(pipeline: Pipeline) -> int:
+    """Event subscriptions the switch has received (one per listener connection)."""
+    return sum(1 for command in pipeline.switch.commands() if command.startswith("event plain"))
+
+
 def test_dropped_esl_connections_are_reestablished_by_listener_and_actors(redis_server: RedisServer) -> None:
     pipeline = Pipeline(redis_server.url).start()
     try:
         pubsub = pipeline.call("drop_live")
         uuid0 = pipeline.channel_of_side("drop_live", "0")
         # When the switch drops every ESL connection mid-call (a real switch: its proxy cuts them)
+        subscribed_before = subscriptions(pipeline)
         pipeline.switch.drop_all_connections()
-        time.sleep(1.0)  # the listener reconnects with backoff
+        assert pipeline.wait_for(lambda: subscriptions(pipeline) > subscribed_before, timeout=10)  # it reconnected
         # Then a hangup afterwards still publishes its events
         pipeline.switch.hangup(uuid0, "NORMAL_CLEARING")
         events = pipeline.events_until(pubsub, hung_up("0", "1"))
@@ -127,8 +133,9 @@ def test_slow_switch_never_holds_a_worker_longer_than_the_esl_timeout(redis_serv
         pipeline.simulator.set_reply_delay(2.0)
         pubsub = pipeline.subscribe("slow_call")
         pipeline.push(dial_id="slow_call", user_id="slow_call")
-        time.sleep(3.0)
         # Then the worker gave up on each try after ESL_TIMEOUT and retried (its log says so) ...
+        gave_up = ("no reply from FreeSWITCH within 0.5s", "handshake timed out after 0.5s")
+        assert pipeline.wait_for(lambda: any(text in pipeline.full_log("worker") for text in gave_up), timeout=15)
         log = pipeline.full_log("worker")
         assert "no reply from FreeSWITCH within 0.5s" in log or "handshake timed out after 0.5s" in log, log[-2000:]
         # ... and once the switch is fast again the call is placed exactly once

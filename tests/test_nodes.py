@@ -102,7 +102,10 @@ def test_a_node_shut_down_mid_run_ends_its_calls_and_the_others_take_new_ones(cl
     for dial_id in on_victim:
         pubsubs[dial_id] = cluster.client.pubsub()  # type: ignore[no-untyped-call]
         pubsubs[dial_id].subscribe(dial_id)
-    time.sleep(0.5)  # answered
+    answered = lambda: all(  # noqa: E731
+        cluster.client.llen(f"redswitch.{dial_id}.talkiq_org_id.{dial_id}") == 2 for dial_id in on_victim
+    )
+    assert cluster.wait(answered)
     # When that node shuts down
     cluster.sims[victim].shutdown()
     # Then each of its calls publishes side 0's hangup (FreeSWITCH's SYSTEM_SHUTDOWN) and the call ends
