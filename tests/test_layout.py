@@ -6,6 +6,8 @@ Imports inside functions count too (a lazy import is still a dependency); those 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "redswitch"
@@ -104,3 +106,10 @@ def test_the_pure_codec_imports_nothing_that_does_io() -> None:
         if name.startswith("redswitch.protocol"):
             allowed = [target for target in targets if target.startswith("redswitch.protocol")]
             assert set(allowed) | {"redswitch.errors"} >= targets, (name, targets)
+
+
+def test_setting_up_the_broker_imports_no_metrics() -> None:
+    """The worker's broker puts prometheus_client in multiprocess mode: nothing it imports may import it first."""
+    code = "import sys, redswitch.broker; print('prometheus_client' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "False"

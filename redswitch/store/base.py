@@ -25,7 +25,6 @@ from typing import Any
 
 import redis
 
-from redswitch import metrics
 from redswitch.config import Settings
 from redswitch.store.connection import reply_text
 from redswitch.store.events import CALL_EVENTS, JsonDict, encode
@@ -263,6 +262,10 @@ class CallStore(abc.ABC):
         if end_call:
             self.stage_end(stage, dial_id, node)
         stage.execute()
+        # imported here: the worker's broker must put prometheus_client in multiprocess mode before anything
+        # imports it, and the broker imports the store (its Redis connection)
+        from redswitch import metrics
+
         metrics.CALLS_FAILED.labels(metrics.cause_label(str(event.get("cause", "")))).inc()
 
     def reply(self, dial_id: str, event: JsonDict, record: Mapping[str, str] | None = None, **fields: str) -> None:
