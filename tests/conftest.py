@@ -6,6 +6,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
+from tests import esl_raw
 from tests.cluster import RedisClusterServers
 from tests.servers import RedisServer
 
@@ -48,3 +49,11 @@ def redis_cluster() -> Iterator[RedisClusterServers]:
     servers = RedisClusterServers().start()
     yield servers
     servers.stop()
+
+
+@pytest.fixture(autouse=True)
+def close_raw_clients() -> Iterator[None]:
+    """Raw ESL clients a test opened and left open are closed when it ends (warnings are errors here)."""
+    yield
+    for client in list(esl_raw.OPEN):
+        client.close()

@@ -30,9 +30,14 @@ def transcript_frames(name: str) -> list[Frame]:
     return parser.feed(b"".join(b for d, b in transcript_blocks(name) if d == "<<<"))
 
 
+#: Every RawClient still open: closed at the end of each test (tests/conftest.py), so none is left to the GC.
+OPEN: list[RawClient] = []
+
+
 class RawClient:
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        OPEN.append(self)
         self.parser = Parser(Mode.FRAMES)
         self.frames: list[Frame] = []
 
@@ -91,3 +96,5 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+        if self in OPEN:
+            OPEN.remove(self)

@@ -68,6 +68,8 @@ class Run:
             self.proc.send_signal(signal.SIGKILL)  # only if a test failed half-way; the children follow it
         self.proc.wait(30)
         self._reader.join(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @pytest.fixture
