@@ -1,0 +1,487 @@
+"""The real-switch benchmark (``./scripts/bench --freeswitch HOST:PORT``): push → answered on a real FreeSWITCH.
+
+Each step offers click-to-calls at a fixed rate for a few seconds, two ways, one after the other, in alternating
+order over three rounds:
+
+* **bare**: this process builds the very ``originate`` Redswitch would (``redswitch.originate.click_to_call``)
+  and sends it with ``bgapi`` on an ESL connection of its own, paced, one after the other;
+* **redswitch**: this process ``RPUSH``es the legacy job onto a private redis-server, where a real bridge,
+  worker and listener (the ``redswitch run`` processes, started as ``redswitch.launcher.Stack`` does) take it.
+
+In both, an observer (an ESL event connection of this process) stamps every channel's ``CHANNEL_CREATE``,
+``CHANNEL_ANSWER`` and ``CHANNEL_HANGUP_COMPLETE`` (its arrival here and the switch's own
+``Event-Date-Timestamp``) and hangs side 0 up with ``uuid_kill`` ``HOLD`` seconds after it answered, so the
+switch carries the same calls for the same time whoever placed them. For Redswitch, a subscriber also stamps
+``call-start`` and ``answer-event`` as a client of Redswitch sees them on the dial_id channel.
+
+CPU per call: user + system time (``/proc/<pid>/stat``) of the switch, of Redswitch's bridge, worker (with the
+process Dramatiq forks) and listener, and of its Redis, from the first push until every channel has hung up,
+divided by the calls placed. Every call on the switch is hung up (``hupall``) before each run: never point this at
+a switch that carries real calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import heapq
+import json
+import os
+import random
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import redis
+
+from bench.bench_redswitch import children_of, cpu_seconds, pct
+from redswitch.config import Settings
+from redswitch.launcher import Stack
+from redswitch.messages import job_from_dict
+from redswitch.originate import click_to_call
+from redswitch.protocol import Mode, Parser, encode_command
+from redswitch.protocol.frames import Frame
+from redswitch.protocol.pick import header_picker
+from tests.payloads import job
+from tests.servers import RedisServer
+
+HOLD = 2.0  # seconds side 0 stays up after it answered
+FS_PID_FILES = ("/usr/local/freeswitch/var/run/freeswitch/freeswitch.pid", "/usr/local/freeswitch/run/freeswitch.pid")
+
+
+# -- a small synchronous ESL client -----------------------------------------------------------------------------
+
+
+class Esl:
+    """An ESL connection: ``api``/``bgapi`` with their replies, or (``events``) a stream of plain events."""
+
+    def __init__(self, host: str, port: int, password: str) -> None:
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.parser = Parser(Mode.FRAMES)
+        self.pending: list[Frame] = []
+        self.until("auth/request")
+        reply = self.command(f"auth {password}")
+        if not reply.startswith("+OK"):
+            raise RuntimeError(f"ESL auth refused: {reply}")
+
+    def frame(self) -> Frame:
+        while not self.pending:
+            data = self.sock.recv(262144)
+            if not data:
+                raise EOFError("the switch closed the connection")
+            self.pending.extend(self.parser.feed(data))
+        return self.pending.pop(0)
+
+    def until(self, content_type: str) -> Frame:
+        while True:
+            frame = self.frame()
+            if frame.content_type == content_type:
+                return frame
+
+    def command(self, line: str, headers: tuple[tuple[str, str], ...] = ()) -> str:
+        self.sock.sendall(encode_command(line, headers))
+        return self.until("command/reply").reply_text or ""
+
+    def api(self, line: str) -> str:
+        self.sock.sendall(encode_command("api " + line))
+        return self.until("api/response").body
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- the observer: answers as the switch reports them, and the hang-ups ----------------------------------------
+
+
+@dataclasses.dataclass
+class Stamp:
+    arrived: float  # time.time() when the event reached this process
+    switch: float  # the switch's Event-Date-Timestamp, in seconds
+
+
+PICK = header_picker(
+    ["Event-Name", "Unique-ID", "Event-Date-Timestamp", "variable_redswitch_dial_id", "variable_redswitch_side"]
+)
+
+
+class Observer:
+    """Stamps the channel events of every redswitch call; hangs side 0 up ``HOLD`` s after it answered."""
+
+    def __init__(self, host: str, port: int, password: str) -> None:
+        self.esl = Esl(host, port, password)
+        self.esl.command("event plain CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE")
+        self.killer = Esl(host, port, password)
+        self.stamps: dict[str, dict[str, Stamp]] = defaultdict(dict)  # dial_id -> {"CHANNEL_ANSWER/0": ...}
+        self.lock = threading.Lock()
+        self.kills: list[tuple[float, str]] = []
+        self.wake = threading.Condition(self.lock)
+        self.stopping = False
+        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._read, self._kill)]
+        for thread in self.threads:
+            thread.start()
+
+    def _read(self) -> None:
+        while not self.stopping:
+            try:
+                frame = self.esl.frame()
+            except (OSError, EOFError):
+                return
+            if frame.content_type != "text/event-plain":
+                continue
+            now = time.time()
+            headers = PICK(frame.raw_body)
+            dial_id = headers.get("variable_redswitch_dial_id")
+            if not dial_id:
+                continue
+            name, side = headers["Event-Name"], headers.get("variable_redswitch_side", "")
+            stamp = Stamp(now, int(headers.get("Event-Date-Timestamp", "0")) / 1e6)
+            with self.lock:
+                self.stamps[dial_id].setdefault(f"{name}/{side}", stamp)
+                if name == "CHANNEL_ANSWER" and side == "0":
+                    heapq.heappush(self.kills, (now + HOLD, headers["Unique-ID"]))
+                    self.wake.notify()
+
+    def _kill(self) -> None:
+        while True:
+            with self.lock:
+                while not self.stopping and (not self.kills or self.kills[0][0] > time.time()):
+                    self.wake.wait(max(0.001, self.kills[0][0] - time.time()) if self.kills else None)
+                if self.stopping:
+                    return
+                _, channel = heapq.heappop(self.kills)
+            self.killer.command(f"bgapi uuid_kill {channel}")
+
+    def ended(self, dial_ids: list[str]) -> bool:
+        with self.lock:
+            return all(
+                "CHANNEL_HANGUP_COMPLETE/0" in self.stamps[d] and "CHANNEL_HANGUP_COMPLETE/1" in self.stamps[d]
+                for d in dial_ids
+            )
+
+    def close(self) -> None:
+        with self.lock:
+            self.stopping = True
+            self.wake.notify()
+        self.esl.close()
+        self.killer.close()
+
+
+class Subscriber:
+    """Stamps what a client of Redswitch sees on the dial_id channels of one run (``call-start``, answers)."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self.pubsub.psubscribe(prefix + "*")
+        self.pubsub.get_message(timeout=1)
+        self.stamps: dict[str, dict[str, float]] = defaultdict(dict)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.stopping:
+            message = self.pubsub.get_message(timeout=0.2)
+            if message is None or message["type"] != "pmessage":
+                continue
+            now = time.time()
+            event = json.loads(message["data"])
+            key = event["type"] + (f"/{event['side']}" if "side" in event else "")
+            self.stamps[message["channel"].decode()].setdefault(key, now)
+
+    def close(self) -> None:
+        self.stopping = True
+        self.thread.join(2)
+        self.pubsub.close()
+
+
+# -- the runs --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+    kind: str
+    rate: int
+    pushed: dict[str, float]
+    observer: dict[str, dict[str, Stamp]]
+    client: dict[str, dict[str, float]]
+    cpu: dict[str, float]
+    load: tuple[float, float, float]
+    switch_cps: int = 0
+
+    def latencies(self, key: str, source: str = "observer", switch_clock: bool = False) -> list[float]:
+        out = []
+        for dial_id, pushed in self.pushed.items():
+            if source == "observer":
+                stamp = self.observer.get(dial_id, {}).get(key)
+                if stamp is not None:
+                    out.append(((stamp.switch if switch_clock else stamp.arrived) - pushed) * 1000)
+            else:
+                at = self.client.get(dial_id, {}).get(key)
+                if at is not None:
+                    out.append((at - pushed) * 1000)
+        return out
+
+    def answered0(self) -> list[float]:
+        """What the placer learns: the answer-event for Redswitch, the CHANNEL_ANSWER on its own socket for bare."""
+        if self.kind == "bare":
+            return self.latencies("CHANNEL_ANSWER/0")
+        return self.latencies("answer-event/0", "client")
+
+    def answered1(self) -> list[float]:
+        if self.kind == "bare":
+            return self.latencies("CHANNEL_ANSWER/1")
+        return self.latencies("answer-event/1", "client")
+
+    def per_call_ms(self, role: str) -> float:
+        return 1000 * self.cpu[role] / max(1, len(self.pushed))
+
+
+def fs_pid() -> int:
+    for path in FS_PID_FILES:
+        if os.path.exists(path):
+            return int(open(path).read().strip())
+    raise RuntimeError("no FreeSWITCH pid file found (looked in " + ", ".join(FS_PID_FILES) + ")")
+
+
+def clear_switch(host: str, port: int, password: str) -> None:
+    """Hang every call up and wait until the switch holds no channel."""
+    esl = Esl(host, port, password)
+    try:
+        esl.api("hupall NORMAL_CLEARING")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if esl.api("show channels count").strip().startswith("0 total"):
+                return
+            time.sleep(0.2)
+        raise TimeoutError("the switch still holds channels 30 s after hupall")
+    finally:
+        esl.close()
+
+
+def payload(dial_id: str) -> dict[str, Any]:
+    return job(dial_id=dial_id, user_id=dial_id)
+
+
+def pace(rate: int, seconds: float, prefix: str, send: Any) -> dict[str, float]:
+    """Send ``rate`` calls a second: call n at a random moment of its own 1/rate slot, the same moments every run.
+
+    FreeSWITCH works in 20 ms ticks (its timestamps, its ``sleep``, the answer of the test carrier): strictly
+    periodic pushes would meet every tick at the same phase, and a few ms more before the originate would cost
+    all calls, or none, a tick.
+    """
+    pushed: dict[str, float] = {}
+    jitter = random.Random(rate)
+    start = time.perf_counter()
+    for n in range(int(rate * seconds)):
+        time.sleep(max(0.0, start + (n + jitter.random()) / rate - time.perf_counter()))
+        dial_id = f"{prefix}{n}"
+        pushed[dial_id] = time.time()
+        send(dial_id)
+    return pushed
+
+
+class Bench:
+    def __init__(self, host: str, port: int, password: str, seconds: float) -> None:
+        self.host, self.port, self.password, self.seconds = host, port, password, seconds
+        self.fs_pid = fs_pid()
+        self.redis = RedisServer().start()
+        self.settings = Settings(
+            pubsub_redis_url=self.redis.url,
+            esl_url=host,
+            esl_port=port,
+            esl_password=password,
+            originate_timeout=10,
+            switch_cps=0,
+        )
+        self.log_dir = tempfile.mkdtemp(prefix="redswitch-fsbench-")
+
+    def close(self) -> None:
+        self.redis.stop()
+
+    def _measure(
+        self, kind: str, rate: int, prefix: str, send: Any, roles: dict[str, list[int]], subscriber: Subscriber | None
+    ) -> Run:
+        observer = Observer(self.host, self.port, self.password)
+        try:
+            load = os.getloadavg()
+            before = {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
+            pushed = pace(rate, self.seconds, prefix, send)
+            deadline = time.monotonic() + 60
+            while not observer.ended(list(pushed)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            cpu = {role: sum(map(cpu_seconds, pids)) - before[role] for role, pids in roles.items()}
+            time.sleep(0.3)  # the last events reach the subscriber
+            with observer.lock:
+                stamps = {d: dict(s) for d, s in observer.stamps.items()}
+            client = {d: dict(s) for d, s in subscriber.stamps.items()} if subscriber else {}
+            return Run(kind, rate, pushed, stamps, client, cpu, load)
+        finally:
+            observer.close()
+
+    def bare(self, rate: int) -> Run:
+        clear_switch(self.host, self.port, self.password)
+        esl = Esl(self.host, self.port, self.password)
+        prefix = f"bare{rate}_{time.monotonic_ns()}_"
+
+        def send(dial_id: str) -> None:
+            call = job_from_dict(payload(dial_id))
+            command = click_to_call(self.settings, call, str(uuid.uuid4()), str(uuid.uuid4()))
+            esl.command(f"bgapi {command}", (("Job-UUID", str(uuid.uuid4())),))
+
+        try:
+            roles = {"switch": [self.fs_pid], "bench": [os.getpid()]}
+            return self._measure("bare", rate, prefix, send, roles, None)
+        finally:
+            esl.close()
+
+    def redswitch(self, rate: int, switch_cps: int = 0) -> Run:
+        clear_switch(self.host, self.port, self.password)
+        redis.Redis.from_url(self.redis.url).flushall()
+        settings = dataclasses.replace(self.settings, switch_cps=switch_cps)
+        stack = Stack(settings, log_dir=self.log_dir).start()
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            self._warm(client, settings)
+            prefix = f"rs{rate}_{time.monotonic_ns()}_"
+            subscriber = Subscriber(self.redis.url, prefix)
+            roles = {child.name: [child.proc.pid, *children_of(child.proc.pid)] for child in stack.children}
+            assert self.redis.proc is not None
+            roles.update({"redis": [self.redis.proc.pid], "switch": [self.fs_pid], "bench": [os.getpid()]})
+
+            def send(dial_id: str) -> None:
+                client.rpush(settings.jobs_key, json.dumps(payload(dial_id)))
+
+            try:
+                run = self._measure("redswitch", rate, prefix, send, roles, subscriber)
+                run.switch_cps = switch_cps
+                return run
+            finally:
+                subscriber.close()
+        finally:
+            stack.stop()
+
+    def _warm(self, client: redis.Redis, settings: Settings) -> None:
+        """Three calls through the started processes (answered on both sides), then a clean switch."""
+        prefix = f"warm{time.monotonic_ns()}_"
+        subscriber = Subscriber(self.redis.url, prefix)
+        observer = Observer(self.host, self.port, self.password)
+        try:
+            dial_ids = [f"{prefix}{n}" for n in range(3)]
+            for dial_id in dial_ids:
+                client.rpush(settings.jobs_key, json.dumps(payload(dial_id)))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if all("answer-event/1" in subscriber.stamps[d] for d in dial_ids) and observer.ended(dial_ids):
+                    break
+                time.sleep(0.05)
+            else:
+                raise TimeoutError(f"Redswitch did not complete its warm-up calls; logs in {self.log_dir}")
+        finally:
+            observer.close()
+            subscriber.close()
+        time.sleep(0.5)
+
+
+# -- reporting -------------------------------------------------------------------------------------------------
+
+
+def fmt(values: list[float]) -> str:
+    if not values:
+        return "none"
+    return f"p50 {pct(values, 0.5):.1f} / p99 {pct(values, 0.99):.1f} / max {max(values):.1f} ms"
+
+
+def describe(run: Run) -> None:
+    n = len(run.pushed)
+    a0, a1 = run.answered0(), run.answered1()
+    load = "/".join(f"{x:.2f}" for x in run.load)
+    paced = f" (SWITCH_CPS={run.switch_cps})" if run.switch_cps else ""
+    print(f"  {run.kind:9s} {run.rate} calls/s{paced}, n={n}, load {load}", flush=True)
+    print(f"    push -> side 0 answered: {fmt(a0)} ({n - len(a0)} unanswered)")
+    print(f"    push -> side 1 answered: {fmt(a1)} ({n - len(a1)} unanswered)")
+    if run.kind == "redswitch":
+        print(f"    push -> call-start (subscriber):          {fmt(run.latencies('call-start', 'client'))}")
+    print(f"    push -> CHANNEL_CREATE 0 (observer):      {fmt(run.latencies('CHANNEL_CREATE/0'))}")
+    print(f"    push -> CHANNEL_ANSWER 0 (observer):      {fmt(run.latencies('CHANNEL_ANSWER/0'))}")
+    print(f"    push -> CHANNEL_ANSWER 1 (observer):      {fmt(run.latencies('CHANNEL_ANSWER/1'))}")
+    cpu = ", ".join(f"{role} {run.per_call_ms(role):.2f}" for role in run.cpu)
+    print(f"    CPU ms per call: {cpu}", flush=True)
+
+
+def ours_cpu(run: Run) -> float:
+    return sum(run.per_call_ms(role) for role in run.cpu if role not in ("switch", "redis", "bench"))
+
+
+def summary(rate: int, bare: list[Run], ours: list[Run]) -> list[str]:
+    def med_range(values: list[float], digits: int = 0) -> str:
+        return f"{pct(values, 0.5):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+    def stat(runs: list[Run], q: float, which: str) -> list[float]:
+        return [pct(run.answered0() if which == "0" else run.answered1(), q) for run in runs]
+
+    loads = ", ".join(f"{run.load[0]:.2f}" for run in [*bare, *ours])
+    lines = [
+        f"| bare `bgapi` loop, {rate} calls/s | {med_range(stat(bare, 0.5, '0'))} ms | "
+        f"{med_range(stat(bare, 0.99, '0'))} ms | {med_range(stat(bare, 0.5, '1'))} ms | "
+        f"{med_range(stat(bare, 0.99, '1'))} ms | switch: {med_range([r.per_call_ms('switch') for r in bare], 1)} ms |",
+        f"| Redswitch (`redswitch run`), {rate} calls/s | {med_range(stat(ours, 0.5, '0'))} ms | "
+        f"{med_range(stat(ours, 0.99, '0'))} ms | {med_range(stat(ours, 0.5, '1'))} ms | "
+        f"{med_range(stat(ours, 0.99, '1'))} ms | "
+        f"bridge+worker+listener: {med_range([ours_cpu(r) for r in ours], 1)} ms "
+        f"({med_range([ours_cpu(r) / r.per_call_ms('switch') for r in ours], 2)} of the switch's "
+        f"{med_range([r.per_call_ms('switch') for r in ours], 1)}); Redis "
+        f"{med_range([r.per_call_ms('redis') for r in ours], 2)} ms |",
+        f"(1-min load average at the start of each run: {loads})",
+    ]
+    return lines
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench --freeswitch", description=__doc__.split("\n")[0])
+    parser.add_argument("--freeswitch", required=True, metavar="HOST:PORT")
+    parser.add_argument("--password", default=os.environ.get("ESL_PASSWORD", "ClueCon"))
+    parser.add_argument("--rates", default="10,30")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--overload", type=int, default=50, help="the overload step's rate (0: no such step)")
+    parser.add_argument("--paced-cps", type=int, default=60, help="SWITCH_CPS of the overload step's paced run")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    host, _, port = args.freeswitch.rpartition(":")
+    if args.quick:
+        args.seconds, args.rounds, args.overload = 3.0, 1, 0
+    bench = Bench(host or "127.0.0.1", int(port), args.password, args.seconds)
+    started = time.monotonic()
+    table: list[str] = []
+    try:
+        for rate in [int(r) for r in args.rates.split(",")]:
+            bare, ours = [], []
+            for round_ in range(args.rounds):
+                order = ("bare", "redswitch") if round_ % 2 == 0 else ("redswitch", "bare")
+                for kind in order:
+                    run = bench.bare(rate) if kind == "bare" else bench.redswitch(rate)
+                    describe(run)
+                    (bare if kind == "bare" else ours).append(run)
+            table += summary(rate, bare, ours)
+        if args.overload:
+            for run in (
+                bench.bare(args.overload),
+                bench.redswitch(args.overload),
+                bench.redswitch(args.overload, args.paced_cps),
+            ):
+                describe(run)
+        print(f"\nfinished in {time.monotonic() - started:.0f} s")
+        print(
+            "\n| | push → side 0 answered, p50 | p99 | push → side 1 answered, p50 | p99 | CPU per call |\n"
+            "|---|---|---|---|---|---|"
+        )
+        print("\n".join(table))
+    finally:
+        clear_switch(bench.host, bench.port, bench.password)
+        bench.close()
