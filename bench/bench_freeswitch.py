@@ -16,14 +16,16 @@ switch carries the same calls for the same time whoever placed them. For Redswit
 
 CPU per call: user + system time (``/proc/<pid>/stat``) of the switch, of Redswitch's bridge, worker (with the
 process Dramatiq forks) and listener, and of its Redis, from the first push until every channel has hung up,
-divided by the calls placed. Every call on the switch is hung up (``hupall``) before each run: never point this at
-a switch that carries real calls.
+divided by the calls placed. Only this benchmark's own channels are hung up (others may be testing on the same
+switch: the calls of others it started meanwhile are counted and reported); still, never point this at a switch
+that carries real calls: the load alone would hurt them.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import heapq
 import json
 import os
@@ -101,7 +103,8 @@ class Esl:
 @dataclasses.dataclass
 class Stamp:
     arrived: float  # time.time() when the event reached this process
-    switch: float  # the switch's Event-Date-Timestamp, in seconds
+    switch: float  # the switch's Event-Date-Timestamp, in seconds (FreeSWITCH's clock moves in 20 ms ticks)
+    channel: str
 
 
 PICK = header_picker(
@@ -139,7 +142,7 @@ class Observer:
             if not dial_id:
                 continue
             name, side = headers["Event-Name"], headers.get("variable_redswitch_side", "")
-            stamp = Stamp(now, int(headers.get("Event-Date-Timestamp", "0")) / 1e6)
+            stamp = Stamp(now, int(headers.get("Event-Date-Timestamp", "0")) / 1e6, headers.get("Unique-ID", ""))
             with self.lock:
                 self.stamps[dial_id].setdefault(f"{name}/{side}", stamp)
                 if name == "CHANNEL_ANSWER" and side == "0":
@@ -162,6 +165,18 @@ class Observer:
                 "CHANNEL_HANGUP_COMPLETE/0" in self.stamps[d] and "CHANNEL_HANGUP_COMPLETE/1" in self.stamps[d]
                 for d in dial_ids
             )
+
+    def kill_leftovers(self, dial_ids: list[str]) -> None:
+        """Hang up any channel of ours still up (only ours: others may test on the same switch)."""
+        with self.lock:
+            uuids = [
+                s.channel
+                for d in dial_ids
+                for key, s in self.stamps.get(d, {}).items()
+                if key.startswith("CHANNEL_CREATE/") and f"CHANNEL_HANGUP_COMPLETE/{key[-1]}" not in self.stamps[d]
+            ]
+        for channel in uuids:
+            self.killer.command(f"bgapi uuid_kill {channel}")
 
     def close(self) -> None:
         with self.lock:
@@ -211,8 +226,12 @@ class Run:
     observer: dict[str, dict[str, Stamp]]
     client: dict[str, dict[str, float]]
     cpu: dict[str, float]
+    waited: dict[str, float]  # seconds runnable but not running, per role
     load: tuple[float, float, float]
+    foreign: int  # calls of others (dial_ids not ours) the switch started during the run
     switch_cps: int = 0
+    handed: dict[str, float] = dataclasses.field(default_factory=dict)  # dial_id -> bgapi replied (worker log, ms)
+    nice: int = 0
 
     def latencies(self, key: str, source: str = "observer", switch_clock: bool = False) -> list[float]:
         out = []
@@ -221,6 +240,9 @@ class Run:
                 stamp = self.observer.get(dial_id, {}).get(key)
                 if stamp is not None:
                     out.append(((stamp.switch if switch_clock else stamp.arrived) - pushed) * 1000)
+            elif source == "handed":
+                if dial_id in self.handed:
+                    out.append((self.handed[dial_id] - pushed) * 1000)
             else:
                 at = self.client.get(dial_id, {}).get(key)
                 if at is not None:
@@ -242,26 +264,26 @@ class Run:
         return 1000 * self.cpu[role] / max(1, len(self.pushed))
 
 
+def run_delay(pid: int) -> float:
+    """Seconds the threads of ``pid`` have spent runnable but waiting for a CPU (``/proc/<pid>/task/*/schedstat``)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            total += int(open(f"/proc/{pid}/task/{task}/schedstat").read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 def fs_pid() -> int:
     for path in FS_PID_FILES:
         if os.path.exists(path):
             return int(open(path).read().strip())
     raise RuntimeError("no FreeSWITCH pid file found (looked in " + ", ".join(FS_PID_FILES) + ")")
-
-
-def clear_switch(host: str, port: int, password: str) -> None:
-    """Hang every call up and wait until the switch holds no channel."""
-    esl = Esl(host, port, password)
-    try:
-        esl.api("hupall NORMAL_CLEARING")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if esl.api("show channels count").strip().startswith("0 total"):
-                return
-            time.sleep(0.2)
-        raise TimeoutError("the switch still holds channels 30 s after hupall")
-    finally:
-        esl.close()
 
 
 def payload(dial_id: str) -> dict[str, Any]:
@@ -299,7 +321,6 @@ class Bench:
             originate_timeout=10,
             switch_cps=0,
         )
-        self.log_dir = tempfile.mkdtemp(prefix="redswitch-fsbench-")
 
     def close(self) -> None:
         self.redis.stop()
@@ -311,62 +332,77 @@ class Bench:
         try:
             load = os.getloadavg()
             before = {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
+            waited = {role: sum(map(run_delay, pids)) for role, pids in roles.items()}
             pushed = pace(rate, self.seconds, prefix, send)
             deadline = time.monotonic() + 60
             while not observer.ended(list(pushed)) and time.monotonic() < deadline:
                 time.sleep(0.05)
             cpu = {role: sum(map(cpu_seconds, pids)) - before[role] for role, pids in roles.items()}
+            waited = {role: sum(map(run_delay, pids)) - waited[role] for role, pids in roles.items()}
             time.sleep(0.3)  # the last events reach the subscriber
             with observer.lock:
                 stamps = {d: dict(s) for d, s in observer.stamps.items()}
             client = {d: dict(s) for d, s in subscriber.stamps.items()} if subscriber else {}
-            return Run(kind, rate, pushed, stamps, client, cpu, load)
+            foreign = sum(1 for d in stamps if d not in pushed and not d.startswith("warm"))
+            return Run(kind, rate, pushed, stamps, client, cpu, waited, load, foreign)
         finally:
+            observer.kill_leftovers(list(pushed) if "pushed" in locals() else [])
             observer.close()
 
     def bare(self, rate: int) -> Run:
-        clear_switch(self.host, self.port, self.password)
         esl = Esl(self.host, self.port, self.password)
         prefix = f"bare{rate}_{time.monotonic_ns()}_"
+
+        handed: dict[str, float] = {}
 
         def send(dial_id: str) -> None:
             call = job_from_dict(payload(dial_id))
             command = click_to_call(self.settings, call, str(uuid.uuid4()), str(uuid.uuid4()))
             esl.command(f"bgapi {command}", (("Job-UUID", str(uuid.uuid4())),))
+            handed[dial_id] = time.time()
 
         try:
             roles = {"switch": [self.fs_pid], "bench": [os.getpid()]}
-            return self._measure("bare", rate, prefix, send, roles, None)
+            run = self._measure("bare", rate, prefix, send, roles, None)
+            run.handed = handed
+            return run
         finally:
             esl.close()
 
-    def redswitch(self, rate: int, switch_cps: int = 0) -> Run:
-        clear_switch(self.host, self.port, self.password)
+    def redswitch(self, rate: int, switch_cps: int = 0, nice: int = 0) -> Run:
         redis.Redis.from_url(self.redis.url).flushall()
         settings = dataclasses.replace(self.settings, switch_cps=switch_cps)
-        stack = Stack(settings, log_dir=self.log_dir).start()
+        log_dir = tempfile.mkdtemp(prefix="redswitch-fsbench-")
+        stack = Stack(settings, log_dir=log_dir).start()
         client = redis.Redis.from_url(self.redis.url)
         try:
-            self._warm(client, settings)
+            self._warm(client, settings, log_dir)
             prefix = f"rs{rate}_{time.monotonic_ns()}_"
             subscriber = Subscriber(self.redis.url, prefix)
             roles = {child.name: [child.proc.pid, *children_of(child.proc.pid)] for child in stack.children}
             assert self.redis.proc is not None
             roles.update({"redis": [self.redis.proc.pid], "switch": [self.fs_pid], "bench": [os.getpid()]})
+            if nice:  # an experiment: Redswitch's processes (and its Redis) ahead of the switch for a CPU
+                for role, pids in roles.items():
+                    if role not in ("switch", "bench"):
+                        for pid in pids:
+                            for task in os.listdir(f"/proc/{pid}/task"):
+                                os.setpriority(os.PRIO_PROCESS, int(task), nice)
 
             def send(dial_id: str) -> None:
                 client.rpush(settings.jobs_key, json.dumps(payload(dial_id)))
 
             try:
                 run = self._measure("redswitch", rate, prefix, send, roles, subscriber)
-                run.switch_cps = switch_cps
+                run.switch_cps, run.nice = switch_cps, nice
+                run.handed = handed_times(os.path.join(log_dir, "worker.log"))
                 return run
             finally:
                 subscriber.close()
         finally:
             stack.stop()
 
-    def _warm(self, client: redis.Redis, settings: Settings) -> None:
+    def _warm(self, client: redis.Redis, settings: Settings, log_dir: str) -> None:
         """Three calls through the started processes (answered on both sides), then a clean switch."""
         prefix = f"warm{time.monotonic_ns()}_"
         subscriber = Subscriber(self.redis.url, prefix)
@@ -381,11 +417,22 @@ class Bench:
                     break
                 time.sleep(0.05)
             else:
-                raise TimeoutError(f"Redswitch did not complete its warm-up calls; logs in {self.log_dir}")
+                raise TimeoutError(f"Redswitch did not complete its warm-up calls; logs in {log_dir}")
         finally:
             observer.close()
             subscriber.close()
         time.sleep(0.5)
+
+
+def handed_times(path: str) -> dict[str, float]:
+    """dial_id -> when the worker logged ``originate handed to FreeSWITCH`` (after the bgapi's reply; ms)."""
+    found = {}
+    with open(path, errors="replace") as log:
+        for line in log:
+            if "originate handed" in line and line.startswith("[") and "dial_id=" in line:
+                stamp = datetime.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                found[line.split("dial_id=", 1)[1].split(" ", 1)[0]] = stamp
+    return found
 
 
 # -- reporting -------------------------------------------------------------------------------------------------
@@ -402,16 +449,24 @@ def describe(run: Run) -> None:
     a0, a1 = run.answered0(), run.answered1()
     load = "/".join(f"{x:.2f}" for x in run.load)
     paced = f" (SWITCH_CPS={run.switch_cps})" if run.switch_cps else ""
+    paced += f" (nice {run.nice})" if run.nice else ""
     print(f"  {run.kind:9s} {run.rate} calls/s{paced}, n={n}, load {load}", flush=True)
     print(f"    push -> side 0 answered: {fmt(a0)} ({n - len(a0)} unanswered)")
     print(f"    push -> side 1 answered: {fmt(a1)} ({n - len(a1)} unanswered)")
     if run.kind == "redswitch":
         print(f"    push -> call-start (subscriber):          {fmt(run.latencies('call-start', 'client'))}")
+    print(
+        f"    push -> bgapi replied ({'worker log' if run.kind == 'redswitch' else 'loop'}):  "
+        f"{fmt(run.latencies('', 'handed'))}"
+    )
     print(f"    push -> CHANNEL_CREATE 0 (observer):      {fmt(run.latencies('CHANNEL_CREATE/0'))}")
     print(f"    push -> CHANNEL_ANSWER 0 (observer):      {fmt(run.latencies('CHANNEL_ANSWER/0'))}")
     print(f"    push -> CHANNEL_ANSWER 1 (observer):      {fmt(run.latencies('CHANNEL_ANSWER/1'))}")
     cpu = ", ".join(f"{role} {run.per_call_ms(role):.2f}" for role in run.cpu)
-    print(f"    CPU ms per call: {cpu}", flush=True)
+    print(f"    CPU ms per call: {cpu}")
+    waited = ", ".join(f"{role} {1000 * run.waited[role] / max(1, n):.2f}" for role in run.waited)
+    print(f"    ms per call runnable but waiting for a CPU: {waited}")
+    print(f"    calls of others the switch started meanwhile: {run.foreign}", flush=True)
 
 
 def ours_cpu(run: Run) -> float:
@@ -451,6 +506,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--overload", type=int, default=50, help="the overload step's rate (0: no such step)")
     parser.add_argument("--paced-cps", type=int, default=60, help="SWITCH_CPS of the overload step's paced run")
+    parser.add_argument("--kinds", default="bare,redswitch", help="which of bare,redswitch to run in each round")
+    parser.add_argument("--nice", type=int, default=0, help="experiment: renice Redswitch's processes to this")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     host, _, port = args.freeswitch.rpartition(":")
@@ -461,14 +518,16 @@ def main(argv: list[str]) -> None:
     table: list[str] = []
     try:
         for rate in [int(r) for r in args.rates.split(",")]:
-            bare, ours = [], []
+            bare: list[Run] = []
+            ours: list[Run] = []
             for round_ in range(args.rounds):
                 order = ("bare", "redswitch") if round_ % 2 == 0 else ("redswitch", "bare")
-                for kind in order:
-                    run = bench.bare(rate) if kind == "bare" else bench.redswitch(rate)
+                for kind in [k for k in order if k in args.kinds.split(",")]:
+                    run = bench.bare(rate) if kind == "bare" else bench.redswitch(rate, nice=args.nice)
                     describe(run)
                     (bare if kind == "bare" else ours).append(run)
-            table += summary(rate, bare, ours)
+            if bare and ours:
+                table += summary(rate, bare, ours)
         if args.overload:
             for run in (
                 bench.bare(args.overload),
@@ -483,5 +542,4 @@ def main(argv: list[str]) -> None:
         )
         print("\n".join(table))
     finally:
-        clear_switch(bench.host, bench.port, bench.password)
         bench.close()
