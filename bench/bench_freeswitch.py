@@ -215,6 +215,61 @@ class Subscriber:
         self.pubsub.close()
 
 
+class Tracer:
+    """``MONITOR`` on Redswitch's Redis: when Redis ran each command of a call along the path (a diagnostic: it
+    costs Redis and this process some CPU, so runs with it are not the table's)."""
+
+    #: (hop, what marks it in a MONITOR line): the first line of a dial_id holding the marker wins
+    HOPS = (
+        ("push (RPUSH)", "RPUSH talkiq-asp.calls"),
+        ("bridge: dedup SET NX", "SET redswitch:dialled:"),
+        ("bridge: enqueued", "hset dramatiq:redswitch-calls.msgs"),
+        ("worker: claim (call-start)", 'PUBLISH {id} {"type": "call-start"'),
+        ("worker: sent (after bgapi reply)", "HSET redswitch:call:{id} state sent"),
+        ("listener: first event (CREATE)", "HSET redswitch:call:{id} seen 1"),
+        ("listener: answer-event 0", 'PUBLISH {id} {"type": "answer-event", "side": "0"}'),
+        ("listener: answer-event 1", 'PUBLISH {id} {"type": "answer-event", "side": "1"}'),
+    )
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.prefix = prefix
+        self.lines: list[tuple[float, str]] = []
+        self.client = redis.Redis.from_url(url)
+        self.monitor = self.client.monitor()  # type: ignore[no-untyped-call]
+        self.monitor.__enter__()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for command in self.monitor.listen():
+                if self.prefix in command["command"] or "dramatiq:redswitch-calls.msgs" in command["command"]:
+                    self.lines.append((float(command["time"]), command["command"]))
+        except (redis.ConnectionError, OSError, ValueError):
+            return
+
+    def close(self) -> dict[str, dict[str, float]]:
+        """{dial_id: {hop: when}}."""
+        time.sleep(0.2)
+        try:
+            self.monitor.connection.disconnect()
+        except (redis.ConnectionError, OSError):
+            pass
+        hops: dict[str, dict[str, float]] = defaultdict(dict)
+        for when, line in self.lines:
+            start = line.find(self.prefix)
+            if start < 0:
+                continue
+            end = start + len(self.prefix)
+            while end < len(line) and line[end].isdigit():
+                end += 1
+            dial_id = line[start:end]
+            for hop, marker in self.HOPS:
+                if hop not in hops[dial_id] and marker.replace("{id}", dial_id) in line:
+                    hops[dial_id][hop] = when
+        return hops
+
+
 # -- the runs --------------------------------------------------------------------------------------------------
 
 
@@ -232,6 +287,7 @@ class Run:
     switch_cps: int = 0
     handed: dict[str, float] = dataclasses.field(default_factory=dict)  # dial_id -> bgapi replied (worker log, ms)
     nice: int = 0
+    hops: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # --trace: Redis MONITOR times
 
     def latencies(self, key: str, source: str = "observer", switch_clock: bool = False) -> list[float]:
         out = []
@@ -369,7 +425,7 @@ class Bench:
         finally:
             esl.close()
 
-    def redswitch(self, rate: int, switch_cps: int = 0, nice: int = 0) -> Run:
+    def redswitch(self, rate: int, switch_cps: int = 0, nice: int = 0, trace: bool = False) -> Run:
         redis.Redis.from_url(self.redis.url).flushall()
         settings = dataclasses.replace(self.settings, switch_cps=switch_cps)
         log_dir = tempfile.mkdtemp(prefix="redswitch-fsbench-")
@@ -392,8 +448,11 @@ class Bench:
             def send(dial_id: str) -> None:
                 client.rpush(settings.jobs_key, json.dumps(payload(dial_id)))
 
+            tracer = Tracer(self.redis.url, prefix) if trace else None
             try:
                 run = self._measure("redswitch", rate, prefix, send, roles, subscriber)
+                if tracer is not None:
+                    run.hops = tracer.close()
                 run.switch_cps, run.nice = switch_cps, nice
                 run.handed = handed_times(os.path.join(log_dir, "worker.log"))
                 return run
@@ -467,6 +526,14 @@ def describe(run: Run) -> None:
     waited = ", ".join(f"{role} {1000 * run.waited[role] / max(1, n):.2f}" for role in run.waited)
     print(f"    ms per call runnable but waiting for a CPU: {waited}")
     print(f"    calls of others the switch started meanwhile: {run.foreign}", flush=True)
+    if run.hops:
+        print("    along the path (Redis MONITOR clock), each hop from the one before, p50 / p99 ms:")
+        names = [hop for hop, _ in Tracer.HOPS]
+        for before, after in zip(names, names[1:], strict=False):
+            gaps = [(h[after] - h[before]) * 1000 for h in run.hops.values() if before in h and after in h]
+            if gaps:
+                p50, p99 = pct(gaps, 0.5), pct(gaps, 0.99)
+                print(f"      {before:34s} -> {after:34s} {p50:6.1f} / {p99:6.1f}  n={len(gaps)}")
 
 
 def ours_cpu(run: Run) -> float:
@@ -508,6 +575,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--paced-cps", type=int, default=60, help="SWITCH_CPS of the overload step's paced run")
     parser.add_argument("--kinds", default="bare,redswitch", help="which of bare,redswitch to run in each round")
     parser.add_argument("--nice", type=int, default=0, help="experiment: renice Redswitch's processes to this")
+    parser.add_argument("--trace", action="store_true", help="diagnostic: Redis MONITOR along each call's path")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     host, _, port = args.freeswitch.rpartition(":")
@@ -523,7 +591,10 @@ def main(argv: list[str]) -> None:
             for round_ in range(args.rounds):
                 order = ("bare", "redswitch") if round_ % 2 == 0 else ("redswitch", "bare")
                 for kind in [k for k in order if k in args.kinds.split(",")]:
-                    run = bench.bare(rate) if kind == "bare" else bench.redswitch(rate, nice=args.nice)
+                    if kind == "bare":
+                        run = bench.bare(rate)
+                    else:
+                        run = bench.redswitch(rate, nice=args.nice, trace=args.trace)
                     describe(run)
                     (bare if kind == "bare" else ours).append(run)
             if bare and ours:
