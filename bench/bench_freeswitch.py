@@ -31,6 +31,8 @@ import json
 import os
 import random
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -284,6 +286,8 @@ class Run:
     waited: dict[str, float]  # seconds runnable but not running, per role
     load: tuple[float, float, float]
     foreign: int  # calls of others (dial_ids not ours) the switch started during the run
+    others: float  # CPU of every other process on the machine during the run, in cores (other people's tests)
+    seconds: float
     switch_cps: int = 0
     handed: dict[str, float] = dataclasses.field(default_factory=dict)  # dial_id -> bgapi replied (worker log, ms)
     nice: int = 0
@@ -318,6 +322,12 @@ class Run:
 
     def per_call_ms(self, role: str) -> float:
         return 1000 * self.cpu[role] / max(1, len(self.pushed))
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all cores; ``/proc/stat``)."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def run_delay(pid: int) -> float:
@@ -389,18 +399,21 @@ class Bench:
             load = os.getloadavg()
             before = {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
             waited = {role: sum(map(run_delay, pids)) for role, pids in roles.items()}
+            busy, started = machine_busy(), time.monotonic()
             pushed = pace(rate, self.seconds, prefix, send)
             deadline = time.monotonic() + 60
             while not observer.ended(list(pushed)) and time.monotonic() < deadline:
                 time.sleep(0.05)
             cpu = {role: sum(map(cpu_seconds, pids)) - before[role] for role, pids in roles.items()}
             waited = {role: sum(map(run_delay, pids)) - waited[role] for role, pids in roles.items()}
+            elapsed = time.monotonic() - started
+            others = (machine_busy() - busy - sum(cpu.values())) / elapsed
             time.sleep(0.3)  # the last events reach the subscriber
             with observer.lock:
                 stamps = {d: dict(s) for d, s in observer.stamps.items()}
             client = {d: dict(s) for d, s in subscriber.stamps.items()} if subscriber else {}
             foreign = sum(1 for d in stamps if d not in pushed and not d.startswith("warm"))
-            return Run(kind, rate, pushed, stamps, client, cpu, waited, load, foreign)
+            return Run(kind, rate, pushed, stamps, client, cpu, waited, load, foreign, others, elapsed)
         finally:
             observer.kill_leftovers(list(pushed) if "pushed" in locals() else [])
             observer.close()
@@ -425,7 +438,7 @@ class Bench:
         finally:
             esl.close()
 
-    def redswitch(self, rate: int, switch_cps: int = 0, nice: int = 0, trace: bool = False) -> Run:
+    def redswitch(self, rate: int, switch_cps: int = 0, nice: int = 0, trace: bool = False, profile: str = "") -> Run:
         redis.Redis.from_url(self.redis.url).flushall()
         settings = dataclasses.replace(self.settings, switch_cps=switch_cps)
         log_dir = tempfile.mkdtemp(prefix="redswitch-fsbench-")
@@ -449,10 +462,35 @@ class Bench:
                 client.rpush(settings.jobs_key, json.dumps(payload(dial_id)))
 
             tracer = Tracer(self.redis.url, prefix) if trace else None
+            spies = [
+                subprocess.Popen(
+                    [
+                        os.path.join(os.path.dirname(sys.executable), "py-spy"),
+                        "record",
+                        "--nonblocking",
+                        "-r",
+                        "200",
+                        "-f",
+                        "raw",
+                        "-o",
+                        os.path.join(profile, f"{role}.txt"),
+                        "-d",
+                        str(int(self.seconds) + 2),
+                        "-p",
+                        str(pids[-1]),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for role, pids in roles.items()
+                if profile and role not in ("switch", "bench", "redis")
+            ]
             try:
                 run = self._measure("redswitch", rate, prefix, send, roles, subscriber)
                 if tracer is not None:
                     run.hops = tracer.close()
+                for spy in spies:
+                    spy.wait(30)
                 run.switch_cps, run.nice = switch_cps, nice
                 run.handed = handed_times(os.path.join(log_dir, "worker.log"))
                 return run
@@ -525,7 +563,11 @@ def describe(run: Run) -> None:
     print(f"    CPU ms per call: {cpu}")
     waited = ", ".join(f"{role} {1000 * run.waited[role] / max(1, n):.2f}" for role in run.waited)
     print(f"    ms per call runnable but waiting for a CPU: {waited}")
-    print(f"    calls of others the switch started meanwhile: {run.foreign}", flush=True)
+    print(
+        f"    calls of others the switch started meanwhile: {run.foreign}; CPU of every other process on the machine: "
+        f"{100 * run.others:.0f} % of a core (over {run.seconds:.1f} s)",
+        flush=True,
+    )
     if run.hops:
         print("    along the path (Redis MONITOR clock), each hop from the one before, p50 / p99 ms:")
         names = [hop for hop, _ in Tracer.HOPS]
@@ -548,6 +590,7 @@ def summary(rate: int, bare: list[Run], ours: list[Run]) -> list[str]:
         return [pct(run.answered0() if which == "0" else run.answered1(), q) for run in runs]
 
     loads = ", ".join(f"{run.load[0]:.2f}" for run in [*bare, *ours])
+    others = ", ".join(f"{100 * run.others:.0f} %" for run in [*bare, *ours])
     lines = [
         f"| bare `bgapi` loop, {rate} calls/s | {med_range(stat(bare, 0.5, '0'))} ms | "
         f"{med_range(stat(bare, 0.99, '0'))} ms | {med_range(stat(bare, 0.5, '1'))} ms | "
@@ -559,7 +602,7 @@ def summary(rate: int, bare: list[Run], ours: list[Run]) -> list[str]:
         f"({med_range([ours_cpu(r) / r.per_call_ms('switch') for r in ours], 2)} of the switch's "
         f"{med_range([r.per_call_ms('switch') for r in ours], 1)}); Redis "
         f"{med_range([r.per_call_ms('redis') for r in ours], 2)} ms |",
-        f"(1-min load average at the start of each run: {loads})",
+        f"(1-min load average at the start of each run: {loads}; CPU of other processes during each: {others})",
     ]
     return lines
 
@@ -576,6 +619,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--kinds", default="bare,redswitch", help="which of bare,redswitch to run in each round")
     parser.add_argument("--nice", type=int, default=0, help="experiment: renice Redswitch's processes to this")
     parser.add_argument("--trace", action="store_true", help="diagnostic: Redis MONITOR along each call's path")
+    parser.add_argument("--profile", default="", help="diagnostic: py-spy raw profiles of our processes into DIR")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     host, _, port = args.freeswitch.rpartition(":")
@@ -594,7 +638,7 @@ def main(argv: list[str]) -> None:
                     if kind == "bare":
                         run = bench.bare(rate)
                     else:
-                        run = bench.redswitch(rate, nice=args.nice, trace=args.trace)
+                        run = bench.redswitch(rate, nice=args.nice, trace=args.trace, profile=args.profile)
                     describe(run)
                     (bare if kind == "bare" else ours).append(run)
             if bare and ours:
