@@ -559,6 +559,11 @@ def describe(run: Run) -> None:
     print(f"    push -> CHANNEL_CREATE 0 (observer):      {fmt(run.latencies('CHANNEL_CREATE/0'))}")
     print(f"    push -> CHANNEL_ANSWER 0 (observer):      {fmt(run.latencies('CHANNEL_ANSWER/0'))}")
     print(f"    push -> CHANNEL_ANSWER 1 (observer):      {fmt(run.latencies('CHANNEL_ANSWER/1'))}")
+    created = sorted(s["CHANNEL_CREATE/0"].arrived for d, s in run.observer.items() if "CHANNEL_CREATE/0" in s)
+    if len(created) > 1:
+        print(
+            f"    side 0 channels created at {(len(created) - 1) / (created[-1] - created[0]):.1f} calls/s on average"
+        )
     cpu = ", ".join(f"{role} {run.per_call_ms(role):.2f}" for role in run.cpu)
     print(f"    CPU ms per call: {cpu}")
     waited = ", ".join(f"{role} {1000 * run.waited[role] / max(1, n):.2f}" for role in run.waited)
@@ -644,12 +649,20 @@ def main(argv: list[str]) -> None:
             if bare and ours:
                 table += summary(rate, bare, ours)
         if args.overload:
-            for run in (
-                bench.bare(args.overload),
-                bench.redswitch(args.overload),
-                bench.redswitch(args.overload, args.paced_cps),
-            ):
+            steps = [bench.bare(args.overload), bench.redswitch(args.overload)]
+            steps.append(bench.redswitch(args.overload, args.paced_cps))
+            for run in steps:
                 describe(run)
+            for run in steps:
+                a0 = run.answered0()
+                name = "bare `bgapi` loop" if run.kind == "bare" else "Redswitch"
+                name += f", SWITCH_CPS={run.switch_cps}" if run.switch_cps else ""
+                table.append(
+                    f"| {name}, {run.rate} calls/s | {pct(a0, 0.5):.0f} ms | {pct(a0, 0.99):.0f} ms | "
+                    f"{pct(run.answered1(), 0.5):.0f} ms | {pct(run.answered1(), 0.99):.0f} ms | "
+                    f"switch {run.per_call_ms('switch'):.1f} ms; load {run.load[0]:.2f}, others "
+                    f"{100 * run.others:.0f} % |"
+                )
         print(f"\nfinished in {time.monotonic() - started:.0f} s")
         print(
             "\n| | push → side 0 answered, p50 | p99 | push → side 1 answered, p50 | p99 | CPU per call |\n"
