@@ -291,6 +291,7 @@ class Run:
     switch_cps: int = 0
     handed: dict[str, float] = dataclasses.field(default_factory=dict)  # dial_id -> bgapi replied (worker log, ms)
     nice: int = 0
+    slice_us: int = 0
     hops: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # --trace: Redis MONITOR times
 
     def latencies(self, key: str, source: str = "observer", switch_clock: bool = False) -> list[float]:
@@ -343,6 +344,19 @@ def run_delay(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
     return total / 1e9
+
+
+def set_slice(tid: int, microseconds: int) -> None:
+    """An experiment: ask EEVDF (Linux 6.12+) for a shorter time slice for thread ``tid`` (``sched_setattr``
+    with SCHED_OTHER and ``sched_runtime``): a task with a shorter slice gets an earlier deadline, so it runs
+    sooner when it wakes, without a larger share of the CPU."""
+    import ctypes
+    import struct
+
+    attr = struct.pack("IIQiIQQQII", 56, 0, 0, 0, 0, microseconds * 1000, 0, 0, 0, 0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(314, tid, ctypes.c_char_p(attr), 0) != 0:  # 314: sched_setattr on x86_64
+        raise OSError(ctypes.get_errno(), f"sched_setattr({tid}) failed")
 
 
 def fs_pid() -> int:
@@ -438,7 +452,15 @@ class Bench:
         finally:
             esl.close()
 
-    def redswitch(self, rate: int, switch_cps: int = 0, nice: int = 0, trace: bool = False, profile: str = "") -> Run:
+    def redswitch(
+        self,
+        rate: int,
+        switch_cps: int = 0,
+        nice: int = 0,
+        trace: bool = False,
+        profile: str = "",
+        slice_us: int = 0,
+    ) -> Run:
         redis.Redis.from_url(self.redis.url).flushall()
         settings = dataclasses.replace(self.settings, switch_cps=switch_cps)
         log_dir = tempfile.mkdtemp(prefix="redswitch-fsbench-")
@@ -451,12 +473,15 @@ class Bench:
             roles = {child.name: [child.proc.pid, *children_of(child.proc.pid)] for child in stack.children}
             assert self.redis.proc is not None
             roles.update({"redis": [self.redis.proc.pid], "switch": [self.fs_pid], "bench": [os.getpid()]})
-            if nice:  # an experiment: Redswitch's processes (and its Redis) ahead of the switch for a CPU
+            if nice or slice_us:  # experiments: Redswitch's processes (and its Redis) ahead of the switch for a CPU
                 for role, pids in roles.items():
                     if role not in ("switch", "bench"):
                         for pid in pids:
                             for task in os.listdir(f"/proc/{pid}/task"):
-                                os.setpriority(os.PRIO_PROCESS, int(task), nice)
+                                if nice:
+                                    os.setpriority(os.PRIO_PROCESS, int(task), nice)
+                                if slice_us:
+                                    set_slice(int(task), slice_us)
 
             def send(dial_id: str) -> None:
                 client.rpush(settings.jobs_key, json.dumps(payload(dial_id)))
@@ -491,7 +516,7 @@ class Bench:
                     run.hops = tracer.close()
                 for spy in spies:
                     spy.wait(30)
-                run.switch_cps, run.nice = switch_cps, nice
+                run.switch_cps, run.nice, run.slice_us = switch_cps, nice, slice_us
                 run.handed = handed_times(os.path.join(log_dir, "worker.log"))
                 return run
             finally:
@@ -547,6 +572,7 @@ def describe(run: Run) -> None:
     load = "/".join(f"{x:.2f}" for x in run.load)
     paced = f" (SWITCH_CPS={run.switch_cps})" if run.switch_cps else ""
     paced += f" (nice {run.nice})" if run.nice else ""
+    paced += f" (slice {run.slice_us} µs)" if run.slice_us else ""
     print(f"  {run.kind:9s} {run.rate} calls/s{paced}, n={n}, load {load}", flush=True)
     print(f"    push -> side 0 answered: {fmt(a0)} ({n - len(a0)} unanswered)")
     print(f"    push -> side 1 answered: {fmt(a1)} ({n - len(a1)} unanswered)")
@@ -623,6 +649,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--paced-cps", type=int, default=60, help="SWITCH_CPS of the overload step's paced run")
     parser.add_argument("--kinds", default="bare,redswitch", help="which of bare,redswitch to run in each round")
     parser.add_argument("--nice", type=int, default=0, help="experiment: renice Redswitch's processes to this")
+    parser.add_argument("--slice-us", type=int, default=0, help="experiment: EEVDF slice of Redswitch's threads")
     parser.add_argument("--trace", action="store_true", help="diagnostic: Redis MONITOR along each call's path")
     parser.add_argument("--profile", default="", help="diagnostic: py-spy raw profiles of our processes into DIR")
     parser.add_argument("--quick", action="store_true")
@@ -643,7 +670,9 @@ def main(argv: list[str]) -> None:
                     if kind == "bare":
                         run = bench.bare(rate)
                     else:
-                        run = bench.redswitch(rate, nice=args.nice, trace=args.trace, profile=args.profile)
+                        run = bench.redswitch(
+                            rate, nice=args.nice, trace=args.trace, profile=args.profile, slice_us=args.slice_us
+                        )
                     describe(run)
                     (bare if kind == "bare" else ours).append(run)
             if bare and ours:
