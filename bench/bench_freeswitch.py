@@ -371,7 +371,8 @@ def payload(dial_id: str) -> dict[str, Any]:
 
 
 def pace(rate: int, seconds: float, prefix: str, send: Any) -> dict[str, float]:
-    """Send ``rate`` calls a second: call n at a random moment of its own 1/rate slot, the same moments every run.
+    """Send ``rate`` calls a second: call n at a random moment of its own 1/rate slot, the same moments every run;
+    return when each was due (the bare loop waits for each ``bgapi`` reply, and falls behind when the switch is slow).
 
     FreeSWITCH works in 20 ms ticks (its timestamps, its ``sleep``, the answer of the test carrier): strictly
     periodic pushes would meet every tick at the same phase, and a few ms more before the originate would cost
@@ -379,11 +380,12 @@ def pace(rate: int, seconds: float, prefix: str, send: Any) -> dict[str, float]:
     """
     pushed: dict[str, float] = {}
     jitter = random.Random(rate)
-    start = time.perf_counter()
+    start, wall = time.perf_counter(), time.time()
     for n in range(int(rate * seconds)):
-        time.sleep(max(0.0, start + (n + jitter.random()) / rate - time.perf_counter()))
+        offset = (n + jitter.random()) / rate
+        time.sleep(max(0.0, start + offset - time.perf_counter()))
         dial_id = f"{prefix}{n}"
-        pushed[dial_id] = time.time()
+        pushed[dial_id] = wall + offset  # when the call was due: a sender that falls behind pays for it
         send(dial_id)
     return pushed
 
@@ -661,7 +663,7 @@ def main(argv: list[str]) -> None:
     started = time.monotonic()
     table: list[str] = []
     try:
-        for rate in [int(r) for r in args.rates.split(",")]:
+        for rate in [int(r) for r in args.rates.split(",") if r]:
             bare: list[Run] = []
             ours: list[Run] = []
             for round_ in range(args.rounds):
