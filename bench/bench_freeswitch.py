@@ -680,8 +680,10 @@ def main(argv: list[str]) -> None:
             if bare and ours:
                 table += summary(rate, bare, ours)
         if args.overload:
-            steps = [bench.bare(args.overload), bench.redswitch(args.overload)]
-            steps.append(bench.redswitch(args.overload, args.paced_cps))
+            steps = [] if args.kinds == "redswitch" else [bench.bare(args.overload)]
+            steps.append(bench.redswitch(args.overload, trace=args.trace))
+            if args.paced_cps:
+                steps.append(bench.redswitch(args.overload, args.paced_cps))
             for run in steps:
                 describe(run)
             for run in steps:
