@@ -381,6 +381,11 @@ def memory_use(redis_url: str, calls: int) -> None:
 
 
 def main() -> None:
+    if any(arg == "--freeswitch" or arg.startswith("--freeswitch=") for arg in sys.argv[1:]):
+        from bench.bench_freeswitch import main as real_switch
+
+        real_switch(sys.argv[1:])
+        return
     quick = "--quick" in sys.argv
     server = RedisServer().start()
     print(
