@@ -70,6 +70,9 @@ class Pipeline:
             self.stack.stop()
         if self._switch is not None:
             self._switch.stop()
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
 
     def full_log(self, name: str) -> str:
         import pathlib

@@ -32,6 +32,7 @@ class Cluster:
         self.stack.stop()
         for sim in self.sims.values():
             sim.stop()
+        self.client.close()
 
     def push(self, prefix: str, count: int) -> list[str]:
         dial_ids = [f"{prefix}{n}" for n in range(count)]
