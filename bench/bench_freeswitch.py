@@ -43,8 +43,8 @@ from typing import Any
 import redis
 
 from bench.bench_redswitch import children_of, cpu_seconds, pct
+from redswitch.cli.launcher import Stack
 from redswitch.config import Settings
-from redswitch.launcher import Stack
 from redswitch.messages import job_from_dict
 from redswitch.originate import click_to_call
 from redswitch.protocol import Mode, Parser, encode_command

@@ -50,6 +50,14 @@ class Pipeline:
         return self._switch
 
     def start(self) -> Pipeline:
+        """Start everything, or, when any part fails to come up, stop what did start (no process outlives it)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Pipeline:
         self._switch = start_switch(self.scenario)
         # No pacing unless a test asks: the simulator, like these tests, has no sessions-per-second limit by default.
         values = {"originate_timeout": 2, "switch_cps": 0, **self.extra}

@@ -143,6 +143,7 @@ class ClusterPipeline(Pipeline):
 
     def start(self) -> ClusterPipeline:
         super().start()
+        self.client.close()  # the single-node client the base class made: this one speaks to the whole cluster
         self.client = RedisCluster.from_url(self.redis_url, decode_responses=True)  # type: ignore[assignment]
         return self
 
