@@ -56,18 +56,27 @@ class AtomicStore(CallStore):
 
     def apply(self, changes: Sequence[ChannelChange], batch: Batch) -> None:
         """One script call for the whole batch: redis-py spends far more time packing commands than Redis spends
-        running them. A batch number this listener already applied is skipped (a retry after a lost reply)."""
+        running them, so each call's keys go once per batch (a call's events mostly come together) and each change
+        is three arguments. A batch number this listener already applied is skipped (a retry after a lost reply)."""
         if not changes:
             return
         k = self.keys
         keys = [k.listener_batches(batch.listener), k.active_calls()]
-        args: list[str | int] = [ACTIVE_TTL, HISTORY_TTL, batch.number, k.lifecycle(), self.push_flag]
+        calls: list[str | int] = []
+        slots: dict[tuple[str, str, str, str], int] = {}
+        steps: list[str | int] = []
         for change in changes:
-            dial_id, org_id, user_id = change.dial_id, change.org_id, change.user_id
-            keys += [k.call(dial_id), k.active(dial_id, org_id, user_id), k.history(org_id, user_id)]
-            keys.append(k.node_calls(change.node))
-            args += [_KINDS[change.kind], change.side, k.channel(dial_id), change.event, f"end:{dial_id}"]
-        script("events").run(self.client, keys, args)
+            call = change[1:4] + (change.node,)  # dial_id, org_id, user_id, node
+            slot = slots.get(call)
+            if slot is None:
+                slot = slots[call] = len(slots)
+                dial_id, org_id, user_id, node = call
+                keys += [k.call(dial_id), k.active(dial_id, org_id, user_id), k.history(org_id, user_id)]
+                keys.append(k.node_calls(node))
+                calls += [dial_id, k.channel(dial_id), f"end:{dial_id}"]
+            steps += [_KINDS[change.kind] + change.side, slot, change.event]
+        args: list[str | int] = [ACTIVE_TTL, HISTORY_TTL, batch.number, k.lifecycle(), self.push_flag, len(slots)]
+        script("events").run(self.client, keys, [*args, *calls, *steps])
 
     def sent(self, dial_id: str, node: str) -> StoreWrite:
         k = self.keys
