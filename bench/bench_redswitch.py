@@ -62,12 +62,12 @@ def wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.005)
 def pipeline_with(redis_url: str, **kwargs: Any) -> Pipeline:
     """A pipeline whose simulator runs in a process of its own (see bench/remote_sim.py)."""
     pipeline = Pipeline(redis_url, kwargs.pop("scenario", None), **kwargs)
-    pipeline.simulator = RemoteSimulator(pipeline.simulator.scenario)  # type: ignore[assignment]
+    pipeline.switch_factory = lambda scenario: RemoteSimulator(scenario).start()  # type: ignore[assignment,return-value]
     return pipeline
 
 
 def remote(pipeline: Pipeline) -> RemoteSimulator:
-    return pipeline.simulator  # type: ignore[return-value]
+    return pipeline.switch  # type: ignore[return-value]
 
 
 def wait_originates(sim: RemoteSimulator, prefix: str, count: int, timeout: float = 60) -> None:

@@ -79,6 +79,8 @@ def main(argv: list[str]) -> None:
 class RemoteSimulator:
     """A :class:`TimedSimulator` in a child process, with the part of the Simulator API the pipeline uses."""
 
+    password = "ClueCon"
+
     def __init__(self, scenario: Scenario | None = None) -> None:
         self.scenario = scenario or Scenario.default()
         self.port = 0

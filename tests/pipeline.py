@@ -32,6 +32,8 @@ class Pipeline:
         self.listener = listener
         self.scenario = scenario
         self._switch: Switch | None = None
+        #: Starts the switch (the benchmarks run the simulator in a process of its own).
+        self.switch_factory: Callable[[Scenario | None], Switch] = start_switch
         self.redis_url = redis_url
         self.log_dir = tempfile.mkdtemp(prefix="redswitch-pipeline-")
         self.extra = settings
@@ -58,7 +60,7 @@ class Pipeline:
             raise
 
     def _start(self) -> Pipeline:
-        self._switch = start_switch(self.scenario)
+        self._switch = self.switch_factory(self.scenario)
         # No pacing unless a test asks: the simulator, like these tests, has no sessions-per-second limit by default.
         values = {"originate_timeout": 2, "switch_cps": 0, **self.extra}
         self.settings = Settings(
