@@ -95,6 +95,12 @@ class Keys:
         return f"redswitch:relay:{dial_id}"
 
     @staticmethod
+    def control_log(dial_id: str) -> str:
+        """Hash of a call's recent control messages as the relays heard them: ``m:<n>`` (when, digest), and
+        ``t:<n>`` the execution that took message ``n`` (each is executed once, by whichever relay forwards it)."""
+        return f"redswitch:control:{dial_id}"
+
+    @staticmethod
     def listener_batches(listener: str) -> str:
         """The number of the last batch a listener applied: a retried batch is not applied twice."""
         return f"redswitch:listener:{listener}:applied"
