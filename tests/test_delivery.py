@@ -63,8 +63,9 @@ def test_hangup_of_a_queued_call_cancels_it_and_it_is_never_dialled(
     # When a barger or a whisper is sent to B, Then it is refused: B has not started
     for message in ({"type": "whisper"}, {"type": "barge", "phone_number": "15105550177", "caller_id": "1001"}):
         pipeline.publish("cq_b", message)
-        error = replies(pipeline.events_until(b, lambda ev, k=message["type"]: bool(replies(ev, k))), message["type"])
-        assert error == [{"type": "error", "event": message["type"], "reason": "not started"}]
+        kind = message["type"]
+        error = replies(pipeline.events_until(b, lambda ev: bool(replies(ev, kind))), kind)  # noqa: B023
+        assert error == [{"type": "error", "event": kind, "reason": "not started"}]
     # When B is hung up, Then it is acked, then its side 0 hangs up ORIGINATOR_CANCEL, and it is over
     pipeline.publish("cq_b", {"type": "hangup"})
     events = [e for e in pipeline.events_until(b, hung_up("0")) if e != {"type": "hangup"}]  # (ours, heard too)
@@ -99,7 +100,10 @@ def test_a_hangup_published_the_moment_call_start_is_heard_is_executed_500_times
     pipeline.client.rpush(pipeline.settings.jobs_key, *[json.dumps(job(dial_id=d, user_id=d)) for d in dials])
     heard: dict[str, list[dict[str, Any]]] = {d: [] for d in dials}
     deadline = time.monotonic() + 120
-    ended = lambda d: any(e["type"] == "hangup-event" and e["side"] == "0" for e in heard[d])  # noqa: E731
+
+    def ended(dial: str) -> bool:
+        return any(e["type"] == "hangup-event" and e["side"] == "0" for e in heard[dial])
+
     while time.monotonic() < deadline and not all(replies(heard[d], "hangup") and ended(d) for d in dials):
         message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
         if message is None:
@@ -122,7 +126,7 @@ def test_a_hangup_published_the_moment_call_start_is_heard_is_executed_500_times
 
 def owner_child(pipeline: Pipeline, dial_id: str) -> Any:
     """The bridge process whose relay owns the call (its id is ``host-<pid>-<hex>``)."""
-    owner = pipeline.client.get(f"redswitch:relay:{dial_id}")
+    owner = str(pipeline.client.get(f"redswitch:relay:{dial_id}") or "")
     assert owner, dial_id
     pid = int(owner.rsplit("-", 2)[1])
     assert pipeline.stack is not None
@@ -160,7 +164,7 @@ def test_kill_9_of_the_owning_bridge_as_the_message_is_published_still_executes_
     for n, dial in enumerate(dials):
         # Given a call whose messages a relay owns (its first message made it the owner)
         pipeline.publish(dial, {"type": "mute"})
-        pipeline.events_until(pubsub, lambda ev, d=dial: any(e.get("event") == "mute" for e in ev))
+        pipeline.events_until(pubsub, lambda ev: any(e.get("event") == "mute" for e in ev))
         child = owner_child(pipeline, dial)
         # When its bridge is killed outright and the hangup published within the same millisecond
         if n % 2:
@@ -180,10 +184,11 @@ def test_kill_9_of_the_owning_bridge_as_the_message_is_published_still_executes_
         spawned += 1
         assert pipeline.wait_for(lambda: subscribed_relays(pipeline) >= 3, timeout=10)
     time.sleep(1.5)  # past any other relay's fallback
-    late = [json.loads(m["data"]) for m in iter(lambda: pubsub.get_message(timeout=0.2), None) if m["type"] == "message"]
+    messages = iter(lambda: pubsub.get_message(timeout=0.2), None)
+    late = [json.loads(m["data"]) for m in messages if m["type"] == "message"]
     assert [e for e in late if e["type"] in ("ack", "error")] == []  # no second execution answered
     for dial in dials:
-        uuid0 = pipeline.client.hget(f"redswitch:call:{dial}", "uuid0")
+        uuid0 = str(pipeline.client.hget(f"redswitch:call:{dial}", "uuid0"))
         assert uuid_kills(pipeline, uuid0) == 1, dial  # executed exactly once
     pubsub.close()
     print(f"dead owner: hangup acked after {min(took):.2f}-{max(took):.2f} s (median {sorted(took)[50]:.2f} s)")
@@ -224,7 +229,7 @@ def test_a_duplicate_dial_id_is_parked_and_never_heard_on_the_live_calls_channel
         time.sleep(0.5)
         assert pipeline.events_until(pubsub, lambda ev: True, timeout=0.5) == []
         assert watch.poll() is None
-        parked = json.loads(pipeline.client.lindex("talkiq-asp.calls.dead", 0))
+        parked = json.loads(str(pipeline.client.lindex("talkiq-asp.calls.dead", 0)))
         assert parked["dial_id"] == "dup_live" and parked["cause"] == "DUPLICATE_DIAL_ID"
         assert parked["reason"].startswith("duplicate dial_id 'dup_live'")
         assert "dial_id=dup_live job parked" in pipeline.full_log("bridge0")
@@ -280,7 +285,8 @@ def test_the_scheduler_publishes_answers_the_listener_missed_once_and_before_the
         ("hangup-event", "0"),
     ]
     history = [json.loads(e) for e in pipeline.client.lrange("redswitch_history.talkiq_org_id.missed", 0, -1)]
-    assert [e["type"] for e in history] == ["hangup-event", "hangup-event", "answer-event", "answer-event", "call-start"]
+    kinds = ["hangup-event", "hangup-event", "answer-event", "answer-event", "call-start"]
+    assert [e["type"] for e in history] == kinds
 
 
 def answered_legs(pipeline: Pipeline, dial_id: str) -> list[str]:
