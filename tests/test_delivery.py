@@ -134,8 +134,9 @@ def owner_child(pipeline: Pipeline, dial_id: str) -> Any:
 
 
 def subscribed_relays(pipeline: Pipeline) -> int:
-    """Connections pattern-subscribed (each relay's, once it listens)."""
-    return sum(1 for c in pipeline.client.client_list() if int(c.get("psub", 0)) > 0)
+    """Relays listening: connections pattern-subscribed (or, as relays were before, subscribed to redswitch:calls)."""
+    patterns = sum(1 for c in pipeline.client.client_list() if int(c.get("psub", 0)) > 0)
+    return patterns + int(dict(pipeline.client.pubsub_numsub("redswitch:calls"))["redswitch:calls"])
 
 
 @pytest.mark.sim_only  # 100 calls up at once
