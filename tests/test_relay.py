@@ -63,7 +63,9 @@ def test_while_our_bridge_is_surely_alive_an_owned_call_needs_no_ownership_check
     relay.on_message("own1", whisper)
     assert script_calls(redis_client) == before + 4
     assert [dial for dial, _ in forwarded] == ["warm", "own1", "own1", "own1"]
-    assert [message[CONTROL_ID] for dial, message in forwarded if dial == "own1"] == ["1", "2", "3"]
+    ids = [message[CONTROL_ID] for dial, message in forwarded if dial == "own1"]
+    digest = ids[0].partition(":")[0]
+    assert ids == [f"{digest}:1", f"{digest}:2", f"{digest}:3"]
 
 
 def test_once_our_liveness_is_in_doubt_ownership_is_checked_again_and_a_new_owner_wins(
@@ -96,12 +98,13 @@ def test_a_message_the_owner_never_forwarded_is_forwarded_by_another_relay_after
     relay, forwarded = make_relay(redis_server, "other", [True], fallback_after=0.2)
     relay.on_message("fb1", json.dumps({"type": "hangup"}))
     relay.on_message("fb2", json.dumps({"type": "hangup"}))
-    store.control_record("fb2", "1", "the-owners-execution", 30_000)  # the owner took fb2's message
+    control_id = relay.pending[1][3]
+    store.control_record("fb2", control_id, "the-owners-execution", 30_000)  # the owner took fb2's message
     relay._run_due()
     assert forwarded == []  # not yet
     time.sleep(0.25)
     relay._run_due()
-    assert forwarded == [("fb1", {"type": "hangup", CONTROL_ID: "1"})]
+    assert forwarded == [("fb1", {"type": "hangup", CONTROL_ID: control_id})]  # the same text: the same digest
     assert relay.pending == []
 
 

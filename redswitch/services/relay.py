@@ -75,8 +75,8 @@ class Relay:
         #: key cannot have expired, so no other relay can have taken them over).
         self.owned: set[str] = set()
         self.surely_alive = surely_alive
-        #: Per call, the control-log entries this relay matched to messages it heard (and when, monotonic).
-        self.matched: dict[str, dict[str, float]] = {}
+        #: Per call and message digest, the last control-log entry this relay matched (and when, monotonic).
+        self.matched: dict[str, dict[str, tuple[int, float]]] = {}
         #: Messages of calls another relay owns, to forward if nobody took them: (due, n, dial_id, id, type, message).
         self.pending: list[tuple[float, int, str, str, str, dict[str, str]]] = []
         self._order = itertools.count()
@@ -140,11 +140,12 @@ class Relay:
                 self.store.reply(dial_id, events.error(kind, exc.reason))
                 metrics.CONTROL_MESSAGES.labels(kind if kind in CONTROL_TYPES else "unknown", "refused").inc()
             return
-        digest = hashlib.sha1(data.encode()).hexdigest()
-        control_id, taker = self.store.control_note(
-            dial_id, digest, self.since_ms, CONTROL_WINDOW_MS, self._matched(dial_id)
+        digest = hashlib.sha1(data.encode()).hexdigest()[:16]
+        number, taker = self.store.control_note(
+            dial_id, digest, self.since_ms, CONTROL_WINDOW_MS, self._last(dial_id, digest)
         )
-        self.matched.setdefault(dial_id, {})[control_id] = time.monotonic()
+        self.matched.setdefault(dial_id, {})[digest] = (number, time.monotonic())
+        control_id = f"{digest}:{number}"
         if taker:
             return  # already executed: we are late
         forwarded = {**control.to_dict(), CONTROL_ID: control_id}
@@ -172,15 +173,10 @@ class Relay:
             self.forward(kind, dial_id, message)
             metrics.CONTROL_MESSAGES.labels(kind, "taken_over").inc()
 
-    def _matched(self, dial_id: str) -> list[str]:
-        """The log entries of the call this relay already matched, within the log's window."""
-        mine = self.matched.get(dial_id)
-        if not mine:
-            return []
-        oldest = time.monotonic() - CONTROL_WINDOW_MS / 1000
-        for stale in [entry for entry, at in mine.items() if at < oldest]:
-            del mine[stale]
-        return list(mine)
+    def _last(self, dial_id: str, digest: str) -> int:
+        """The last entry of this digest this relay matched on the call, unless the log has forgotten it since."""
+        last, at = self.matched.get(dial_id, {}).get(digest, (0, 0.0))
+        return last if time.monotonic() - at < CONTROL_WINDOW_MS / 1000 else 0
 
     def _owner(self, dial_id: str) -> str:
         """``mine``, ``other`` or ``''`` (no active call): one script call, or none while ours cannot have moved."""

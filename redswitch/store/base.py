@@ -357,15 +357,14 @@ class CallStore(abc.ABC):
 
     # -- control messages: each executed once, whichever relay forwards it -----------------------------------
 
-    def control_note(
-        self, dial_id: str, digest: str, since_ms: int, window_ms: int, matched: Sequence[str]
-    ) -> tuple[str, str]:
-        """Which of the call's recent control messages a relay just heard (see ``control_note.lua``): its id, and
-        the execution that took it (``''``: none yet)."""
+    def control_note(self, dial_id: str, digest: str, since_ms: int, window_ms: int, last: int) -> tuple[int, str]:
+        """Which of the call's recent control messages with this ``digest`` a relay just heard (see
+        ``control_note.lua``; ``last``: the entry of that digest the relay matched before, 0 for none): the entry's
+        number, and the execution that took it (``''``: none yet). Its id is ``<digest>:<number>``."""
         found = script("control_note").run(
-            self.client, [self.keys.control_log(dial_id)], [digest, since_ms, window_ms, *matched]
+            self.client, [self.keys.control_log(dial_id)], [digest, since_ms, window_ms, last]
         )
-        return reply_text(found[0]), reply_text(found[1])
+        return int(found[0]), reply_text(found[1])
 
     def control_taken(self, dial_id: str, control_id: str) -> bool:
         """Has an execution taken control message ``control_id`` of the call?"""

@@ -96,8 +96,9 @@ class Keys:
 
     @staticmethod
     def control_log(dial_id: str) -> str:
-        """Hash of a call's recent control messages as the relays heard them: ``m:<n>`` (when, digest), and
-        ``t:<n>`` the execution that took message ``n`` (each is executed once, by whichever relay forwards it)."""
+        """Hash of a call's recent control messages as the relays heard them, numbered per digest of their text:
+        ``c:<digest>`` (entries made), ``lo:<digest>`` (the oldest kept), ``m:<digest>:<n>`` (when entry ``n`` was
+        made) and ``t:<digest>:<n>`` (the execution that took it: each is executed once, whoever forwards it)."""
         return f"redswitch:control:{dial_id}"
 
     @staticmethod
