@@ -89,7 +89,8 @@ class Limits:
 
 
 def admit(store: CallStore, limits: Limits, call: AspCall, node: str, resend: Callable[[int], object]) -> bool:
-    """True: dial now. False: the job was deferred — its record is ``claimed`` again and ``resend(delay_ms)`` ran.
+    """True: dial now. False: the job was deferred — its record is ``claimed`` again and ``resend(delay_ms)`` ran —
+    or it was cancelled (a hangup while it waited: never dialled).
 
     Short waits (a few ms to the next free session) are slept; anything longer gives the worker thread back.
     """
@@ -100,7 +101,9 @@ def admit(store: CallStore, limits: Limits, call: AspCall, node: str, resend: Ca
         decision = _check(store, limits, call, node)
     if decision.verdict == "go":
         return True
-    store.defer(call.dial_id)
+    if not store.defer(call.dial_id):
+        logger.info("dial_id=%s cancelled while it waited; not dialled", call.dial_id)
+        return False
     delay = POLL_MS / 1000 if decision.verdict == "queued" else decision.delay
     resend(max(1, math.ceil(delay * 1000)))
     if decision.announced:

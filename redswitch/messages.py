@@ -35,6 +35,14 @@ SIP_ADDRESS_PATTERN = re.compile(
 
 CONTROL_TYPES = ("hangup", "barge", "whisper", "mute", "threeway", "unthreeway")
 EVENT_TYPES = ("call-start", "answer-event", "hangup-event", "failure", "ack", "error", "queued")
+#: Fields the relay adds to a control message it forwards (never read from what a client published): its entry in
+#: the call's control log, which one execution takes; the execution that took it (a hangup waiting for its call's
+#: originate sends itself again); until when that hangup waits.
+CONTROL_ID = "_control_id"
+CONTROL_TAKER = "_control_taker"
+CONTROL_UNTIL = "_control_until"
+#: Milliseconds a call's control log remembers a message (every relay has heard it by then).
+CONTROL_WINDOW_MS = 30_000
 
 
 @dataclasses.dataclass(frozen=True)

@@ -259,6 +259,9 @@ def test_reply_writes_its_fields_before_announcing_it(store: CallStore, client: 
 def test_relay_ownership_is_kept_by_a_live_bridge_and_taken_from_a_dead_one(
     store: CallStore, client: redis.Redis
 ) -> None:
+    assert store.relay_owner("c12", "b1") == "" and not store.claim_relay("c12", "b1")  # no active call: no owner
+    assert client.get(store.keys.relay_owner("c12")) is None
+    claimed(store, "c12")
     client.set(store.keys.bridge_alive("b1"), "1")
     assert store.claim_relay("c12", "b1") and store.claim_relay("c12", "b1")
     assert not store.claim_relay("c12", "b2")  # b1 is alive
@@ -266,6 +269,67 @@ def test_relay_ownership_is_kept_by_a_live_bridge_and_taken_from_a_dead_one(
     client.set(store.keys.bridge_alive("b2"), "1")
     assert store.claim_relay("c12", "b2") and not store.claim_relay("c12", "b1")
     assert client.get(store.keys.relay_owner("c12")) == "b2"
+    assert store.relay_owner("c12", "b1") == "other" and store.relay_owner("c12", "b2") == "mine"
+
+
+def test_every_relay_names_a_control_message_alike_and_one_execution_takes_it(
+    store: CallStore, client: redis.Redis
+) -> None:
+    claimed(store, "k1")
+    since = int(client.time()[0]) * 1000 - 1000
+    # two relays hear two identical whispers, then a mute; each relay passes the last entry it matched per digest
+    assert store.control_note("k1", "whisper", since, 30_000, 0) == (1, "")
+    assert store.control_note("k1", "whisper", since, 30_000, 0) == (1, "")  # the second relay: the same message
+    assert store.control_note("k1", "whisper", since, 30_000, 1) == (2, "")
+    assert store.control_note("k1", "whisper", since, 30_000, 1) == (2, "")
+    assert store.control_note("k1", "mute", since, 30_000, 0) == (1, "")
+    # a relay subscribed after an entry was made never takes it for a message it heard
+    assert store.control_note("k1", "whisper", since + 3_600_000, 30_000, 0)[0] == 3
+    a1, a2 = "whisper:1", "whisper:2"
+    # one execution takes each message; the same execution again (a retry) still has it
+    record, mine = store.control_record("k1", a1, "exec-1", 30_000)
+    assert mine and record is not None and record["org_id"] == "org"
+    assert store.control_record("k1", a1, "exec-2", 30_000)[1] is False
+    assert store.control_record("k1", a1, "exec-1", 30_000)[1] is True
+    assert store.control_taken("k1", a1) and not store.control_taken("k1", a2)
+    assert store.control_note("k1", "whisper", since, 30_000, 0)[1] == "exec-1"  # a late relay learns it was taken
+    assert 0 < client.pttl(store.keys.control_log("k1")) <= 60_000
+    store.end_call("k1", NODE)
+    assert store.control_record("k1", a2, "exec-3", 30_000) == (None, True)  # taken, and the call is over
+
+
+def test_a_hangup_cancels_a_call_that_was_never_dialled(store: CallStore, client: redis.Redis) -> None:
+    record = claimed(store, "q1")
+    pubsub = subscribed(client, "q1", store.keys.lifecycle())
+    ack, hangup = events.ack("hangup"), events.hangup("0", "ORIGINATOR_CANCEL", reason="cancelled")
+    assert not store.cancel("q1", record, ack, hangup)  # dialling: FreeSWITCH may have it
+    assert store.defer("q1")  # admission holds it back
+    assert store.cancel("q1", record, ack, hangup)
+    assert heard(pubsub) == [ack, hangup, "end:q1"]
+    assert store.call_record("q1")["state"] == "cancelled" and not store.is_active("q1")
+    assert client.exists(store.keys.active("q1", "org", "q1")) == 0
+    assert history(client, store, "q1") == [hangup, {"type": "call-start", "dial_id": "q1"}]
+    assert not store.cancel("q1", record, ack, hangup)  # once
+    assert not store.defer("q1") and store.call_record("q1")["state"] == "cancelled"  # never back to claimed
+    assert not store.begin_dial("q1", "claimed", "", "1.0")
+
+
+def test_repair_answers_announces_each_missed_answer_once_in_order(store: CallStore, client: redis.Redis) -> None:
+    record = claimed(store, "m1", state="sent")
+    store.update_call("m1", barger_uuid="b")
+    store.apply([answered("m1", "0")], Batch("l", 1))
+    pubsub = subscribed(client, "m1")
+
+    def answer(side: str) -> dict[str, Any]:
+        return events.answer(side, reason="reconciled")
+
+    assert store.repair_answers("m1", record, {"0", "1", "2"}, answer) == ["1", "2"]
+    assert store.repair_answers("m1", record, {"0", "1", "2"}, answer) is None  # once
+    assert heard(pubsub) == [answer("1"), answer("2")]
+    assert sorted(active(client, store, "m1")) == ["ACTIVE.0", "ACTIVE.1", "ACTIVE.2"]
+    assert store.call_record("m1")["barger_answered"] == "1"
+    store.end_call("m1", NODE)
+    assert store.repair_answers("m1", record, {"3"}, answer) is None  # over: nothing is published
 
 
 def test_repair_announces_the_hangups_owed_side_0_last_and_ends_the_call(store: CallStore, client: redis.Redis) -> None:

@@ -8,7 +8,8 @@ killed), because dialling a person twice is the one thing it must never do. The 
 * ``dialling``: written with fresh leg uuids and a Job-UUID, atomically with ``call-start``, just before the
   first bgapi goes out — from here on FreeSWITCH may have the call;
 * ``claimed``: the bgapi could not even be written (connection refused): FreeSWITCH surely lacks the call;
-* ``sent``: FreeSWITCH acknowledged the bgapi.
+* ``sent``: FreeSWITCH acknowledged the bgapi;
+* ``cancelled``: a hangup came while the call waited in ``claimed`` (admission): it is never dialled.
 
 A later run of the same message dials again at once only from ``claimed``. From ``dialling`` it first looks for
 evidence that FreeSWITCH got the call (the listener saw a channel or the job's result, or side 0 exists);
@@ -108,6 +109,9 @@ def _may_dial(dial_id: str, record: dict[str, str]) -> bool:
     state = record.get("state")
     if state == "claimed":
         return True
+    if state == "cancelled":
+        logger.info("dial_id=%s cancelled by a hangup before it was dialled; not dialling", dial_id)
+        return False
     if state == "dialling" and not _evidence_of_call(record):
         waited = time.time() - float(record.get("dialling_since", "0"))
         guard = context.settings().redial_guard

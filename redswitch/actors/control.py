@@ -15,15 +15,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
 from redswitch import metrics, originate
 from redswitch.actors import context
 from redswitch.errors import EslCommandError, PayloadError
-from redswitch.messages import Control, parse_control
+from redswitch.messages import CONTROL_ID, CONTROL_TAKER, CONTROL_UNTIL, CONTROL_WINDOW_MS, Control, parse_control
 from redswitch.protocol import commands
 from redswitch.store import events
 
@@ -32,6 +35,17 @@ logger = logging.getLogger(__name__)
 QUEUE = "redswitch-control"
 #: eavesdrop DTMF control per barger mode (FreeSWITCH switch_ivr_async.c).
 MODE_DIGITS = {"listen": "0", "whisper": "2", "threeway": "3"}
+
+
+#: The cause of side 0's hangup-event when a hangup cancels a call never dialled (FreeSWITCH's own name for it).
+CANCELLED_CAUSE = "ORIGINATOR_CANCEL"
+#: A hangup of a call whose originate is on its way waits this long for side 0 to exist, asking every few ms.
+DIALLING_PATIENCE = 5.0
+DIALLING_POLL_MS = 50
+#: The hangup-event of side 0 when a hangup cancels a call admission held back (it was never dialled).
+CANCELLED_REASON = "cancelled by a hangup before it was dialled"
+#: Record states of a call that was not dialled yet (held back by admission, or a connection refused).
+NOT_STARTED = ("claimed", "cancelled")
 
 
 class CannotApply(Exception):
@@ -46,22 +60,44 @@ class Done:
     fields: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def _control_actor(name: str, fn: Callable[[str, Control], Done]) -> dramatiq.Actor[[str, dict[str, str]], None]:
-    """Wrap ``fn(dial_id, control)`` as actor ``name`` that validates, runs, and always answers ack or error.
+#: A command: (dial_id, the message validated, the call record, the message as received) → Done, or None when it
+#: was answered already or will be (the hangup of a call being dialled sends itself again).
+Command = Callable[[str, Control, dict[str, str], dict[str, Any]], "Done | None"]
 
-    The ack and the record's new fields go out in one transaction, with the record already read for the command.
+
+class _TakenElsewhere(Exception):
+    """Another execution took this control message (several relays forwarded it): nothing to do."""
+
+
+def _control_actor(name: str, fn: Command) -> dramatiq.Actor[[str, dict[str, Any]], None]:
+    """Wrap ``fn`` as actor ``name`` that takes the message, validates, runs, and always answers ack or error.
+
+    A message the relays forwarded names its entry in the call's control log (``_control_id``): it is taken for
+    this execution in the round trip that reads the call record, and dropped if another execution took it. The ack
+    and the record's new fields go out in one transaction, with the record already read for the command.
     """
 
-    def run(dial_id: str, message: dict[str, str]) -> None:
+    def run(dial_id: str, message: dict[str, Any]) -> None:
         kind = str(message.get("type", name))
         try:
+            record = _take(dial_id, message)
+        except _TakenElsewhere:
+            logger.info("dial_id=%s control_id=%s %s executed elsewhere; dropped", dial_id, message[CONTROL_ID], kind)
+            return
+        try:
             control = parse_control(json.dumps(message))
-            done = fn(dial_id, control)
+            if record is None:
+                raise CannotApply(f"no active call with dial_id {dial_id!r}")
+            if name != "hangup" and record.get("state") in NOT_STARTED:
+                raise CannotApply("not started")
+            done = fn(dial_id, control, record, message)
         except (CannotApply, PayloadError, EslCommandError) as exc:
             reason = exc.reason if isinstance(exc, PayloadError) else str(exc)
             logger.info("dial_id=%s %s refused: %s", dial_id, kind, reason)
             context.store().reply(dial_id, events.error(kind, reason))
             metrics.CONTROL_COMMANDS.labels(name, "error").inc()
+            return
+        if done is None:
             return
         context.store().reply(dial_id, events.ack(kind), done.record, **done.fields)
         metrics.CONTROL_COMMANDS.labels(name, "ack").inc()
@@ -73,10 +109,23 @@ def _control_actor(name: str, fn: Callable[[str, Control], Done]) -> dramatiq.Ac
     return decorate(run)
 
 
-def _active_record(dial_id: str) -> dict[str, str]:
-    record = context.store().active_call_record(dial_id)
-    if record is None:
-        raise CannotApply(f"no active call with dial_id {dial_id!r}")
+def _taker(message: dict[str, Any]) -> str:
+    """Who executes: the Dramatiq message that first took the control message (a retry is the same message)."""
+    taker = message.get(CONTROL_TAKER)
+    if isinstance(taker, str) and taker:
+        return taker
+    current = CurrentMessage.get_current_message()
+    return current.message_id if current is not None else str(uuid.uuid4())
+
+
+def _take(dial_id: str, message: dict[str, Any]) -> dict[str, str] | None:
+    """The call record if the call is active (else None), after taking the message for this execution."""
+    control_id = message.get(CONTROL_ID)
+    if not isinstance(control_id, str) or not control_id:
+        return context.store().active_call_record(dial_id)  # sent directly (redswitch.client): delivered once
+    record, mine = context.store().control_record(dial_id, control_id, _taker(message), CONTROL_WINDOW_MS)
+    if not mine:
+        raise _TakenElsewhere
     return record
 
 
@@ -85,19 +134,37 @@ def _api(record: dict[str, str], command: str) -> str:
     return context.esl_pool(record.get("node", "")).client().api(command)
 
 
-def _hangup(dial_id: str, control: Control) -> Done:
-    record = _active_record(dial_id)
+def _hangup(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done | None:
+    """Hang up side 0 (or side 1 if side 0 is gone). A call admission holds back is cancelled instead; a call whose
+    originate is on its way is waited for (its side 0 does not exist yet)."""
+    store = context.store()
+    if record.get("state") == "claimed":
+        hangup_event = events.hangup("0", CANCELLED_CAUSE, reason=CANCELLED_REASON)
+        if store.cancel(dial_id, record, events.ack(control.type), hangup_event):
+            logger.info("dial_id=%s cancelled before it was dialled", dial_id)
+            metrics.CONTROL_COMMANDS.labels("hangup", "ack").inc()
+            return None
+        found = store.active_call_record(dial_id)  # it left 'claimed' meanwhile: dialled, or ended
+        if found is None:
+            raise CannotApply(f"no active call with dial_id {dial_id!r}")
+        record = found
     for side in ("uuid0", "uuid1"):
         try:
             _api(record, commands.uuid_kill(record[side]))
             return Done(record)
         except EslCommandError:
-            continue  # that side is already gone; the other may still be up
+            continue  # that side is already gone (or not there yet); the other may still be up
+    if record.get("seen") != "1" and record.get("state") in ("claimed", "dialling", "sent"):
+        until = message.get(CONTROL_UNTIL)
+        deadline = float(until) if isinstance(until, int | float) else time.time() + DIALLING_PATIENCE
+        if time.time() < deadline:  # side 0 is being dialled: ask again in a moment
+            again = {**message, CONTROL_UNTIL: deadline, CONTROL_TAKER: _taker(message)}
+            hangup.send_with_options(args=(dial_id, again), delay=DIALLING_POLL_MS)
+            return None
     raise CannotApply("FreeSWITCH has no channel of this call any more")
 
 
-def _barge(dial_id: str, control: Control) -> Done:
-    record = _active_record(dial_id)
+def _barge(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
     if record.get("barger_uuid"):
         raise CannotApply("a barge is already up on this call")
     settings = context.settings()
@@ -124,9 +191,8 @@ def _barge(dial_id: str, control: Control) -> Done:
     return Done(record, {"barger_mode": "listen", "barger_prev_mode": "listen"})
 
 
-def _barger_record(dial_id: str) -> dict[str, str]:
+def _barger_record(record: dict[str, str]) -> dict[str, str]:
     """The call's record, if it has a barger who answered (mode changes need eavesdrop running)."""
-    record = _active_record(dial_id)
     if not record.get("barger_uuid"):
         raise CannotApply("no barger on this call")
     if record.get("barger_answered") != "1":
@@ -134,29 +200,28 @@ def _barger_record(dial_id: str) -> dict[str, str]:
     return record
 
 
-def _set_mode(dial_id: str, mode: str, record: dict[str, str] | None = None) -> Done:
-    record = record or _barger_record(dial_id)
+def _set_mode(record: dict[str, str], mode: str) -> Done:
     _api(record, commands.uuid_recv_dtmf(record["barger_uuid"], MODE_DIGITS[mode]))
     return Done(record, {"barger_mode": mode, "barger_prev_mode": record.get("barger_mode", "listen")})
 
 
-def _whisper(dial_id: str, control: Control) -> Done:
-    return _set_mode(dial_id, "whisper")
+def _whisper(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    return _set_mode(_barger_record(record), "whisper")
 
 
-def _mute(dial_id: str, control: Control) -> Done:
-    return _set_mode(dial_id, "listen")
+def _mute(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    return _set_mode(_barger_record(record), "listen")
 
 
-def _threeway(dial_id: str, control: Control) -> Done:
-    return _set_mode(dial_id, "threeway")
+def _threeway(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    return _set_mode(_barger_record(record), "threeway")
 
 
-def _unthreeway(dial_id: str, control: Control) -> Done:
-    record = _barger_record(dial_id)
+def _unthreeway(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    record = _barger_record(record)
     if record.get("barger_mode") != "threeway":
         raise CannotApply("the barger is not in threeway")
-    return _set_mode(dial_id, record.get("barger_prev_mode", "listen"), record)
+    return _set_mode(record, record.get("barger_prev_mode", "listen"))
 
 
 hangup = _control_actor("hangup", _hangup)

@@ -7,6 +7,7 @@
     redswitch demo       a sample call through the whole pipeline, printing its events
     redswitch push       push a test job the legacy way
     redswitch watch      print a call's events as they come
+    redswitch send       send a control message to a call and wait for its ack or error
     redswitch check      health check of Redis and FreeSWITCH
 
 The worker itself is Dramatiq's: ``dramatiq redswitch.actors``.

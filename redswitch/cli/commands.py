@@ -185,6 +185,65 @@ def _ends_call(data: str) -> bool:
     return bool(event.get("type") == "failure" or (event.get("type") == "hangup-event" and event.get("side") == "0"))
 
 
+def add_send(subparsers: Subparsers) -> None:
+    from redswitch.messages import CONTROL_TYPES
+
+    parser = subparsers.add_parser(
+        "send", help="send a control message to a call, wait for its ack or error and print it (exit 0 on ack)"
+    )
+    parser.add_argument("dial_id")
+    parser.add_argument("kind", choices=CONTROL_TYPES, metavar="{" + ",".join(CONTROL_TYPES) + "}")
+    parser.add_argument("--phone", default=None, help="barge: the number (or SIP address user@host) to dial")
+    parser.add_argument("--caller-id", default=None, help="barge: the caller id shown (default: --phone)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply (default 10)")
+    parser.set_defaults(handler=run_send)
+
+
+def run_send(args: argparse.Namespace, settings: Settings) -> int:
+    """Publish the message on the call's channel (subscribed first, so the reply cannot be missed), then print the
+    first ``ack`` or ``error`` of that type. Exit 0 on ``ack``, 1 on ``error`` or no reply, 2 on bad arguments."""
+    from redswitch.errors import PayloadError
+    from redswitch.messages import ID_PATTERN, parse_control
+    from redswitch.store.connection import redis_from_settings
+
+    message = {"type": args.kind}
+    if args.kind == "barge":
+        if not args.phone:
+            print("redswitch send: barge needs --phone", file=sys.stderr)
+            return 2
+        message.update(phone_number=args.phone, caller_id=args.caller_id or args.phone)
+    elif args.phone or args.caller_id:
+        print(f"redswitch send: --phone and --caller-id are for barge, not {args.kind}", file=sys.stderr)
+        return 2
+    try:
+        if not ID_PATTERN.fullmatch(args.dial_id):
+            raise PayloadError(f"dial_id must be 1 to 64 letters, digits, _ or -: {args.dial_id[:40]!r}")
+        payload = json.dumps(parse_control(json.dumps(message)).to_dict())
+    except PayloadError as exc:
+        print(f"redswitch send: {exc.reason}", file=sys.stderr)
+        return 2
+    client = redis_from_settings(settings)
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub.subscribe(args.dial_id)
+    pubsub.get_message(timeout=5)  # the subscription's confirmation: replies from here on reach us
+    client.publish(args.dial_id, payload)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        got = pubsub.get_message(ignore_subscribe_messages=True, timeout=min(0.2, args.timeout))
+        if got is None:
+            continue
+        try:
+            reply = json.loads(got["data"])
+        except ValueError:
+            continue
+        if isinstance(reply, dict) and reply.get("type") in ("ack", "error") and reply.get("event") == args.kind:
+            print(json.dumps(reply), flush=True)
+            return 0 if reply["type"] == "ack" else 1
+    reason = f"no ack or error within {args.timeout:g}s (no active call {args.dial_id!r}, or no bridge running)"
+    print(json.dumps({"type": "error", "event": args.kind, "reason": reason}), flush=True)
+    return 1
+
+
 def add_run(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "run", help="run every process together (bridge, listener, worker, scheduler; and the simulator)"
@@ -250,5 +309,6 @@ REGISTRY: list[Callable[[Subparsers], None]] = [
     add_demo,
     add_push,
     add_watch,
+    add_send,
     add_check,
 ]

@@ -8,7 +8,9 @@ heartbeats a key with a TTL, and the others adopt the processing list of a bridg
 The legacy pushers ``RPUSH`` and the original consumer popped from the left, so the list is FIFO.
 
 Duplicates: the first bridge to accept a ``dial_id`` records it for ``DEDUP_TTL`` (24 h) with a hash of
-the payload; a later job with that dial_id is dead-lettered. A job adopted from a dead bridge may already
+the payload; a later job with that dial_id is dead-lettered (with its reason and ``cause`` ``DUPLICATE_DIAL_ID``),
+logged and counted, and nothing is published on the channel, which belongs to the first call.
+A job adopted from a dead bridge may already
 have been enqueued: it is enqueued again, and the actor's own claim makes sure it dials once.
 """
 
@@ -209,13 +211,16 @@ class Bridge:
             record["payload_base64"] = base64.b64encode(raw).decode("ascii")
         dial_id = peek_field(raw, "dial_id")
         record["dial_id"] = dial_id
+        if duplicate:
+            record["cause"] = "DUPLICATE_DIAL_ID"
         self.client.rpush(self.keys.dead, json.dumps(record))
         metrics.JOBS_DEAD.labels("DUPLICATE_DIAL_ID" if duplicate else "INVALID_JOB").inc()
         logger.warning("dial_id=%s job parked in %s: %s", dial_id, self.keys.dead, reason)
-        if dial_id is not None:
-            cause = "DUPLICATE_DIAL_ID" if duplicate else "INVALID_JOB"
-            org, user = (None, None) if duplicate else (peek_field(raw, "org_id"), peek_field(raw, "user_id"))
-            self.store.fail(dial_id, org, user, events.failure(cause, reason=reason), end_call=not duplicate)
+        if dial_id is not None and not duplicate:
+            # A duplicate's channel is the call with that dial_id, maybe still live: a failure there would read as
+            # the end of that call. It is parked, logged and counted only.
+            org, user = peek_field(raw, "org_id"), peek_field(raw, "user_id")
+            self.store.fail(dial_id, org, user, events.failure("INVALID_JOB", reason=reason))
 
     # -- recovery --------------------------------------------------------------------------------------------
 

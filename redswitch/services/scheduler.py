@@ -4,6 +4,7 @@ Events can be lost: the listener may be down while a call ends, or FreeSWITCH ma
 channels with it. Consumers would then see a call that never hangs up. The scheduler, on an interval:
 
 * **reconciles** every call Redis holds as active with the channels FreeSWITCH really has, publishing the
+  missing ``answer-event`` s (a channel FreeSWITCH shows answered that the active list lacks) and the
   missing ``hangup-event`` s (marked with a ``reason`` so nobody mistakes them for FreeSWITCH's own) and
   ending calls that have no channel left; it counts (and logs) channels of ours that Redis has forgotten;
 * **bounds the dead-job list** to ``DEAD_MAX`` entries, dropping the oldest;
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 #: real cause is unknown; ``reason`` (an extension, as on ``failure``) says the event was reconstructed.
 RECONCILED_CAUSE = "NORMAL_UNSPECIFIED"
 RECONCILED_REASON = "reconciled: FreeSWITCH no longer has this channel"
+#: The ``reason`` of an answer-event the scheduler publishes: FreeSWITCH shows the channel answered, Redis did not.
+RECONCILED_ANSWER_REASON = "reconciled: FreeSWITCH shows this channel answered"
 #: Record fields naming each side's leg.
 LEG_FIELDS = {"0": "uuid0", "1": "uuid1", "2": "barger_uuid"}
 
@@ -73,6 +76,7 @@ class Report:
 
     ended: list[str] = dataclasses.field(default_factory=list)
     hung_up: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    answered: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     orphans: dict[str, str] = dataclasses.field(default_factory=dict)  # channel uuid -> dial_id
 
 
@@ -99,6 +103,8 @@ class Reconciler:
         self.esls = dict(esl) if isinstance(esl, Mapping) else {first: esl}
         self.first_node = first
         self.channel_nodes: dict[str, str] = {}
+        #: Channels FreeSWITCH shows answered (``callstate`` ``ACTIVE``).
+        self.answered_channels: set[str] = set()
         self.store = open_store(client, settings)
         self.missing_since = missing_since
         self.foreign: set[str] = set()
@@ -123,7 +129,9 @@ class Reconciler:
             if esl is None:
                 continue
             data = json.loads(esl.api("show channels as json") or "{}")
-            self.channel_nodes.update({row["uuid"]: node for row in data.get("rows", [])})
+            rows = data.get("rows", [])
+            self.channel_nodes.update({row["uuid"]: node for row in rows})
+            self.answered_channels.update(row["uuid"] for row in rows if row.get("callstate") == "ACTIVE")
         return set(self.channel_nodes)
 
     def _check_call(
@@ -137,10 +145,23 @@ class Reconciler:
         if record.get("state") != "sent" or record.get("node", self.first_node) not in self.esls:
             return  # still being dialled, or on a node we could not ask this time
         legs = {side: record[field] for side, field in LEG_FIELDS.items() if record.get(field)}
+        up = {side for side, leg in legs.items() if leg in self.answered_channels}
+        answered = {side for side in up if self._missing_long_enough(f"{dial_id}/{side}/answer", seen_missing)}
+        if answered:
+            self._repair_answers(dial_id, record, answered, report)
         gone = {side for side, leg in legs.items() if leg not in channels}
         lost = {side for side in gone if self._missing_long_enough(f"{dial_id}/{side}", seen_missing)}
         if lost:
             self._repair(dial_id, record, lost, call_over=lost == set(legs), report=report)
+
+    def _repair_answers(self, dial_id: str, record: dict[str, str], up: set[str], report: Report) -> None:
+        """Publish the answers the listener missed (channels FreeSWITCH shows answered that the active list lacks),
+        each once, before any hangup of that side."""
+        sides = self.store.repair_answers(dial_id, record, up, _reconciled_answer)
+        for side in sides or []:
+            logger.warning("dial_id=%s side %s answered in FreeSWITCH; answer-event published", dial_id, side)
+            report.answered.append((dial_id, side))
+        metrics.SIDES_RECONCILED.inc(len(sides or []))
 
     def _missing_long_enough(self, key: str, seen_missing: set[str]) -> bool:
         seen_missing.add(key)
@@ -179,6 +200,10 @@ class Reconciler:
             else:
                 self.foreign.add(channel)
         metrics.ORPHAN_CHANNELS.set(len(report.orphans))
+
+
+def _reconciled_answer(side: str) -> dict[str, Any]:
+    return events.answer(side, reason=RECONCILED_ANSWER_REASON)
 
 
 def _reconciled_hangup(side: str) -> dict[str, Any]:

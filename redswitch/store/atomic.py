@@ -13,6 +13,7 @@ from redswitch.store.base import (
     SESSIONS_PER_CALL,
     STALE_WAITER,
     WINDOW,
+    AnswerEvent,
     Batch,
     CallStore,
     ChannelChange,
@@ -22,9 +23,11 @@ from redswitch.store.base import (
     ScriptWrite,
     StoreWrite,
     listed_sides,
+    missed_answers,
     owed_hangups,
 )
 from redswitch.store.connection import reply_text
+from redswitch.store.events import JsonDict
 from redswitch.store.keys import ACTIVE_TTL, CALL_TTL, HISTORY_TTL
 from redswitch.store.lua import script
 
@@ -98,6 +101,38 @@ class AtomicStore(CallStore):
                 return None  # e.g. side 1 not dialled yet: nothing is owed
             pipe.multi()
             self.stage_repair(pipe, dial_id, record, sides, lost, call_over, hangup)
+            try:
+                pipe.execute()
+            except redis.exceptions.WatchError:
+                return None
+        return sides
+
+    def cancel(self, dial_id: str, record: Mapping[str, str], ack: JsonDict, hangup: JsonDict) -> bool:
+        """Under WATCH of the record: the state read is still ``claimed`` when the change is applied."""
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.watch(self.keys.call(dial_id))  # type: ignore[no-untyped-call]
+            if reply_text(pipe.hget(self.keys.call(dial_id), "state") or "") != "claimed":
+                return False
+            pipe.multi()
+            self.stage_cancel(pipe, dial_id, record, ack, hangup)
+            try:
+                pipe.execute()
+            except redis.exceptions.WatchError:
+                return False
+        return True
+
+    def repair_answers(
+        self, dial_id: str, record: Mapping[str, str], answered: set[str], answer: AnswerEvent
+    ) -> list[str] | None:
+        """Under WATCH of the record and the active list, as :meth:`repair`: a live event meanwhile aborts it."""
+        active = self.keys.active(dial_id, record["org_id"], record["user_id"])
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.watch(self.keys.call(dial_id), active)  # type: ignore[no-untyped-call]
+            sides = missed_answers(answered, listed_sides(pipe.lrange(active, 0, -1)))
+            if not sides or not pipe.sismember(self.keys.active_calls(), dial_id):
+                return None
+            pipe.multi()
+            self.stage_answers(pipe, dial_id, record, sides, answer)
             try:
                 pipe.execute()
             except redis.exceptions.WatchError:

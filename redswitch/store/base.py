@@ -112,6 +112,8 @@ WINDOW = 1.2
 STALE_WAITER = 15.0
 #: Builds the reconciler's ``hangup-event`` of a side.
 HangupEvent = Callable[[str], JsonDict]
+#: Builds the reconciler's ``answer-event`` of a side.
+AnswerEvent = Callable[[str], JsonDict]
 
 
 class StoreWrite(abc.ABC):
@@ -202,6 +204,20 @@ class CallStore(abc.ABC):
         """The reconciler's repair: announce ``hangup(side)`` for each side FreeSWITCH lost whose hangup consumers
         still wait for (:func:`owed_hangups`, side 0 last: it ends the call), with the change it describes; the
         sides announced, or None when nothing was done (the call changed meanwhile, or nothing was owed)."""
+
+    @abc.abstractmethod
+    def cancel(self, dial_id: str, record: Mapping[str, str], ack: JsonDict, hangup: JsonDict) -> bool:
+        """A hangup of a call never dialled (``claimed``: waiting for admission): the call becomes ``cancelled`` (it
+        is never dialled), ``ack`` then ``hangup`` (side 0) are announced and the call ends, releasing its org slot
+        and its place in line. False, changing nothing, when the call is not ``claimed`` any more."""
+
+    @abc.abstractmethod
+    def repair_answers(
+        self, dial_id: str, record: Mapping[str, str], answered: set[str], answer: AnswerEvent
+    ) -> list[str] | None:
+        """The reconciler's repair of missed answers: for each side of ``answered`` (FreeSWITCH shows its channel
+        answered) that the active list lacks, add ``ACTIVE.<side>`` and announce ``answer(side)``, sides in order;
+        the sides announced, or None when nothing was done (the call changed meanwhile, or nothing was missing)."""
 
     @abc.abstractmethod
     def admit(self, dial_id: str, org_id: str, user_id: str, org_max: int, limits: Sequence[Limit]) -> Decision:
@@ -316,17 +332,62 @@ class CallStore(abc.ABC):
         self.client.hdel(self.keys.call(dial_id), *names)
 
     def claim_relay(self, dial_id: str, bridge_id: str) -> bool:
-        """True when this bridge's relay is (now) the one that executes ``dial_id``'s control messages: nobody
-        owned the call, this bridge did, or the owner's bridge stopped heartbeating (one round trip unless another
-        bridge owns the call; then its liveness is read and the owner key compared-and-set)."""
+        """True when this bridge's relay is (now) the one that executes ``dial_id``'s control messages."""
+        return self.relay_owner(dial_id, bridge_id) == "mine"
+
+    def relay_owner(self, dial_id: str, bridge_id: str) -> str:
+        """Who forwards ``dial_id``'s control messages at once: ``mine`` (nobody owned the active call, this bridge
+        did, or the owner's bridge stopped heartbeating), ``other`` (a live bridge owns it), or ``''`` (no active
+        call). One round trip unless another bridge owns the call (then its liveness is read and the owner key
+        compared-and-set); on a cluster the call's activity is read first."""
         owner_key = self.keys.relay_owner(dial_id)
-        mine, *owner = script("relay_take").run(self.client, [owner_key], [bridge_id, "", CALL_TTL])
+        if self.atomic:
+            keys = [owner_key, self.keys.active_calls()]
+        elif self.is_active(dial_id):
+            keys = [owner_key]
+        else:
+            return ""
+        mine, *owner = script("relay_take").run(self.client, keys, [bridge_id, "", CALL_TTL, dial_id])
+        if int(mine) < 0:
+            return ""
         if mine:
-            return True
+            return "mine"
         current = reply_text(owner[0])
         if self.client.exists(self.keys.bridge_alive(current)):
-            return False
-        return bool(script("relay_take").run(self.client, [owner_key], [bridge_id, current, CALL_TTL])[0])
+            return "other"
+        taken = script("relay_take").run(self.client, keys, [bridge_id, current, CALL_TTL, dial_id])[0]
+        return "mine" if int(taken) > 0 else ("other" if int(taken) == 0 else "")
+
+    # -- control messages: each executed once, whichever relay forwards it -----------------------------------
+
+    def control_note(self, dial_id: str, digest: str, since_ms: int, window_ms: int, last: int) -> tuple[int, str]:
+        """Which of the call's recent control messages with this ``digest`` a relay just heard (see
+        ``control_note.lua``; ``last``: the entry of that digest the relay matched before, 0 for none): the entry's
+        number, and the execution that took it (``''``: none yet). Its id is ``<digest>:<number>``."""
+        found = script("control_note").run(
+            self.client, [self.keys.control_log(dial_id)], [digest, since_ms, window_ms, last]
+        )
+        return int(found[0]), reply_text(found[1])
+
+    def control_taken(self, dial_id: str, control_id: str) -> bool:
+        """Has an execution taken control message ``control_id`` of the call?"""
+        return bool(self.client.hexists(self.keys.control_log(dial_id), f"t:{control_id}"))
+
+    def control_record(
+        self, dial_id: str, control_id: str, taker: str, window_ms: int
+    ) -> tuple[dict[str, str] | None, bool]:
+        """An execution of control message ``control_id`` starts: take it for ``taker`` (unless another took it)
+        and read the call record if the call is active, in one round trip. (record or None, taken by ``taker``)."""
+        log = self.keys.control_log(dial_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.call(dial_id))
+        pipe.sismember(self.keys.active_calls(), dial_id)
+        pipe.hsetnx(log, f"t:{control_id}", taker)
+        pipe.hget(log, f"t:{control_id}")
+        pipe.pexpire(log, window_ms * 2)
+        raw, active, _, holder, _ = pipe.execute()
+        record = _text_map(raw) if raw and active else None
+        return record, reply_text(holder or "") == taker
 
     def claim_barger(self, dial_id: str, barger_uuid: str) -> bool:
         """Reserve the call's one barge for ``barger_uuid``; False when a barge is already up."""
@@ -338,9 +399,10 @@ class CallStore(abc.ABC):
         """Move the record from the state a run read to ``dialling``; False when another run got there first."""
         return bool(script("begin_dial").run(self.client, [self.keys.call(dial_id)], [state, since, now]))
 
-    def defer(self, dial_id: str) -> None:
-        """A limit deferred the call: FreeSWITCH surely does not have it (``claimed``)."""
-        self.client.hset(self.keys.call(dial_id), "state", "claimed")
+    def defer(self, dial_id: str) -> bool:
+        """A limit deferred the call: FreeSWITCH surely does not have it (``claimed``); False when it was cancelled
+        meanwhile (then it stays so, and is never dialled)."""
+        return bool(script("defer").run(self.client, [self.keys.call(dial_id)], []))
 
     def job_result(self, job_uuid: str, result: str) -> JobCall | None:
         """Note a bgapi originate's result on its call; the call (None: not one of ours, or long gone)."""
@@ -400,6 +462,24 @@ class CallStore(abc.ABC):
 
     # -- helpers for the implementations --------------------------------------------------------------------
 
+    def stage_cancel(
+        self, stage: Any, dial_id: str, record: Mapping[str, str], ack: JsonDict, hangup: JsonDict
+    ) -> None:
+        org_id, user_id = record["org_id"], record["user_id"]
+        stage.hset(self.keys.call(dial_id), mapping={"state": "cancelled"})
+        self.announce(stage, dial_id, org_id, user_id, ack)
+        self.side_hung_up(stage, dial_id, org_id, user_id, "0", hangup)
+        stage.delete(self.keys.active(dial_id, org_id, user_id))
+        self.stage_end(stage, dial_id, record.get("node", ""))
+
+    def stage_answers(
+        self, stage: Any, dial_id: str, record: Mapping[str, str], sides: list[str], answer: AnswerEvent
+    ) -> None:
+        for side in sides:
+            self.side_answered(stage, dial_id, record["org_id"], record["user_id"], side, answer(side))
+            if side == "2":
+                stage.hset(self.keys.call(dial_id), mapping={"barger_answered": "1"})
+
     def stage_repair(
         self,
         stage: Any,
@@ -417,6 +497,11 @@ class CallStore(abc.ABC):
             stage.hdel(self.keys.call(dial_id), *BARGER_FIELDS)
         if call_over:
             self.stage_end(stage, dial_id, record.get("node", ""))
+
+
+def missed_answers(answered: set[str], listed: set[str]) -> list[str]:
+    """Sides FreeSWITCH shows answered that the active list lacks, in order (side 0 first)."""
+    return sorted(answered - listed)
 
 
 def owed_hangups(lost: set[str], listed: set[str], call_over: bool) -> list[str]:

@@ -20,6 +20,7 @@ from redswitch.store.base import (
     SESSIONS_PER_CALL,
     STALE_WAITER,
     WINDOW,
+    AnswerEvent,
     Batch,
     CallStore,
     ChannelChange,
@@ -28,6 +29,7 @@ from redswitch.store.base import (
     Limit,
     StoreWrite,
     listed_sides,
+    missed_answers,
     owed_hangups,
 )
 from redswitch.store.connection import reply_text
@@ -214,6 +216,29 @@ class ClusterStore(CallStore):
             return None
         stage = OrderedStage(self.client)
         self.stage_repair(stage, dial_id, record, sides, lost, call_over, hangup)
+        stage.execute()
+        return sides
+
+    def cancel(self, dial_id: str, record: Mapping[str, str], ack: events.JsonDict, hangup: events.JsonDict) -> bool:
+        """The record decides (one key, atomic: ``claimed`` → ``cancelled``); then the active set, the lists and the
+        announcements, in order."""
+        if not script("cancel_record").run(self.client, [self.keys.call(dial_id)], []):
+            return False
+        stage = OrderedStage(self.client)
+        self.stage_cancel(stage, dial_id, record, ack, hangup)
+        stage.execute()
+        return True
+
+    def repair_answers(
+        self, dial_id: str, record: Mapping[str, str], answered: set[str], answer: AnswerEvent
+    ) -> list[str] | None:
+        """Read, then apply in order (no WATCH spans the call's keys here; see :meth:`repair`)."""
+        active = self.keys.active(dial_id, record["org_id"], record["user_id"])
+        sides = missed_answers(answered, listed_sides(self.client.lrange(active, 0, -1)))
+        if not sides or not self.is_active(dial_id):
+            return None
+        stage = OrderedStage(self.client)
+        self.stage_answers(stage, dial_id, record, sides, answer)
         stage.execute()
         return sides
 

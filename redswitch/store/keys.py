@@ -95,6 +95,13 @@ class Keys:
         return f"redswitch:relay:{dial_id}"
 
     @staticmethod
+    def control_log(dial_id: str) -> str:
+        """Hash of a call's recent control messages as the relays heard them, numbered per digest of their text:
+        ``c:<digest>`` (entries made), ``lo:<digest>`` (the oldest kept), ``m:<digest>:<n>`` (when entry ``n`` was
+        made) and ``t:<digest>:<n>`` (the execution that took it: each is executed once, whoever forwards it)."""
+        return f"redswitch:control:{dial_id}"
+
+    @staticmethod
     def listener_batches(listener: str) -> str:
         """The number of the last batch a listener applied: a retried batch is not applied twice."""
         return f"redswitch:listener:{listener}:applied"
