@@ -159,6 +159,15 @@ class CallStore(abc.ABC):
         self.newest_first = settings.list_order == "newest_first"
         #: ``HISTORY_EVENTS=all`` also keeps ``ack``, ``error`` and ``queued`` in the history.
         self.history_all = settings.history_events == "all"
+        #: ``EVENT_STREAMS`` (on by default): every event published on a call's channel is also appended, in the
+        #: same step, to the call's stream and to the firehose (docs/protocol.md, "Event streams").
+        self.logged = settings.event_streams
+
+    def log_args(self) -> list[str | int]:
+        """The event log's arguments of a Lua script (log.lua): on/off, the call stream's TTL and length, the
+        firehose's length."""
+        s = self.settings
+        return ["1" if self.logged else "", s.event_stream_ttl, s.event_stream_maxlen, s.firehose_maxlen]
 
     @property
     def push_flag(self) -> str:
@@ -211,13 +220,30 @@ class CallStore(abc.ABC):
     # -- announcements --------------------------------------------------------------------------------------
 
     def announce(self, stage: Any, dial_id: str, org_id: str, user_id: str, event: JsonDict) -> None:
-        """Add the event to the user's history (when the history keeps it), then publish it on the call's channel."""
+        """Add the event to the user's history (when the history keeps it), then publish it (and log it)."""
         payload = encode(event)
         if self.in_history(event):
             history = self.keys.history(org_id, user_id)
             self.push(stage, history, payload)
             stage.expire(history, HISTORY_TTL)
+        self.publish_event(stage, dial_id, payload)
+
+    def publish_event(self, stage: Any, dial_id: str, payload: str) -> None:
+        """Append the encoded event to the call's stream and the firehose (with the event log on), then publish it
+        on the call's channel: every event Redswitch publishes about a call goes through here or a script that
+        does the same (log.lua)."""
+        if self.logged:
+            s, k = self.settings, self.keys
+            self.stage_log(stage, k.events(dial_id), {"event": payload}, s.event_stream_maxlen, s.event_stream_ttl)
+            if s.firehose_maxlen:
+                self.stage_log(stage, k.firehose(), {"dial_id": dial_id, "event": payload}, s.firehose_maxlen, 0)
         stage.publish(self.keys.channel(dial_id), payload)
+
+    def stage_log(self, stage: Any, stream: str, fields: Mapping[str, str], maxlen: int, ttl: int) -> None:
+        """Stage one stream entry (XADD, capped near ``maxlen``), then the stream's TTL when ``ttl``."""
+        stage.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)
+        if ttl:
+            stage.expire(stream, ttl)
 
     def side_answered(self, stage: Any, dial_id: str, org_id: str, user_id: str, side: str, event: JsonDict) -> None:
         """Add ``ACTIVE.<side>`` and announce ``event`` (an ``answer-event``)."""
@@ -259,7 +285,7 @@ class CallStore(abc.ABC):
         if org_id is not None and user_id is not None:
             self.announce(stage, dial_id, org_id, user_id, event)
         else:
-            stage.publish(self.keys.channel(dial_id), encode(event))
+            self.publish_event(stage, dial_id, encode(event))
         if end_call:
             self.stage_end(stage, dial_id, node)
         stage.execute()
@@ -282,7 +308,7 @@ class CallStore(abc.ABC):
         if "org_id" in record and "user_id" in record:
             self.announce(stage, dial_id, record["org_id"], record["user_id"], event)
         else:
-            stage.publish(self.keys.channel(dial_id), encode(event))
+            self.publish_event(stage, dial_id, encode(event))
         stage.execute()
 
     # -- the call record ------------------------------------------------------------------------------------

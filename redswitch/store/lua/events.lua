@@ -1,19 +1,25 @@
 -- The listener's hot path: a whole batch of channel changes, in order, in one call. Each change's state writes
--- come before the PUBLISH that announces it. A batch number the listener already applied is skipped, so a retry
--- after a lost reply publishes nothing twice.
--- KEYS: [1] the listener's applied-batch key, [2] active calls, then per change: call record, active list,
---       history, the node's call set.
+-- come before the PUBLISH that announces it (and, with the event log on, its entries in the call's stream and the
+-- firehose, just before the PUBLISH). A batch number the listener already applied is skipped, so a retry after a
+-- lost reply publishes (and logs) nothing twice.
+-- KEYS: [1] the listener's applied-batch key, [2] active calls, [3] the firehose, then per change: call record,
+--       active list, history, the node's call set, and with the event log on the call's event stream.
 -- ARGV: [1] active TTL, [2] history TTL, [3] batch number (0: none), [4] lifecycle channel, [5] the lists' order
---       (L: newest first, as the original's LPUSH; R: appended), then per change: kind (S seen, A answered,
---       H hung up), side, dial_id, event (encoded), lifecycle message.
+--       (L: newest first, as the original's LPUSH; R: appended), [6] event log ('1': on, '': off), [7] stream TTL,
+--       [8] stream max length, [9] firehose max length, then per change: kind (S seen, A answered, H hung up),
+--       side, dial_id (the call's channel is named after it), event (encoded), lifecycle message.
 local active_ttl, history_ttl, batch, lifecycle = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local push = ARGV[5] == 'R' and 'RPUSH' or 'LPUSH'
+local logged = ARGV[6] == '1'
+local stream_ttl, stream_max, fire_max = ARGV[7], ARGV[8], ARGV[9]
 if batch > 0 and batch <= tonumber(redis.call('GET', KEYS[1]) or '0') then return 0 end
-local live = KEYS[2]
-local changes = (#ARGV - 5) / 5
+local live, firehose = KEYS[2], KEYS[3]
+local per = logged and 5 or 4
+local changes = (#ARGV - 9) / 5
 for i = 0, changes - 1 do
-  local call, active, history, node_calls = KEYS[3 + 4 * i], KEYS[4 + 4 * i], KEYS[5 + 4 * i], KEYS[6 + 4 * i]
-  local a = 6 + 5 * i
+  local k = 4 + per * i
+  local call, active, history, node_calls = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local a = 10 + 5 * i
   local kind, side, dial, event, ended = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local known = redis.call('EXISTS', call) == 1
   if kind == 'S' then
@@ -33,6 +39,7 @@ for i = 0, changes - 1 do
     end
     redis.call(push, history, event)
     redis.call('EXPIRE', history, history_ttl)
+    if logged then log_event(KEYS[k + 4], firehose, dial, event, stream_ttl, stream_max, fire_max) end
     redis.call('PUBLISH', dial, event)
     if kind == 'H' and side == '0' then
       redis.call('SREM', live, dial)
