@@ -446,7 +446,8 @@ def test_a_failure_is_a_call_event_kept_in_the_history_under_either_setting(
 
 
 def logged(client: redis.Redis, stream: str) -> list[tuple[str, dict[str, str]]]:
-    return [(str(entry_id), dict(fields)) for entry_id, fields in client.xrange(stream)]
+    entries: list[tuple[str, dict[str, str]]] = client.xrange(stream)  # type: ignore[assignment]
+    return [(str(entry_id), dict(fields)) for entry_id, fields in entries]
 
 
 def call_stream(client: redis.Redis, store: CallStore, dial_id: str) -> list[dict[str, Any]]:
