@@ -18,7 +18,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -79,7 +79,7 @@ def follow(
     block: float = 1.0,
     deadline: float | None = None,
     live: bool = True,
-) -> Iterator[LoggedEvent]:
+) -> Generator[LoggedEvent, None, None]:
     """The entries of ``stream`` after the id ``after`` (:data:`START`: all of them; :data:`LATEST`: only those
     still to come), in order, then, with ``live``, each new one as it is appended, until ``deadline`` (a
     ``time.monotonic()`` value; None: never). ``dial_id`` names the call of a call's stream (firehose entries
@@ -179,7 +179,7 @@ class GroupReader:
     def __iter__(self) -> Iterator[LoggedEvent]:
         return self.events()
 
-    def events(self, deadline: float | None = None) -> Iterator[LoggedEvent]:
+    def events(self, deadline: float | None = None) -> Generator[LoggedEvent, None, None]:
         """The entries handed to this member (see the class), until ``deadline`` (``time.monotonic()``; None:
         never)."""
         done: list[str] = []
