@@ -552,3 +552,28 @@ def test_without_the_event_log_events_are_published_and_nothing_is_logged(
     assert [e["type"] for e in heard(pubsub)] == ["call-start", "answer-event", "ack", "hangup-event"]
     assert client.exists(store.keys.events("unlogged"), store.keys.firehose()) == 0
     assert history(client, store, "unlogged")[0]["type"] == "hangup-event"  # the rest is unchanged
+
+
+@pytest.mark.parametrize("ending", ["listener", "failure", "reconciler"])
+def test_an_ended_calls_stream_is_shrunk_to_what_it_holds_and_keeps_its_entries_and_ttl(
+    store: CallStore, client: redis.Redis, ending: str
+) -> None:
+    """Redis preallocates about 4 KB for a new stream; a call's few events would keep all of it for hours."""
+    dial = f"shrunk_{ending}"
+    record = claimed(store, dial)
+    store.apply([answered(dial, "0"), answered(dial, "1")], Batch("l", 1))
+    stream = store.keys.events(dial)
+    big = client.memory_usage(stream) or 0
+    before = logged(client, stream)
+    if ending == "listener":
+        store.apply([hung_up(dial, "1"), hung_up(dial, "0")], Batch("l", 2))
+    elif ending == "failure":
+        store.fail(dial, "org", dial, events.failure("NORMAL_TEMPORARY_FAILURE"), node=NODE)
+    else:
+        store.repair(dial, record, {"0", "1"}, True, lambda side: events.hangup(side, "NORMAL_UNSPECIFIED"))
+    after = logged(client, stream)
+    assert after[: len(before)] == before and len(after) > len(before)  # the same entries, ids included
+    assert (client.memory_usage(stream) or 0) < min(1500, big / 3), big
+    assert 4 * 3600 - 60 < client.ttl(stream) <= 4 * 3600
+    store.reply(dial, events.error("hangup", "no active call"))  # an entry after the end still goes in, in order
+    assert logged(client, stream)[: len(after)] == after and len(logged(client, stream)) == len(after) + 1

@@ -176,6 +176,8 @@ def run_watch(args: argparse.Namespace, settings: Settings) -> int:
     if not ID_PATTERN.fullmatch(args.dial_id):
         print("redswitch watch: a dial_id is 1 to 64 letters, digits, _ or -", file=sys.stderr)
         return 2
+    if not _stream_id(args.after, "watch"):
+        return 2
     client = redis_from_settings(settings)
     deadline = time.monotonic() + args.timeout if args.timeout else None
     if not settings.event_streams:
@@ -232,6 +234,8 @@ def run_events(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.event_streams or not settings.firehose_maxlen:
         print("redswitch events: the firehose is off (EVENT_STREAMS, FIREHOSE_MAXLEN)", file=sys.stderr)
         return 2
+    if not _stream_id(args.after, "events"):
+        return 2
     client = redis_from_settings(settings)
     after = START if args.from_start else (args.after or LATEST)
     deadline = time.monotonic() + args.timeout if args.timeout else None
@@ -244,6 +248,16 @@ def run_events(args: argparse.Namespace, settings: Settings) -> int:
     for logged in events:
         print(f"{logged.id} {logged.dial_id} {logged.text}", flush=True)
     return 0
+
+
+def _stream_id(value: str | None, command: str) -> bool:
+    """``--from``'s value is a stream id (``<ms>-<seq>``, or ``<ms>``); say so when it is not."""
+    import re
+
+    if value is None or re.fullmatch(r"[0-9]{1,20}(-[0-9]{1,20})?", value):
+        return True
+    print(f"redswitch {command}: --from takes a stream id such as 1795931653129-0: {value[:40]!r}", file=sys.stderr)
+    return False
 
 
 def _ends_call(data: str) -> bool:

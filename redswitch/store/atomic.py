@@ -99,6 +99,8 @@ class AtomicStore(CallStore):
                 pipe.execute()
             except redis.exceptions.WatchError:
                 return None
+        if call_over:
+            self.compact_logs([dial_id])
         return sides
 
     def admit(self, dial_id: str, org_id: str, user_id: str, org_max: int, limits: Sequence[Limit]) -> Decision:

@@ -239,6 +239,18 @@ class CallStore(abc.ABC):
                 self.stage_log(stage, k.firehose(), {"dial_id": dial_id, "event": payload}, s.firehose_maxlen, 0)
         stage.publish(self.keys.channel(dial_id), payload)
 
+    def compact_logs(self, dial_ids: Sequence[str]) -> None:
+        """Shrink the streams of calls that just ended to what they hold (``lua/log.lua``: a new stream's node is
+        preallocated at about 4 KB). Content, ids and TTL are unchanged, so it may follow the change in a round trip
+        of its own (one per batch); the listener's script does it in the same step."""
+        if not self.logged or not dial_ids:
+            return
+        text = script("compact_log").text
+        pipe = self.client.pipeline(transaction=False)
+        for dial_id in dial_ids:
+            pipe.execute_command("EVAL", text, 1, self.keys.events(dial_id))  # type: ignore[no-untyped-call]
+        pipe.execute()
+
     def stage_log(self, stage: Any, stream: str, fields: Mapping[str, str], maxlen: int, ttl: int) -> None:
         """Stage one stream entry (XADD, capped near ``maxlen``), then the stream's TTL when ``ttl``."""
         stage.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)
@@ -289,6 +301,8 @@ class CallStore(abc.ABC):
         if end_call:
             self.stage_end(stage, dial_id, node)
         stage.execute()
+        if end_call:
+            self.compact_logs([dial_id])
         metrics.CALLS_FAILED.labels(metrics.cause_label(str(event.get("cause", "")))).inc()
 
     def reply(self, dial_id: str, event: JsonDict, record: Mapping[str, str] | None = None, **fields: str) -> None:

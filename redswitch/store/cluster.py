@@ -219,6 +219,7 @@ class ClusterStore(CallStore):
                 stage.srem(k.node_calls(change.node), change.dial_id)
                 stage.publish(k.lifecycle(), f"end:{change.dial_id}")
         stage.execute()
+        self.compact_logs([change.dial_id for change in changes if change.ends_call])
 
     def sent(self, dial_id: str, node: str) -> StoreWrite:
         return _SentWrite(self, dial_id, node)
@@ -239,6 +240,8 @@ class ClusterStore(CallStore):
         stage = OrderedStage(self.client)
         self.stage_repair(stage, dial_id, record, sides, lost, call_over, hangup)
         stage.execute()
+        if call_over:
+            self.compact_logs([dial_id])
         return sides
 
     def admit(self, dial_id: str, org_id: str, user_id: str, org_max: int, limits: Sequence[Limit]) -> Decision:

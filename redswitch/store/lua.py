@@ -22,6 +22,7 @@ _PACKAGE = "redswitch.store"
 INCLUDES = {
     "admit": ("org", "rate", "log"),
     "claim": ("log",),
+    "compact_log": ("log",),
     "events": ("log",),
     "org_main": ("org",),
     "rate_main": ("rate",),

@@ -45,6 +45,7 @@ for i = 0, changes - 1 do
       redis.call('SREM', live, dial)
       redis.call('SREM', node_calls, dial)
       redis.call('PUBLISH', lifecycle, ended)
+      if logged then compact_log(KEYS[k + 4]) end
     end
   end
 end

@@ -8,3 +8,13 @@ local function log_event(stream, firehose, dial, event, ttl, maxlen, fire_maxlen
     redis.call('XADD', firehose, 'MAXLEN', '~', fire_maxlen, '*', 'dial_id', dial, 'event', event)
   end
 end
+-- A call's stream, once the call is over: Redis preallocates about 4 KB for a new stream's first node and shrinks it
+-- only when the node is full, which a call's handful of events never fills; DUMP and RESTORE (same entries, ids
+-- and TTL) leave it sized to what it holds (about 1 KB instead of 4.7 KB for a whole call's five events).
+local function compact_log(stream)
+  local dumped = redis.call('DUMP', stream)
+  if not dumped then return 0 end
+  local ttl = redis.call('PTTL', stream)
+  redis.call('RESTORE', stream, ttl > 0 and ttl or 0, dumped, 'REPLACE')
+  return 1
+end
