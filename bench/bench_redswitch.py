@@ -3,7 +3,8 @@
 1. intake throughput: legacy jobs/s from RPUSH to ``originate`` at the simulator (1 bridge, 1 worker process)
    vs a no-op Dramatiq actor on the same broker, and vs a bare loop doing the same Redis and ESL work;
 2. intake latency p50/p99/max from push to originate at 50 and 200 calls/s offered;
-3. event throughput: ESL events/s the listener turns into published events + state, vs a bare loop;
+3. event throughput: ESL events/s the listener turns into published events + state (with the event log and
+   without it), vs a bare loop; the Redis bytes the event log adds per call;
 4. control latency p50/p99 from a publish on the dial_id channel to the ESL command, and to the ack;
 5. memory: Redis bytes per active call and per history event; RSS of each process at 1,000 live calls.
 """
@@ -262,25 +263,74 @@ def intake_latency(redis_url: str, rates: list[int], seconds: float, redis_pid: 
 
 
 def listener_throughput(redis_url: str, calls: int, rounds: int) -> None:
-    """Ours, then the bare loop, ``rounds`` times (ratios within a round, medians reported: see intake)."""
+    """Ours (event log on, the default), ours without the event log (``EVENT_STREAMS=false``), then the bare loop,
+    ``rounds`` times (ratios within a round, medians reported: see intake)."""
     print("event throughput", flush=True)
     client = redis.Redis.from_url(redis_url)
-    ours, bare = [], []
+    ours, unlogged, bare = [], [], []
     for _ in range(rounds):
-        prefix = f"ev{time.monotonic_ns()}_"
-        payload, count = call_events(calls, prefix)
-        ours.append(run_listener(redis_url, client, payload, count, prefix, calls))
+        for streams, results in ((True, ours), (False, unlogged)):
+            prefix = f"ev{time.monotonic_ns()}_"
+            payload, count = call_events(calls, prefix)
+            results.append(run_listener(redis_url, client, payload, count, prefix, calls, streams))
         bare.append(run_bare_listener(redis_url, payload, count))
-    row("listener: ESL events -> Redis state + publish", f"{median(ours):,.0f} events/s", spread(ours, "events/s"))
+    row(
+        "listener: ESL events -> Redis state + publish + log", f"{median(ours):,.0f} events/s", spread(ours, "events/s")
+    )
+    row(
+        "  same without the event log (EVENT_STREAMS=false)",
+        f"{median(unlogged):,.0f} events/s",
+        ratio("unlogged", ours, unlogged),
+    )
     row("  baseline: bare loop reading + publishing", f"{median(bare):,.0f} events/s", ratio("bare", ours, bare))
 
 
-def run_listener(redis_url: str, client: redis.Redis, payload: bytes, count: int, prefix: str, calls: int) -> float:
+def event_log_memory(redis_url: str, calls: int) -> None:
+    """What the event log adds to Redis per call: a whole call's events (call-start, both answers, both hangups)
+    written through the store as the worker and the listener write them, for ``calls`` calls."""
+    from redswitch.config import Settings
+    from redswitch.store import Batch, ChannelChange, events, open_store
+
+    print("event log memory", flush=True)
+    fresh_redis(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    store = open_store(client, Settings(pubsub_redis_url=redis_url))
+    for n in range(calls):
+        dial = f"mem_{n}"
+        store.claim(dial, "org", dial, {"org_id": "org", "user_id": dial, "job_uuid": f"j{n}", "state": "sent"})
+        changes = [
+            ChannelChange(kind, dial, "org", dial, side, "fs1", events.encode(event))
+            for kind, side, event in (
+                ("answered", "0", events.answer("0")),
+                ("answered", "1", events.answer("1")),
+                ("hung_up", "1", events.hangup("1", "NORMAL_CLEARING")),
+                ("hung_up", "0", events.hangup("0", "NORMAL_CLEARING")),
+            )
+        ]
+        store.apply(changes, Batch("mem", n + 1))
+    stream = "redswitch:events:mem_0"
+    per_call = client.memory_usage(stream) or 0
+    firehose = (client.memory_usage("redswitch:firehose", samples=0) or 0) / max(1, client.xlen("redswitch:firehose"))
+    history = client.memory_usage("redswitch_history.org.mem_0") or 0
+    logged = client.xlen(stream)
+    row(f"event log: a call's stream ({logged} events)", f"{per_call:,} B", f"its history list: {history:,} B")
+    row(
+        "event log: firehose per event",
+        f"{firehose:,.0f} B",
+        f"{firehose * logged:,.0f} B per call; {per_call + firehose * logged:,.0f} B per call in all",
+    )
+    client.close()
+
+
+def run_listener(
+    redis_url: str, client: redis.Redis, payload: bytes, count: int, prefix: str, calls: int, streams: bool = True
+) -> float:
     feeder = Feeder(payload)
     last = f"{prefix}{calls - 1}"
     pubsub = client.pubsub()  # type: ignore[no-untyped-call]
     pubsub.subscribe(last)
     env = {**os.environ, "PUBSUB_REDIS_URL": redis_url, "ESL_PORT": str(feeder.port)}
+    env["EVENT_STREAMS"] = "true" if streams else "false"
     proc = subprocess.Popen([sys.executable, "-m", "redswitch", "listen"], env=env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -394,6 +444,7 @@ def main() -> None:
     try:
         started = time.monotonic()
         listener_throughput(server.url, 2000 if quick else 10000, 1 if quick else 3)
+        event_log_memory(server.url, 200 if quick else 1000)
         intake_throughput(server.url, 500 if quick else 3000, 1 if quick else 3)
         assert server.proc is not None
         intake_latency(server.url, [50, 200], 3 if quick else 10, server.proc.pid)

@@ -7,15 +7,30 @@ environment, as the worker does.
     from redswitch.client import send_asp_call
     send_asp_call({"type": "asp-call", "call_provider": "gw", "caller_number": "15105625882", ...})
     send_control("talkiq_dial_id", {"type": "barge", "phone_number": "15105625882", "caller_id": "7777777777"})
+
+And read the event log (docs/protocol.md, "Event streams"): a call's events from any position, with no gap and no
+duplicate, or every call's events as one member of a consumer group (each event handled at least once).
+
+    for logged in call_events("talkiq_dial_id"):          # from the call's first event, then live
+        save(logged.event); last = logged.id               # resume later with call_events(dial_id, after=last)
+    for logged in firehose_events(group="cdr-export"):    # acknowledged when the loop asks for the next one
+        export(logged.dial_id, logged.event)
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
+from collections.abc import Iterator
 from typing import Any
+
+import redis
 
 from redswitch.errors import PayloadError
 from redswitch.messages import ID_PATTERN, job_from_dict, parse_control
+from redswitch.store.eventlog import LATEST, START, GroupReader, LoggedEvent, follow
 
 
 def send_asp_call(job: dict[str, Any]) -> str:
@@ -37,3 +52,63 @@ def send_control(dial_id: str, message: dict[str, Any]) -> str:
     from redswitch.actors import CONTROL_ACTORS
 
     return str(CONTROL_ACTORS[control.type].send(dial_id, control.to_dict()).message_id)
+
+
+def _redis() -> redis.Redis:
+    from redswitch.config import Settings
+    from redswitch.store.connection import redis_from_settings
+
+    return redis_from_settings(Settings.from_env())
+
+
+def call_events(
+    dial_id: str,
+    after: str = START,
+    *,
+    live: bool = True,
+    timeout: float | None = None,
+    client: redis.Redis | None = None,
+) -> Iterator[LoggedEvent]:
+    """The events of call ``dial_id`` after the stream id ``after`` (default: from its first event; ``"$"``: only
+    those to come), in order, then (``live``) each as it comes, for ``timeout`` seconds (None: forever).
+
+    Each :class:`~redswitch.store.eventlog.LoggedEvent` has ``id`` (pass it as ``after`` to resume right after
+    it), ``dial_id``, ``text`` (the JSON published on the channel) and ``event`` (decoded). ``client``: a Redis
+    client of your own (default: one built from the environment, as every Redswitch process does).
+    """
+    if not ID_PATTERN.fullmatch(dial_id):
+        raise PayloadError(f"dial_id must be 1 to 64 letters, digits, _ or -: {dial_id[:40]!r}")
+    from redswitch.store.keys import Keys
+
+    made = client or _redis()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    yield from follow(made, Keys.events(dial_id), after, dial_id=dial_id, deadline=deadline, live=live)
+
+
+def firehose_events(
+    group: str | None = None,
+    consumer: str | None = None,
+    *,
+    after: str = LATEST,
+    claim_idle: float = 30.0,
+    timeout: float | None = None,
+    client: redis.Redis | None = None,
+) -> Iterator[LoggedEvent]:
+    """Every call's events, in the order Redis applied them.
+
+    Without ``group``: from after the stream id ``after`` (default: only those to come; ``"0-0"``: everything the
+    firehose still holds). With ``group`` (created at ``after`` if new): as the member ``consumer`` (default: host
+    name and pid) of that consumer group: each event goes to one member and is acknowledged when the loop asks for
+    the next one; a member's events left unacknowledged for ``claim_idle`` seconds (it died) go to another member.
+    Every event is handled at least once. Either way for ``timeout`` seconds (None: forever).
+    """
+    from redswitch.store.keys import Keys
+
+    made = client or _redis()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if group is None:
+        yield from follow(made, Keys.firehose(), after, deadline=deadline)
+        return
+    member = consumer or f"{socket.gethostname()}-{os.getpid()}"
+    reader = GroupReader(made, Keys.firehose(), group, member, create_at=after, claim_idle=claim_idle)
+    yield from reader.events(deadline)

@@ -91,6 +91,10 @@ class Settings:
     gateway_cps: str = ""
     org_max_calls: str = ""
     throttle_retries: int = 8
+    event_streams: bool = True
+    event_stream_ttl: int = 4 * 3600
+    event_stream_maxlen: int = 1000
+    firehose_maxlen: int = 1_000_000
 
     def nodes(self) -> list[EslNode]:
         """Every FreeSWITCH node: ``ESL_NODES`` (``[name=]host:port,...``), else the one ESL_URL/ESL_PORT node."""
@@ -315,4 +319,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "gateway_cps": _limits,
     "org_max_calls": _limits,
     "throttle_retries": _number(int, 0, 100),
+    "event_streams": _boolean,
+    "event_stream_ttl": _number(int, 1, 30 * 86400),
+    "event_stream_maxlen": _number(int, 10, 1_000_000),
+    "firehose_maxlen": _number(int, 0, 1_000_000_000),
 }

@@ -52,6 +52,10 @@ def test_values_are_read_from_the_environment() -> None:
         ("HISTORY_EVENTS", "some"),
         ("ESL_URL", "host;rm"),
         ("JOBS_KEY", "a b"),
+        ("EVENT_STREAMS", "maybe"),
+        ("EVENT_STREAM_TTL", "0"),
+        ("EVENT_STREAM_MAXLEN", "5"),
+        ("FIREHOSE_MAXLEN", "-1"),
     ],
 )
 def test_a_bad_value_fails_at_start_naming_the_variable(name: str, value: str) -> None:
@@ -67,6 +71,8 @@ def test_env_round_trips_through_from_env() -> None:
         list_order="oldest_first",
         history_events="all",
         endpoint_template="loopback/{number}/default",
+        event_streams=False,
+        firehose_maxlen=0,
     )
     assert Settings.from_env(settings.env()) == settings
     assert set(settings.env()) == setting_names()

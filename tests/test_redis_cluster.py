@@ -100,15 +100,38 @@ def test_the_bridge_exits_at_start_when_its_broker_would_run_on_the_cluster(clus
 def test_watch_on_a_cluster_prints_a_calls_events_until_its_hangup(
     cluster_client: redis.Redis, cluster: RedisClusterServers
 ) -> None:
+    """From the call's event stream (written by the cluster store), from its first event: no subscription to wait
+    for, nothing published before the watcher started is missed."""
+    from redswitch.store import Batch, ChannelChange, events
+
     env = {**os.environ, "PUBSUB_REDIS_URL": cluster.url}
-    command = [*redswitch_command("watch", "cl_watch", "--until-hangup", "--timeout", "20")]
+    command = [*redswitch_command("watch", "cl_watch", "--from-start", "--until-hangup", "--timeout", "20")]
+    store = open_store(cluster_client, Settings(pubsub_redis_url=cluster.url))
+    record = {"org_id": "org", "user_id": "cl_watch", "job_uuid": "job-cl_watch", "state": "sent"}
+    store.claim("cl_watch", "org", "cl_watch", record)
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as watch:
+        answer, hangup = events.answer("0"), events.hangup("0", "NORMAL_CLEARING")
+        for number, (kind, event) in enumerate((("answered", answer), ("hung_up", hangup)), start=1):
+            change = ChannelChange(kind, "cl_watch", "org", "cl_watch", "0", "fs1", events.encode(event))
+            store.apply([change], Batch("l", number))
+        output, _ = watch.communicate(timeout=20)
+    assert watch.returncode == 0
+    printed = [json.loads(line) for line in output.decode().splitlines()]
+    assert printed == [events.call_start("cl_watch"), answer, hangup]
+
+
+def test_watch_on_a_cluster_without_the_event_log_follows_the_channel(
+    cluster_client: redis.Redis, cluster: RedisClusterServers
+) -> None:
+    env = {**os.environ, "PUBSUB_REDIS_URL": cluster.url, "EVENT_STREAMS": "false"}
+    command = [*redswitch_command("watch", "cl_watch_ch", "--until-hangup", "--timeout", "20")]
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as watch:
         hangup = '{"type": "hangup-event", "side": "0", "cause": "NORMAL_CLEARING"}'
         deadline = time.monotonic() + 15
-        while not subscribers(cluster, "cl_watch") and time.monotonic() < deadline:
+        while not subscribers(cluster, "cl_watch_ch") and time.monotonic() < deadline:
             time.sleep(0.05)
         for payload in ('{"type": "answer-event", "side": "0"}', hangup):
-            cluster_client.publish("cl_watch", payload)
+            cluster_client.publish("cl_watch_ch", payload)
         output, _ = watch.communicate(timeout=20)
     assert watch.returncode == 0
     assert output.decode().splitlines() == ['{"type": "answer-event", "side": "0"}', hangup]

@@ -504,3 +504,140 @@ def test_a_failure_is_a_call_event_kept_in_the_history_under_either_setting(
     store.fail("fail_dial", "org", "fail_dial", events.failure("INVALID_GATEWAY"))
     kept = [e["type"] for e in history(client, store, "fail_dial")]
     assert kept == (["failure", "call-start"] if order == "original" else ["call-start", "failure"])
+
+
+# -- the event log: every event published is in the call's stream and the firehose ---------------------------------
+
+
+def logged(client: redis.Redis, stream: str) -> list[tuple[str, dict[str, str]]]:
+    entries: list[tuple[str, dict[str, str]]] = client.xrange(stream)  # type: ignore[assignment]
+    return [(str(entry_id), dict(fields)) for entry_id, fields in entries]
+
+
+def call_stream(client: redis.Redis, store: CallStore, dial_id: str) -> list[dict[str, Any]]:
+    return [json.loads(fields["event"]) for _, fields in logged(client, store.keys.events(dial_id))]
+
+
+def test_every_published_event_is_in_the_calls_stream_and_the_firehose_in_order(
+    store: CallStore, client: redis.Redis
+) -> None:
+    """A whole call through every path that publishes: claim, admission's queued, the listener's batch, an ack and
+    an error (kept out of the history by HISTORY_EVENTS=call), the reconciler's repair, and a failure without a
+    call (a refused job); the same bytes as the channel, in the channel's order."""
+    pubsub = subscribed(client, "log")
+    record = claimed(store, "log")
+    claimed(store, "holder")
+    assert store.admit("holder", "org", "holder", 1, []).verdict == "go"
+    assert store.admit("log", "org", "log", 1, []).verdict == "queued"
+    store.end_call("holder", NODE)
+    store.apply([change("seen", "log", "0"), answered("log", "0"), answered("log", "1")], Batch("l", 1))
+    store.reply("log", events.ack("whisper"))
+    store.reply("log", events.error("mute", "no barger on this call"))
+    store.repair("log", record, {"1"}, False, lambda side: events.hangup(side, "NORMAL_UNSPECIFIED", reason="r"))
+    store.apply([hung_up("log", "0")], Batch("l", 2))
+    store.fail("log", None, None, events.failure("DUPLICATE_DIAL_ID"), end_call=False)
+    published = heard(pubsub)
+    kinds = ["call-start", "queued", "answer-event", "answer-event", "ack", "error", "hangup-event", "hangup-event"]
+    assert [e["type"] for e in published] == [*kinds, "failure"]
+    assert call_stream(client, store, "log") == published
+    ids = [entry_id for entry_id, _ in logged(client, store.keys.events("log"))]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-")))) and len(set(ids)) == len(ids)
+    fire = [(f["dial_id"], json.loads(f["event"])) for _, f in logged(client, store.keys.firehose())]
+    assert [event for dial_id, event in fire if dial_id == "log"] == published
+    assert {dial_id for dial_id, _ in fire} == {"log", "holder"}  # holder's call-start
+    ttl = client.ttl(store.keys.events("log"))
+    assert 4 * 3600 - 60 < ttl <= 4 * 3600  # as long as its history would
+    assert client.ttl(store.keys.firehose()) == -1  # capped by length, not by time
+
+
+def test_the_stream_holds_the_event_when_the_channel_announces_it(store: CallStore, settings: Settings) -> None:
+    """A consumer that hears an event on the channel finds it in the call's stream already (and so may switch from
+    one to the other without a gap)."""
+    reader = redis_from_settings(settings)
+    pubsub = subscribed(reader, "seam")
+    found: list[bool] = []
+    done = threading.Event()
+
+    def consume() -> None:
+        while not done.is_set():
+            event = next_event(pubsub, timeout=0.1)
+            if event is not None:
+                found.append(event in call_stream(reader, store, "seam"))
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    claimed(store, "seam")
+    for number, side in enumerate(("0", "1"), start=1):
+        store.apply([answered("seam", side)], Batch("l", number))
+    store.reply("seam", events.ack("whisper"))
+    store.apply([hung_up("seam", "1"), hung_up("seam", "0")], Batch("l", 3))
+    deadline = time.monotonic() + 5
+    while len(found) < 6 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    done.set()
+    consumer.join()
+    pubsub.close()
+    reader.close()
+    assert found == [True] * 6
+
+
+def test_a_retried_batch_is_logged_once_where_the_store_is_atomic(store: CallStore, client: redis.Redis) -> None:
+    claimed(store, "retry_log")
+    batch = Batch("retrying-listener", 3)
+    store.apply([answered("retry_log", "0")], batch)
+    store.apply([answered("retry_log", "0")], batch)
+    assert [e["type"] for e in call_stream(client, store, "retry_log")] == (
+        ["call-start", "answer-event"] if store.atomic else ["call-start", "answer-event", "answer-event"]
+    )
+
+
+def test_the_firehose_is_capped_near_its_length_and_a_calls_stream_near_its_own(
+    settings: Settings, client: redis.Redis
+) -> None:
+    store = open_store(client, dataclasses.replace(settings, firehose_maxlen=50, event_stream_maxlen=20))
+    claimed(store, "capped")
+    for number in range(1, 151):
+        store.apply([answered("capped", "0"), hung_up("capped", "1")], Batch("l", number))
+    # 301 events written; approximate trimming (MAXLEN ~) drops whole nodes of 100 entries: at least the length,
+    # at most a node more
+    assert 50 <= client.xlen(store.keys.firehose()) <= 150
+    assert 20 <= client.xlen(store.keys.events("capped")) <= 120
+
+
+def test_without_the_event_log_events_are_published_and_nothing_is_logged(
+    settings: Settings, client: redis.Redis
+) -> None:
+    store = open_store(client, dataclasses.replace(settings, event_streams=False))
+    pubsub = subscribed(client, "unlogged")
+    record = claimed(store, "unlogged")
+    store.apply([answered("unlogged", "0")], Batch("l", 1))
+    store.reply("unlogged", events.ack("whisper"))
+    store.repair("unlogged", record, {"0"}, True, lambda side: events.hangup(side, "NORMAL_UNSPECIFIED"))
+    assert [e["type"] for e in heard(pubsub)] == ["call-start", "answer-event", "ack", "hangup-event"]
+    assert client.exists(store.keys.events("unlogged"), store.keys.firehose()) == 0
+    assert history(client, store, "unlogged")[0]["type"] == "hangup-event"  # the rest is unchanged
+
+
+@pytest.mark.parametrize("ending", ["listener", "failure", "reconciler"])
+def test_an_ended_calls_stream_is_shrunk_to_what_it_holds_and_keeps_its_entries_and_ttl(
+    store: CallStore, client: redis.Redis, ending: str
+) -> None:
+    """Redis preallocates about 4 KB for a new stream; a call's few events would keep all of it for hours."""
+    dial = f"shrunk_{ending}"
+    record = claimed(store, dial)
+    store.apply([answered(dial, "0"), answered(dial, "1")], Batch("l", 1))
+    stream = store.keys.events(dial)
+    big = client.memory_usage(stream) or 0
+    before = logged(client, stream)
+    if ending == "listener":
+        store.apply([hung_up(dial, "1"), hung_up(dial, "0")], Batch("l", 2))
+    elif ending == "failure":
+        store.fail(dial, "org", dial, events.failure("NORMAL_TEMPORARY_FAILURE"), node=NODE)
+    else:
+        store.repair(dial, record, {"0", "1"}, True, lambda side: events.hangup(side, "NORMAL_UNSPECIFIED"))
+    after = logged(client, stream)
+    assert after[: len(before)] == before and len(after) > len(before)  # the same entries, ids included
+    assert (client.memory_usage(stream) or 0) < min(1500, big / 3), big
+    assert 4 * 3600 - 60 < client.ttl(stream) <= 4 * 3600
+    store.reply(dial, events.error("hangup", "no active call"))  # an entry after the end still goes in, in order
+    assert logged(client, stream)[: len(after)] == after and len(logged(client, stream)) == len(after) + 1

@@ -6,7 +6,8 @@
     redswitch run        bridge + listener + worker (+ simulator) together, for a laptop or a demo
     redswitch demo       a sample call through the whole pipeline, printing its events
     redswitch push       push a test job the legacy way
-    redswitch watch      print a call's events as they come
+    redswitch watch      print a call's events as they come (or from its first, or from a stream id)
+    redswitch events     follow every call's events (the firehose), alone or in a consumer group
     redswitch send       send a control message to a call and wait for its ack or error
     redswitch check      health check of Redis and FreeSWITCH
 

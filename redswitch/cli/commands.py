@@ -154,27 +154,110 @@ def run_push(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_watch(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser("watch", help="print the events of a call as they come")
+    parser = subparsers.add_parser("watch", help="print the events of a call as they come (or from its first)")
     parser.add_argument("dial_id")
     parser.add_argument("--until-hangup", action="store_true", help="exit after side 0 hangs up or a failure")
     parser.add_argument("--timeout", type=float, default=0, help="give up after this many seconds (0: never)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--from-start", action="store_true", help="from the call's first event, then live")
+    start.add_argument("--from", dest="after", default=None, metavar="ID", help="resume after this stream id")
+    parser.add_argument("--ids", action="store_true", help="print each event's stream id before it")
     parser.set_defaults(handler=run_watch)
 
 
 def run_watch(args: argparse.Namespace, settings: Settings) -> int:
+    """Follow the call's event stream (gap-free: XREAD from the last id read); with the event log off, its
+    channel."""
+    from redswitch.messages import ID_PATTERN
     from redswitch.store.connection import redis_from_settings
+    from redswitch.store.eventlog import LATEST, START, follow
+    from redswitch.store.keys import Keys
 
-    pubsub = redis_from_settings(settings).pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-    pubsub.subscribe(args.dial_id)
-    deadline = time.monotonic() + args.timeout if args.timeout else float("inf")
-    while time.monotonic() < deadline:
+    if not ID_PATTERN.fullmatch(args.dial_id):
+        print("redswitch watch: a dial_id is 1 to 64 letters, digits, _ or -", file=sys.stderr)
+        return 2
+    if not _stream_id(args.after, "watch"):
+        return 2
+    client = redis_from_settings(settings)
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    if not settings.event_streams:
+        if args.from_start or args.after or args.ids:
+            print("redswitch watch: --from-start, --from and --ids need EVENT_STREAMS on", file=sys.stderr)
+            return 2
+        return _watch_channel(client, args.dial_id, args.until_hangup, deadline)
+    after = START if args.from_start else (args.after or LATEST)
+    for logged in follow(client, Keys.events(args.dial_id), after, dial_id=args.dial_id, deadline=deadline):
+        print(f"{logged.id} {logged.text}" if args.ids else logged.text, flush=True)
+        if args.until_hangup and _ends_call(logged.text):
+            return 0
+    return 1
+
+
+def _watch_channel(client: Any, dial_id: str, until_hangup: bool, deadline: float | None) -> int:
+    """Live only, from the channel (pub/sub: what is published while nobody listens is not seen)."""
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(dial_id)
+    while deadline is None or time.monotonic() < deadline:
         message = pubsub.get_message(timeout=0.2)
         if message is None:
             continue
         print(message["data"], flush=True)
-        if args.until_hangup and _ends_call(str(message["data"])):
+        if until_hangup and _ends_call(str(message["data"])):
             return 0
     return 1
+
+
+def add_events(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "events", help="follow every call's events (the firehose), alone or as a member of a consumer group"
+    )
+    parser.add_argument("--group", default=None, help="read as a member of this consumer group (at least once)")
+    parser.add_argument("--consumer", default=None, help="this member's name in the group (default: host-pid)")
+    parser.add_argument("--claim-idle", type=float, default=30.0, help="take over a member's events after this long")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--from-start", action="store_true", help="from the oldest event the firehose holds")
+    start.add_argument("--from", dest="after", default=None, metavar="ID", help="from after this stream id")
+    parser.add_argument("--timeout", type=float, default=0, help="stop after this many seconds (0: never)")
+    parser.set_defaults(handler=run_events)
+
+
+def run_events(args: argparse.Namespace, settings: Settings) -> int:
+    """One line per event: ``<stream id> <dial_id> <event JSON>``. A group is created where ``--from-start`` or
+    ``--from`` says (default: from now on) when it does not exist yet."""
+    import os
+    import socket
+
+    from redswitch.store.connection import redis_from_settings
+    from redswitch.store.eventlog import LATEST, START, GroupReader, follow
+    from redswitch.store.keys import Keys
+
+    if not settings.event_streams or not settings.firehose_maxlen:
+        print("redswitch events: the firehose is off (EVENT_STREAMS, FIREHOSE_MAXLEN)", file=sys.stderr)
+        return 2
+    if not _stream_id(args.after, "events"):
+        return 2
+    client = redis_from_settings(settings)
+    after = START if args.from_start else (args.after or LATEST)
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    if args.group is None:
+        events = follow(client, Keys.firehose(), after, deadline=deadline)
+    else:
+        consumer = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
+        reader = GroupReader(client, Keys.firehose(), args.group, consumer, create_at=after, claim_idle=args.claim_idle)
+        events = reader.events(deadline)
+    for logged in events:
+        print(f"{logged.id} {logged.dial_id} {logged.text}", flush=True)
+    return 0
+
+
+def _stream_id(value: str | None, command: str) -> bool:
+    """``--from``'s value is a stream id (``<ms>-<seq>``, or ``<ms>``); say so when it is not."""
+    import re
+
+    if value is None or re.fullmatch(r"[0-9]{1,20}(-[0-9]{1,20})?", value):
+        return True
+    print(f"redswitch {command}: --from takes a stream id such as 1795931653129-0: {value[:40]!r}", file=sys.stderr)
+    return False
 
 
 def _ends_call(data: str) -> bool:
@@ -309,6 +392,7 @@ REGISTRY: list[Callable[[Subparsers], None]] = [
     add_demo,
     add_push,
     add_watch,
+    add_events,
     add_send,
     add_check,
 ]

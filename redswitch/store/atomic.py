@@ -48,8 +48,9 @@ class AtomicStore(CallStore):
         history starts afresh (contract), the Job-UUID maps back to the dial_id, and call-start is published."""
         k = self.keys
         keys = [k.call(dial_id), k.active_calls(), k.history(org_id, user_id), k.job(record["job_uuid"])]
+        keys += [k.events(dial_id), k.firehose()]
         args: list[str | int] = [dial_id, events.encode(events.call_start(dial_id)), k.channel(dial_id)]
-        args += [CALL_TTL, HISTORY_TTL, k.lifecycle(), f"start:{dial_id}"]
+        args += [CALL_TTL, HISTORY_TTL, k.lifecycle(), f"start:{dial_id}", *self.log_args()]
         args += [item for pair in record.items() for item in pair]
         reply = script("claim").run(self.client, keys, args)
         if reply[0]:  # created from ``record`` alone: no need to read it back
@@ -60,11 +61,13 @@ class AtomicStore(CallStore):
     def apply(self, changes: Sequence[ChannelChange], batch: Batch) -> None:
         """One script call for the whole batch: redis-py spends far more time packing commands than Redis spends
         running them, so each call's keys go once per batch (a call's events mostly come together) and each change
-        is three arguments. A batch number this listener already applied is skipped (a retry after a lost reply)."""
+        is three arguments. A batch number this listener already applied is skipped (a retry after a lost reply).
+        With the event log on, each call also names its stream."""
         if not changes:
             return
         k = self.keys
-        keys = [k.listener_batches(batch.listener), k.active_calls()]
+        logged = self.logged
+        keys = [k.listener_batches(batch.listener), k.active_calls(), k.firehose()]
         calls: list[str | int] = []
         slots: dict[tuple[str, str, str, str], int] = {}
         steps: list[str | int] = []
@@ -76,9 +79,12 @@ class AtomicStore(CallStore):
                 dial_id, org_id, user_id, node = call
                 keys += [k.call(dial_id), k.active(dial_id, org_id, user_id), k.history(org_id, user_id)]
                 keys.append(k.node_calls(node))
+                if logged:
+                    keys.append(k.events(dial_id))
                 calls += [dial_id, k.channel(dial_id), f"end:{dial_id}"]
             steps += [_KINDS[change.kind] + change.side, slot, change.event]
-        args: list[str | int] = [ACTIVE_TTL, HISTORY_TTL, batch.number, k.lifecycle(), self.push_flag, len(slots)]
+        args: list[str | int] = [ACTIVE_TTL, HISTORY_TTL, batch.number, k.lifecycle(), self.push_flag]
+        args += [*self.log_args(), len(slots)]
         script("events").run(self.client, keys, [*args, *calls, *steps])
 
     def sent(self, dial_id: str, node: str) -> StoreWrite:
@@ -105,6 +111,8 @@ class AtomicStore(CallStore):
                 pipe.execute()
             except redis.exceptions.WatchError:
                 return None
+        if call_over:
+            self.compact_logs([dial_id])
         return sides
 
     def cancel(self, dial_id: str, record: Mapping[str, str], ack: JsonDict, hangup: JsonDict) -> bool:
@@ -145,12 +153,13 @@ class AtomicStore(CallStore):
             return GO  # no limit applies: no round trip on the hot path
         k = self.keys
         keys = [k.call(dial_id), *(k.org(org_id, part) for part in ("calls", "waiting", "seq", "polled"))]
-        keys += [k.active_calls(), k.history(org_id, user_id)]
+        keys += [k.active_calls(), k.history(org_id, user_id), k.events(dial_id), k.firehose()]
         keys += [k.rate(limit.kind, limit.name, part) for limit in limits for part in ("sent", "next")]
         args: list[str | int | float] = [dial_id, org_max, SESSIONS_PER_CALL, WINDOW, STALE_WAITER]
         # the history's order, or '' when the history keeps the call's events only (``queued`` is published only)
         in_history = self.push_flag if self.in_history(events.queued("", 0)) else ""
         args += [k.channel(dial_id), HISTORY_TTL, in_history, events.queued_template("org_max_calls")]
+        args += self.log_args()
         args += [limit.per_second for limit in limits] + [limit.reason for limit in limits]
         args += [events.queued_template(limit.reason) for limit in limits]
         verdict, number, first, reason = script("admit").run(self.client, keys, args)

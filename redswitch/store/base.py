@@ -160,6 +160,15 @@ class CallStore(abc.ABC):
         self.newest_first = settings.list_order == "newest_first"
         #: ``HISTORY_EVENTS=all`` also keeps ``ack``, ``error`` and ``queued`` in the history.
         self.history_all = settings.history_events == "all"
+        #: ``EVENT_STREAMS`` (on by default): every event published on a call's channel is also appended, in the
+        #: same step, to the call's stream and to the firehose (docs/protocol.md, "Event streams").
+        self.logged = settings.event_streams
+
+    def log_args(self) -> list[str | int]:
+        """The event log's arguments of a Lua script (log.lua): on/off, the call stream's TTL and length, the
+        firehose's length."""
+        s = self.settings
+        return ["1" if self.logged else "", s.event_stream_ttl, s.event_stream_maxlen, s.firehose_maxlen]
 
     @property
     def push_flag(self) -> str:
@@ -226,13 +235,42 @@ class CallStore(abc.ABC):
     # -- announcements --------------------------------------------------------------------------------------
 
     def announce(self, stage: Any, dial_id: str, org_id: str, user_id: str, event: JsonDict) -> None:
-        """Add the event to the user's history (when the history keeps it), then publish it on the call's channel."""
+        """Add the event to the user's history (when the history keeps it), then publish it (and log it)."""
         payload = encode(event)
         if self.in_history(event):
             history = self.keys.history(org_id, user_id)
             self.push(stage, history, payload)
             stage.expire(history, HISTORY_TTL)
+        self.publish_event(stage, dial_id, payload)
+
+    def publish_event(self, stage: Any, dial_id: str, payload: str) -> None:
+        """Append the encoded event to the call's stream and the firehose (with the event log on), then publish it
+        on the call's channel: every event Redswitch publishes about a call goes through here or a script that
+        does the same (log.lua)."""
+        if self.logged:
+            s, k = self.settings, self.keys
+            self.stage_log(stage, k.events(dial_id), {"event": payload}, s.event_stream_maxlen, s.event_stream_ttl)
+            if s.firehose_maxlen:
+                self.stage_log(stage, k.firehose(), {"dial_id": dial_id, "event": payload}, s.firehose_maxlen, 0)
         stage.publish(self.keys.channel(dial_id), payload)
+
+    def compact_logs(self, dial_ids: Sequence[str]) -> None:
+        """Shrink the streams of calls that just ended to what they hold (``lua/log.lua``: a new stream's node is
+        preallocated at about 4 KB). Content, ids and TTL are unchanged, so it may follow the change in a round trip
+        of its own (one per batch); the listener's script does it in the same step."""
+        if not self.logged or not dial_ids:
+            return
+        text = script("compact_log").text
+        pipe = self.client.pipeline(transaction=False)
+        for dial_id in dial_ids:
+            pipe.execute_command("EVAL", text, 1, self.keys.events(dial_id))  # type: ignore[no-untyped-call]
+        pipe.execute()
+
+    def stage_log(self, stage: Any, stream: str, fields: Mapping[str, str], maxlen: int, ttl: int) -> None:
+        """Stage one stream entry (XADD, capped near ``maxlen``), then the stream's TTL when ``ttl``."""
+        stage.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)
+        if ttl:
+            stage.expire(stream, ttl)
 
     def side_answered(self, stage: Any, dial_id: str, org_id: str, user_id: str, side: str, event: JsonDict) -> None:
         """Add ``ACTIVE.<side>`` and announce ``event`` (an ``answer-event``)."""
@@ -274,10 +312,12 @@ class CallStore(abc.ABC):
         if org_id is not None and user_id is not None:
             self.announce(stage, dial_id, org_id, user_id, event)
         else:
-            stage.publish(self.keys.channel(dial_id), encode(event))
+            self.publish_event(stage, dial_id, encode(event))
         if end_call:
             self.stage_end(stage, dial_id, node)
         stage.execute()
+        if end_call:
+            self.compact_logs([dial_id])
         # imported here: the worker's broker must put prometheus_client in multiprocess mode before anything
         # imports it, and the broker imports the store (its Redis connection)
         from redswitch import metrics
@@ -301,7 +341,7 @@ class CallStore(abc.ABC):
         if "org_id" in record and "user_id" in record:
             self.announce(stage, dial_id, record["org_id"], record["user_id"], event)
         else:
-            stage.publish(self.keys.channel(dial_id), encode(event))
+            self.publish_event(stage, dial_id, encode(event))
         stage.execute()
 
     # -- the call record ------------------------------------------------------------------------------------

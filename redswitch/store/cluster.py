@@ -4,9 +4,10 @@ A cluster refuses a script or a MULTI/EXEC whose keys live in different slots, a
 names carry no hash tag: ``redswitch.<dial_id>.<org_id>.<user_id>``, ``redswitch_history.<org_id>.<user_id>``,
 ``redswitch:call:...``). So each change is applied as commands in a fixed order: state writes first (each key's own
 writes in order, guarded per key by a one-key script where the single-Redis script decides), then the user's
-history, then the PUBLISHes, in the order the single-Redis path publishes them. A consumer that reacts to an
-event still finds the state it announces; what is lost is atomicity: a process killed half-way leaves part of
-a change written and nothing announced (docs/operations.md, "Redis Cluster"). The events are the same bytes.
+history, then the event log's entries (the call's stream, the firehose), then the PUBLISHes, in the order the
+single-Redis path publishes them. A consumer that reacts to an event, from the channel or a stream, still finds
+the state it announces; what is lost is atomicity: a process killed half-way leaves part of a change written
+and nothing announced (docs/operations.md, "Redis Cluster"). The events are the same bytes.
 """
 
 from __future__ import annotations
@@ -42,18 +43,20 @@ _KINDS = {"seen": "S", "answered": "A", "hung_up": "H"}
 
 
 class OrderedStage:
-    """Stands in for a MULTI/EXEC on a cluster: stages commands, then runs writes, follow-ups, publishes.
+    """Stands in for a MULTI/EXEC on a cluster: stages commands, then runs writes, follow-ups, log, publishes.
 
     Writes go out in one cluster pipeline (each key's commands in order, on its node); ``later`` steps run once
-    they are applied (they may read what was written); PUBLISHes go last, one by one in the order staged, so a
-    subscriber never hears of a change before it is in Redis. Not atomic: see the module docstring. It offers
-    exactly the commands the store stages, each by name, so a typo is a type error.
+    they are applied (they may read what was written); then the event log's entries, in one more pipeline (each
+    stream's entries in the order staged); PUBLISHes go last, one by one in the order staged, so a subscriber
+    never hears of a change before it is in Redis and in the streams. Not atomic: see the module docstring. It
+    offers exactly the commands the store stages, each by name, so a typo is a type error.
     """
 
     def __init__(self, client: Any) -> None:
         self._client = client
         self._writes: list[Callable[[Any], object]] = []
         self._later: list[Callable[[], object]] = []
+        self._logs: list[Callable[[Any], object]] = []
         self._publishes: list[tuple[str, str]] = []
 
     def _stage(self, write: Callable[[Any], object]) -> OrderedStage:
@@ -99,6 +102,18 @@ class OrderedStage:
         """Writes staged so far: the index of the next write's result in what ``execute`` returns."""
         return len(self._writes)
 
+    def log(self, stream: str, fields: Mapping[str, str], maxlen: int, ttl: int) -> OrderedStage:
+        """An event log entry (XADD capped near ``maxlen``, then the stream's TTL when ``ttl``): after every write,
+        before every PUBLISH."""
+
+        def append(pipe: Any) -> None:
+            pipe.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)
+            if ttl:
+                pipe.expire(stream, ttl)
+
+        self._logs.append(append)
+        return self
+
     def publish(self, channel: str, message: str) -> OrderedStage:
         self._publishes.append((channel, message))
         return self
@@ -116,9 +131,14 @@ class OrderedStage:
             results = pipe.execute()
         for step in self._later:
             step()
+        if self._logs:
+            pipe = self._client.pipeline(transaction=False)
+            for append in self._logs:
+                append(pipe)
+            pipe.execute()
         for channel, message in self._publishes:
             self._client.publish(channel, message)
-        self._writes, self._later, self._publishes = [], [], []
+        self._writes, self._later, self._logs, self._publishes = [], [], [], []
         return results
 
 
@@ -147,6 +167,10 @@ class ClusterStore(CallStore):
     def transaction(self) -> OrderedStage:
         return OrderedStage(self.client)
 
+    def stage_log(self, stage: Any, stream: str, fields: Mapping[str, str], maxlen: int, ttl: int) -> None:
+        """On a cluster the log's entries follow every write of the change (a stream's own commands in order)."""
+        stage.log(stream, fields, maxlen, ttl)
+
     def claim(self, dial_id: str, org_id: str, user_id: str, record: Mapping[str, str]) -> tuple[bool, dict[str, str]]:
         """The record decides (one key, atomic); then active set, fresh history, job key; then the events.
 
@@ -167,7 +191,7 @@ class ClusterStore(CallStore):
         stage.rpush(history, event)
         stage.expire(history, HISTORY_TTL)
         stage.set(k.job(record["job_uuid"]), dial_id, ex=CALL_TTL)
-        stage.publish(k.channel(dial_id), event)
+        self.publish_event(stage, dial_id, event)
         stage.publish(k.lifecycle(), f"start:{dial_id}")
         stage.execute()
         return True, dict(record)
@@ -191,12 +215,13 @@ class ClusterStore(CallStore):
             history = k.history(change.org_id, change.user_id)
             self.push(stage, history, change.event)
             stage.expire(history, HISTORY_TTL)
-            stage.publish(k.channel(change.dial_id), change.event)
+            self.publish_event(stage, change.dial_id, change.event)
             if change.ends_call:
                 stage.srem(k.active_calls(), change.dial_id)
                 stage.srem(k.node_calls(change.node), change.dial_id)
                 stage.publish(k.lifecycle(), f"end:{change.dial_id}")
         stage.execute()
+        self.compact_logs([change.dial_id for change in changes if change.ends_call])
 
     def sent(self, dial_id: str, node: str) -> StoreWrite:
         return _SentWrite(self, dial_id, node)
@@ -217,6 +242,8 @@ class ClusterStore(CallStore):
         stage = OrderedStage(self.client)
         self.stage_repair(stage, dial_id, record, sides, lost, call_over, hangup)
         stage.execute()
+        if call_over:
+            self.compact_logs([dial_id])
         return sides
 
     def cancel(self, dial_id: str, record: Mapping[str, str], ack: events.JsonDict, hangup: events.JsonDict) -> bool:

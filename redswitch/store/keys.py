@@ -85,6 +85,18 @@ class Keys:
         return "redswitch:calls"
 
     @staticmethod
+    def events(dial_id: str) -> str:
+        """Stream of every event published on the call's channel, in order (``EVENT_STREAMS``): entries
+        ``event`` = the channel's JSON; lives ``EVENT_STREAM_TTL`` after its last event."""
+        return f"redswitch:events:{dial_id}"
+
+    @staticmethod
+    def firehose() -> str:
+        """Stream of every call's events (``dial_id``, ``event``), capped near ``FIREHOSE_MAXLEN`` entries. A
+        dial_id (letters, digits, ``_``, ``-``) can never make this name."""
+        return "redswitch:firehose"
+
+    @staticmethod
     def job(job_uuid: str) -> str:
         """Maps a bgapi Job-UUID to its dial_id, so the listener can report a call FreeSWITCH refused."""
         return f"redswitch:job:{job_uuid}"

@@ -1,7 +1,8 @@
 """The store's Lua scripts, read from the ``.lua`` files beside this module and run by their SHA.
 
-A script may start with shared functions: ``admit.lua`` is ``org.lua`` and ``rate.lua`` followed by its own text,
-so the single-Redis and the cluster admission run the very same decisions (:data:`INCLUDES`).
+A script may start with shared functions: ``admit.lua`` is ``org.lua``, ``rate.lua`` and ``log.lua`` followed by its
+own text, so the single-Redis and the cluster admission run the very same decisions, and every script that
+publishes an event appends it to the event log the same way (:data:`INCLUDES`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from redswitch.store import evalsha as scripts
 _PACKAGE = "redswitch.store"
 #: Files whose functions a script uses, put before its own text.
 INCLUDES = {
-    "admit": ("org", "rate"),
+    "admit": ("org", "rate", "log"),
+    "claim": ("log",),
+    "compact_log": ("log",),
+    "events": ("log",),
     "org_main": ("org",),
     "rate_main": ("rate",),
 }

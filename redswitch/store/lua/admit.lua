@@ -1,10 +1,11 @@
 -- Single Redis: every limit checked for one call in one atomic step (org.lua, then rate.lua), and the first long
 -- wait announced with a `queued` event in the same step.
 -- KEYS: [1] call record, [2..5] org calls, waiting, seq, polled, [6] active calls, [7] user's history,
---       then per rate limiter: its log, its next slot.
+--       [8] the call's event stream, [9] the firehose, then per rate limiter: its log, its next slot.
 -- ARGV: [1] dial_id, [2] org max (0: none), [3] sessions per call, [4] window, [5] stale waiter seconds,
 --       [6] call channel, [7] history TTL, [8] the history's order (L or R), or '' when `queued` stays out of it,
---       [9] the org's queued event template,
+--       [9] the org's queued event template, [10] event log ('1': on, '': off), [11] stream TTL,
+--       [12] stream max length, [13] firehose max length,
 --       then per limiter: limit, then per limiter: reason, then per limiter: queued event template.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -14,6 +15,7 @@ local function announce(event)
     redis.call(ARGV[8] == 'R' and 'RPUSH' or 'LPUSH', KEYS[7], event)
     redis.call('EXPIRE', KEYS[7], ARGV[7])
   end
+  if ARGV[10] == '1' then log_event(KEYS[8], KEYS[9], dial, event, ARGV[11], ARGV[12], ARGV[13]) end
   redis.call('PUBLISH', ARGV[6], event)
 end
 if org_max > 0 then
@@ -24,11 +26,11 @@ if org_max > 0 then
     return {'queued', org[2], org[3], 'org_max_calls'}
   end
 end
-local n = (#KEYS - 7) / 2
+local n = (#KEYS - 9) / 2
 local logs, nexts, limits, reasons, templates = {}, {}, {}, {}, {}
 for i = 1, n do
-  logs[i], nexts[i] = KEYS[6 + 2 * i], KEYS[7 + 2 * i]
-  limits[i], reasons[i], templates[i] = tonumber(ARGV[9 + i]), ARGV[9 + n + i], ARGV[9 + 2 * n + i]
+  logs[i], nexts[i] = KEYS[8 + 2 * i], KEYS[9 + 2 * i]
+  limits[i], reasons[i], templates[i] = tonumber(ARGV[13 + i]), ARGV[13 + n + i], ARGV[13 + 2 * n + i]
 end
 local admit_at = tonumber(redis.call('HGET', KEYS[1], 'admit_at') or '')
 local rate = rate_decide(dial, tonumber(ARGV[3]), tonumber(ARGV[4]), now, logs, nexts, limits, reasons, admit_at)

@@ -1,23 +1,28 @@
 -- The listener's hot path: a whole batch of channel changes, in order, in one call. Each change's state writes
--- come before the PUBLISH that announces it. A batch number the listener already applied is skipped, so a retry
--- after a lost reply publishes nothing twice.
--- KEYS: [1] the listener's applied-batch key, [2] active calls, then per call of the batch: its record, active
---       list, history and its node's call set.
+-- come before the PUBLISH that announces it (and, with the event log on, its entries in the call's stream and the
+-- firehose, just before the PUBLISH). A batch number the listener already applied is skipped, so a retry after a
+-- lost reply publishes (and logs) nothing twice.
+-- KEYS: [1] the listener's applied-batch key, [2] active calls, [3] the firehose, then per call of the batch: its
+--       record, active list, history, its node's call set, and with the event log on its event stream.
 -- ARGV: [1] active TTL, [2] history TTL, [3] batch number (0: none), [4] lifecycle channel, [5] the lists' order
---       (L: newest first, as the original's LPUSH; R: appended), [6] the number of calls, then per call its dial_id,
---       its channel and its lifecycle end message, then per change: kind and side (S seen, A answered, H hung up: 'A0'), the call's index (from 0), the
---       encoded event.
+--       (L: newest first, as the original's LPUSH; R: appended), [6] event log ('1': on, '': off), [7] stream TTL,
+--       [8] stream max length, [9] firehose max length, [10] the number of calls, then per call its dial_id, its
+--       channel and its lifecycle end message, then per change: kind and side ('A0': S seen, A answered, H hung
+--       up), the call's index (from 0), the encoded event.
 local active_ttl, history_ttl, batch, lifecycle = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local push = ARGV[5] == 'R' and 'RPUSH' or 'LPUSH'
+local logged = ARGV[6] == '1'
+local stream_ttl, stream_max, fire_max = ARGV[7], ARGV[8], ARGV[9]
 if batch > 0 and batch <= tonumber(redis.call('GET', KEYS[1]) or '0') then return 0 end
-local live = KEYS[2]
-local calls = tonumber(ARGV[6])
-for a = 7 + 3 * calls, #ARGV, 3 do
+local live, firehose = KEYS[2], KEYS[3]
+local per = logged and 5 or 4
+local calls = tonumber(ARGV[10])
+for a = 11 + 3 * calls, #ARGV, 3 do
   local kind, side = string.sub(ARGV[a], 1, 1), string.sub(ARGV[a], 2)
   local slot, event = tonumber(ARGV[a + 1]), ARGV[a + 2]
-  local dial, channel, ended = ARGV[7 + 3 * slot], ARGV[8 + 3 * slot], ARGV[9 + 3 * slot]
-  local call, active, history = KEYS[3 + 4 * slot], KEYS[4 + 4 * slot], KEYS[5 + 4 * slot]
-  local node_calls = KEYS[6 + 4 * slot]
+  local dial, channel, ended = ARGV[11 + 3 * slot], ARGV[12 + 3 * slot], ARGV[13 + 3 * slot]
+  local k = 4 + per * slot
+  local call, active, history, node_calls = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local known = redis.call('EXISTS', call) == 1
   if kind == 'S' then
     if known then redis.call('HSET', call, 'seen', '1') end
@@ -36,11 +41,13 @@ for a = 7 + 3 * calls, #ARGV, 3 do
     end
     redis.call(push, history, event)
     redis.call('EXPIRE', history, history_ttl)
+    if logged then log_event(KEYS[k + 4], firehose, dial, event, stream_ttl, stream_max, fire_max) end
     redis.call('PUBLISH', channel, event)
     if kind == 'H' and side == '0' then
       redis.call('SREM', live, dial)
       redis.call('SREM', node_calls, dial)
       redis.call('PUBLISH', lifecycle, ended)
+      if logged then compact_log(KEYS[k + 4]) end
     end
   end
 end
