@@ -6,6 +6,10 @@
 -- ARGV: [1] active TTL, [2] history TTL, [3] batch number (0: none), [4] lifecycle channel, [5] the lists' order
 --       (L: newest first, as the original's LPUSH; R: appended), then per change: kind (S seen, A answered,
 --       H hung up), side, dial_id, event (encoded), lifecycle message.
+-- Fencing (listener hand-over): the last KEY is the node's listener lease, the last ARGV the token this listener
+-- holds it with ('': unfenced); a batch from a listener that no longer holds the lease is refused whole (-1).
+local fence_key, fence_token = table.remove(KEYS), table.remove(ARGV)
+if fence_token ~= '' and redis.call('GET', fence_key) ~= fence_token then return -1 end
 local active_ttl, history_ttl, batch, lifecycle = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local push = ARGV[5] == 'R' and 'RPUSH' or 'LPUSH'
 if batch > 0 and batch <= tonumber(redis.call('GET', KEYS[1]) or '0') then return 0 end
