@@ -471,7 +471,7 @@ def _recovered_changes(
     what Redis holds). A side 0 whose channel is gone counts only when a leg of the call was seen or the originate
     succeeded: before that, its channel may simply not exist yet (the reconciler judges such calls later)."""
     org_id, user_id = record["org_id"], record["user_id"]
-    legs = {side: record[field] for side, field in (("0", "uuid0"), ("1", "uuid1"), ("2", "barger_uuid"))}
+    legs = {side: record.get(field, "") for side, field in (("0", "uuid0"), ("1", "uuid1"), ("2", "barger_uuid"))}
     legs = {side: leg for side, leg in legs.items() if leg}
     answered = [side for side, leg in legs.items() if channels.get(leg, "") in ANSWERED_STATES]
     gone = [side for side, leg in legs.items() if leg not in channels]
