@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import tempfile
@@ -105,11 +106,12 @@ class Fleet:
         return sum(v for k, v in samples.items() if k.startswith("redswitch_events_published_total"))
 
     def log(self, name: str) -> str:
-        path = os.path.join(self.log_dir, f"{name}.log")
-        return open(path, errors="replace").read() if os.path.exists(path) else ""
+        path = pathlib.Path(self.log_dir) / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def logs(self) -> str:
-        return "\n".join(f"--- {name}\n{self.log(name)[-3000:]}" for name in sorted(os.listdir(self.log_dir)))
+        names = sorted(path.stem for path in pathlib.Path(self.log_dir).glob("*.log"))
+        return "\n".join(f"--- {name}\n{self.log(name)[-3000:]}" for name in names)
 
     def stop(self) -> None:
         self.stack.stop()
@@ -249,7 +251,8 @@ def _scale_run(redis_url: str, nodes: int, listeners: int, seconds: float, rate:
         time.sleep(0.5)
         heard.close()
         got = heard.per_call()
-        incomplete = {d: dict(got.get(d, Counter())) for d in pushed if set(got.get(d, Counter())) != set(CHANNEL_EVENTS)}
+        calls = {d: dict(got.get(d, Counter())) for d in pushed}
+        incomplete = {d: c for d, c in calls.items() if set(c) != set(CHANNEL_EVENTS)}
         doubled = {d: dict(c) for d, c in got.items() if max(c.values()) > 1}
         assert not incomplete and not doubled, (len(incomplete), list(incomplete.items())[:5], doubled, fleet.logs())
         recovered = sum(1 for _, event in heard.messages if str(event.get("reason", "")).startswith("recovered"))
@@ -317,7 +320,8 @@ def test_a_paused_listener_that_lost_its_lease_publishes_nothing_when_it_resumes
         heard.close()
         # and every event was published once: the zombie's batches were refused
         got = heard.per_call()
-        assert {d: dict(got.get(d, Counter())) for d in dial_ids} == {d: dict.fromkeys(CHANNEL_EVENTS, 1) for d in dial_ids}
+        once = dict.fromkeys(CHANNEL_EVENTS, 1)
+        assert {d: dict(got.get(d, Counter())) for d in dial_ids} == {d: once for d in dial_ids}
     finally:
         heard.close()
         fleet.stop()

@@ -445,19 +445,13 @@ class CallStore(abc.ABC):
         return sorted(reply_text(member) for member in reply[1])
 
     def node_leases(self, nodes: Sequence[str]) -> list[NodeLease]:
-        """Who follows each node, since when, for how long yet (one round trip; for metrics and ``check``)."""
-        pipe = self.client.pipeline(transaction=False)
-        for node in nodes:
-            pipe.get(self.keys.node_lease(node))
-            pipe.pttl(self.keys.node_lease(node))
-        pipe.time()
-        *answers, (seconds, micros) = pipe.execute()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        """Who follows each node, since when, for how long yet (a script per node; for ``check``)."""
         leases = []
-        for node, raw, pttl in zip(nodes, answers[::2], answers[1::2], strict=True):
-            token = reply_text(raw or "")
+        for node in nodes:
+            raw, pttl, now_ms = script("node_lease_info").run(self.client, [self.keys.node_lease(node)], [])
+            token = reply_text(raw)
             taken = token.rsplit("/", 1)[-1] if token else ""
-            age = now_ms - int(taken) if taken.isdigit() else 0
+            age = int(now_ms) - int(taken) if taken.isdigit() else 0
             leases.append(NodeLease(node, token, max(0, age), max(0, int(pttl))))
         return leases
 
