@@ -523,6 +523,7 @@ class Coordinator:
         self.ttl_ms = int(listener.settings.listener_lease * 1000)
         self.interval = listener.settings.listener_lease / 3
         self.followers: dict[str, Follower] = {}
+        self.live: list[str] = []
 
     def run(self, stop: threading.Event) -> None:
         logger.info("listener %s: %d nodes, lease %.1fs", self.id, len(self.nodes), self.interval * 3)
@@ -540,6 +541,9 @@ class Coordinator:
         """One round; True when a node assigned here could not be taken yet (look again soon)."""
         try:
             live = self.store.listeners_alive(self.id, self.ttl_ms)
+            if live != self.live:
+                logger.info("listener %s: live listeners %s", self.id, live)
+                self.live = live
             wanted = assign(list(self.nodes), live)
             self._check_followers()
             self._renew(wanted)
