@@ -524,6 +524,7 @@ class Coordinator:
         self.interval = listener.settings.listener_lease / 3
         self.followers: dict[str, Follower] = {}
         self.live: list[str] = []
+        self.handing: list[threading.Thread] = []
 
     def run(self, stop: threading.Event) -> None:
         logger.info("listener %s: %d nodes, lease %.1fs", self.id, len(self.nodes), self.interval * 3)
@@ -578,11 +579,23 @@ class Coordinator:
             else:
                 logger.warning("listener %s lost the lease on node %s; stopping", self.id, name)
                 follower.stop.set()
-        for name, follower in leaving:
-            follower.thread.join()
-            self.store.release_node(name, follower.fence.token)
+        for name, follower in leaving:  # each finishes in a thread of its own: renewals must not wait for it
             del self.followers[name]
-            logger.info("listener %s handed node %s over to %s", self.id, name, wanted.get(name, ""))
+            handing = threading.Thread(
+                target=self._hand_over, args=(name, follower, wanted.get(name, "")), name=f"hand-{name}", daemon=True
+            )
+            self.handing.append(handing)
+            handing.start()
+        self.handing = [thread for thread in self.handing if thread.is_alive()]
+
+    def _hand_over(self, name: str, follower: Follower, to: str) -> None:
+        """Once the follower applied what it read, give the lease up: the node's new owner takes it at once."""
+        follower.thread.join()
+        try:
+            self.store.release_node(name, follower.fence.token)
+        except redis.exceptions.RedisError:
+            pass  # it expires on its own
+        logger.info("listener %s handed node %s over to %s", self.id, name, to)
 
     def _take(self, wanted: Mapping[str, str]) -> bool:
         waiting = False
@@ -615,8 +628,8 @@ class Coordinator:
         """Stop every follower (each applies what it read), then give up the leases and the membership."""
         for follower in self.followers.values():
             follower.stop.set()
-        for follower in self.followers.values():
-            follower.thread.join()
+        for thread in [*(follower.thread for follower in self.followers.values()), *self.handing]:
+            thread.join()
         try:
             for name, follower in self.followers.items():
                 self.store.release_node(name, follower.fence.token)
