@@ -277,6 +277,7 @@ class Listener:
                 done,
                 node,
                 sorted({change.dial_id for change in changes})[:10],
+                extra={"node": node},
             )
             metrics.EVENTS_RECOVERED.inc(done)
         return done
@@ -543,7 +544,7 @@ class Coordinator:
         try:
             live = self.store.listeners_alive(self.id, self.ttl_ms)
             if live != self.live:
-                logger.info("listener %s: live listeners %s", self.id, live)
+                logger.info("listener %s: live listeners %s", self.id, live, extra={"listener": self.id})
                 self.live = live
             wanted = assign(list(self.nodes), live)
             self._check_followers()
@@ -563,7 +564,9 @@ class Coordinator:
             del self.followers[name]
             if follower.failed and not isinstance(follower.failed[0], LeaseLost):
                 raise follower.failed[0]  # a bug: the listener stops with it (its other nodes are let go)
-            logger.warning("listener %s lost the lease on node %s; no longer following it", self.id, name)
+            logger.warning(
+                "listener %s lost the lease on node %s; no longer following it", self.id, name, extra=self._ids(name)
+            )
             self.store.release_node(name, follower.fence.token)
 
     def _renew(self, wanted: Mapping[str, str]) -> None:
@@ -577,7 +580,7 @@ class Coordinator:
             if self.store.hold_node(name, self.id, self.ttl_ms, follower.fence.token):
                 follower.renewed_at = time.monotonic()
             else:
-                logger.warning("listener %s lost the lease on node %s; stopping", self.id, name)
+                logger.warning("listener %s lost the lease on node %s; stopping", self.id, name, extra=self._ids(name))
                 follower.stop.set()
         for name, follower in leaving:  # each finishes in a thread of its own: renewals must not wait for it
             del self.followers[name]
@@ -595,7 +598,7 @@ class Coordinator:
             self.store.release_node(name, follower.fence.token)
         except redis.exceptions.RedisError:
             pass  # it expires on its own
-        logger.info("listener %s handed node %s over to %s", self.id, name, to)
+        logger.info("listener %s handed node %s over to %s", self.id, name, to, extra=self._ids(name))
 
     def _take(self, wanted: Mapping[str, str]) -> bool:
         waiting = False
@@ -620,9 +623,12 @@ class Coordinator:
 
         thread = threading.Thread(target=target, name=f"listen-{name}", daemon=True)
         self.followers[name] = Follower(fence, stop, thread, failed, time.monotonic())
-        logger.info("listener %s follows node %s (lease %s)", self.id, name, fence.token)
+        logger.info("listener %s follows node %s (lease %s)", self.id, name, fence.token, extra=self._ids(name))
         metrics.LISTENER_TAKES.inc()
         thread.start()
+
+    def _ids(self, node: str) -> dict[str, str]:
+        return {"listener": self.id, "node": node}
 
     def _leave(self) -> None:
         """Stop every follower (each applies what it read), then give up the leases and the membership."""
