@@ -87,6 +87,7 @@ class Settings:
     reconcile_grace: float = 10.0
     dead_max: int = 10_000
     scheduler_lease: float = 15.0
+    listener_lease: float = 5.0
     switch_cps: int = 30
     gateway_cps: str = ""
     org_max_calls: str = ""
@@ -315,6 +316,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "reconcile_grace": _number(float, 0, 3600),
     "dead_max": _number(int, 0, 100_000_000),
     "scheduler_lease": _number(float, 0.5, 600),
+    "listener_lease": _number(float, 0.5, 600),
     "switch_cps": _number(int, 0, 100_000),
     "gateway_cps": _limits,
     "org_max_calls": _limits,

@@ -59,3 +59,7 @@ class EslCommandError(EslError):
     def __init__(self, reply: str) -> None:
         super().__init__(reply)
         self.reply = reply
+
+
+class LeaseLost(RedswitchError):
+    """A listener's write was refused: another listener now holds the lease on the node it came from (fencing)."""

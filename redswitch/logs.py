@@ -11,6 +11,10 @@ import dramatiq
 
 from redswitch.config import Settings
 
+#: Ids a log call may pass as ``extra={...}``: written as fields of their own in JSON lines (the text format keeps
+#: them in the message).
+ID_FIELDS = ("dial_id", "node", "listener")
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -20,6 +24,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        data.update({name: getattr(record, name) for name in ID_FIELDS if hasattr(record, name)})
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data)

@@ -63,6 +63,19 @@ LAST_HEARTBEAT = Gauge(
 HEARTBEAT_AGE = Gauge(
     "redswitch_freeswitch_heartbeat_age_seconds", "Seconds since FreeSWITCH's last HEARTBEAT (-1: none seen yet)."
 )
+EVENTS_RECOVERED = Counter(
+    "redswitch_events_recovered",
+    "answer-events and hangup-events a listener reconstructed from a node's channels after a gap in following it.",
+)
+LISTENER_TAKES = Counter("redswitch_listener_takes", "Leases on FreeSWITCH nodes this listener took (and followed).")
+LISTENER_FOLLOWS = Gauge(
+    "redswitch_listener_follows", "1 while this listener holds the lease on the node and follows it, else 0.", ["node"]
+)
+LISTENER_LEASE_AGE = Gauge(
+    "redswitch_listener_lease_age_seconds",
+    "Seconds since this listener last renewed its lease on the node (-1: it does not hold it).",
+    ["node"],
+)
 SCHEDULER_LEADER = Gauge("redswitch_scheduler_leader", "1 while this scheduler holds the lease and acts, else 0.")
 
 

@@ -116,7 +116,8 @@ def our_commands_only(pipeline: Pipeline) -> None:
     """Everything the switch received is a command of our own making."""
     allowed = re.compile(
         r"(event plain [A-Z_ ]+|api uuid_exists [0-9a-f-]{36}|api uuid_kill [0-9a-f-]{36} [A-Z_]+"
-        r"|api uuid_recv_dtmf [0-9a-f-]{36} [0-9]|api status|bgapi originate \S+ &(bridge|eavesdrop)\(\S+\)"
+        r"|api uuid_recv_dtmf [0-9a-f-]{36} [0-9]|api status|api show channels as json"
+        r"|bgapi originate \S+ &(bridge|eavesdrop)\(\S+\)"
         r"(\nJob-UUID: [0-9a-f-]{36})?)"
     )
     for command in pipeline.simulator.commands():

@@ -46,6 +46,17 @@ def test_json_log_format_writes_one_object_per_line(restore_logging: None, capsy
     assert "time" in records[0]
 
 
+def test_json_lines_carry_the_ids_a_line_names_as_fields_of_their_own(
+    restore_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(Settings.from_env({"LOG_FORMAT": "json"}))
+    log = logging.getLogger("redswitch.test")
+    log.info("listener %s follows node %s", "l1", "fs1", extra={"listener": "l1", "node": "fs1"})
+    record = json.loads(capsys.readouterr().err.splitlines()[0])
+    assert (record["listener"], record["node"], record["message"]) == ("l1", "fs1", "listener l1 follows node fs1")
+    assert "dial_id" not in record
+
+
 def test_text_log_format_is_the_default(restore_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(Settings.from_env({}))
     logging.getLogger("redswitch.test").warning("dial_id=%s parked", "d3")

@@ -19,7 +19,8 @@ import pytest
 import redis
 
 from redswitch.config import Settings
-from redswitch.store import Batch, CallStore, ChannelChange, Limit, events, open_store
+from redswitch.errors import LeaseLost
+from redswitch.store import Batch, CallStore, ChannelChange, Fence, Limit, events, open_store
 from redswitch.store.connection import redis_from_settings
 from redswitch.store.lua import names, source
 from tests.cluster import RedisClusterServers
@@ -434,6 +435,71 @@ def test_a_lease_has_one_holder_and_the_dead_list_keeps_its_newest(store: CallSt
     assert store.hold_lease(lease, "b", 30_000)
     client.rpush(store.keys.dead, *[str(n) for n in range(5)])
     assert store.trim_dead(3) == 2 and client.lrange(store.keys.dead, 0, -1) == ["2", "3", "4"]
+
+
+def test_a_node_lease_has_one_holder_and_a_fresh_token_at_each_take(store: CallStore) -> None:
+    first = store.hold_node(NODE, "la", 30_000)
+    assert first.startswith("la/") and store.hold_node(NODE, "lb", 30_000) == ""
+    assert store.hold_node(NODE, "la", 30_000, first) == first  # renewed with its token
+    store.release_node(NODE, "lb/1/0")  # not lb's: nothing changes
+    assert store.node_leases([NODE])[0].listener == "la"
+    store.release_node(NODE, first)
+    assert store.hold_node(NODE, "la", 30_000, first) == ""  # a lost lease is never renewed, only taken afresh
+    again = store.hold_node(NODE, "la", 30_000)
+    assert again and again != first
+    lease = store.node_leases([NODE, "fs-none"])
+    assert lease[0].token == again and 0 < lease[0].expires_ms <= 30_000 and lease[1].token == ""
+    assert store.listeners_alive("la", 30_000) == ["la"]
+    assert store.listeners_alive("lb", 30_000) == ["la", "lb"]
+    assert store.listeners_alive("la", 30_000, leaving=True) == ["lb"]
+
+
+def test_a_batch_fenced_by_a_lease_another_listener_took_is_refused_whole(
+    store: CallStore, client: redis.Redis
+) -> None:
+    claimed(store, "f1")
+    pubsub = subscribed(client, "f1")
+    old = Fence(NODE, store.hold_node(NODE, "old", 30_000))
+    store.apply([answered("f1", "0")], Batch("old-listener", 1), old)
+    # When the lease passes to another listener (the old one's expired, or it was handed over)
+    store.release_node(NODE, old.token)
+    new = Fence(NODE, store.hold_node(NODE, "new", 30_000))
+    # Then the old listener's next batch changes nothing and announces nothing
+    with pytest.raises(LeaseLost):
+        store.apply([answered("f1", "1"), hung_up("f1", "0")], Batch("old-listener", 2), old)
+    assert active(client, store, "f1") == ["ACTIVE.0"] and store.is_active("f1")
+    # while the new holder's goes through
+    store.apply([answered("f1", "1")], Batch("new-listener", 1), new)
+    assert [(e["type"], e["side"]) for e in heard(pubsub)] == [("answer-event", "0"), ("answer-event", "1")]
+
+
+def test_recovery_announces_only_what_redis_does_not_hold_yet(store: CallStore, client: redis.Redis) -> None:
+    claimed(store, "r1")
+    claimed(store, "r2")
+    fence = Fence(NODE, store.hold_node(NODE, "new", 30_000))
+    store.apply([answered("r1", "0")], Batch("previous", 1))  # the previous owner published side 0's answer
+    pubsub = subscribed(client, "r1", "r2", "redswitch:calls")
+    recovered = events.hangup("0", "NORMAL_UNSPECIFIED", reason="recovered")
+    changes = [
+        change("answered", "r1", "0", events.answer("0", reason="recovered")),  # already listed: not again
+        change("answered", "r1", "1", events.answer("1", reason="recovered")),
+        change("hung_up", "r1", "1", events.hangup("1", "NORMAL_UNSPECIFIED", reason="recovered")),
+        change("hung_up", "r1", "0", recovered),
+        change("hung_up", "r1", "0", recovered),  # the call is over: nothing more for it
+        change("hung_up", "r2", "1", events.hangup("1", "NORMAL_UNSPECIFIED")),  # never listed: not owed
+    ]
+    assert store.recover(changes, fence) == 3
+    assert [(e["type"], e["side"]) if isinstance(e, dict) else e for e in heard(pubsub)] == [
+        ("answer-event", "1"),
+        ("hangup-event", "1"),
+        ("hangup-event", "0"),
+        "end:r1",
+    ]
+    assert not store.is_active("r1") and store.is_active("r2") and active(client, store, "r1") == []
+    # and a listener that does not hold the lease recovers nothing
+    with pytest.raises(LeaseLost):
+        store.recover([change("answered", "r2", "0", events.answer("0"))], Fence(NODE, "stale/1/0"))
+    assert active(client, store, "r2") == []
 
 
 # -- the scripts -----------------------------------------------------------------------------------------------

@@ -373,13 +373,15 @@ def add_check(subparsers: Subparsers) -> None:
 
 
 def run_check(args: argparse.Namespace, settings: Settings) -> int:
-    from redswitch.cli.health import check
+    from redswitch.cli.health import check, followers
 
     problems = check(settings)
     for line in problems:
         print(line, file=sys.stderr)
     if not problems:
         print("ok: Redis and FreeSWITCH answer")
+    for line in followers(settings):  # which listener follows each node: information, never a failure
+        print(line)
     return 1 if problems else 0
 
 

@@ -22,6 +22,28 @@ def check(settings: Settings) -> list[str]:
     return [problem for problem in problems if problem]
 
 
+def followers(settings: Settings) -> list[str]:
+    """One line per node: the listener that follows it, the lease's age and how long before it expires unless
+    renewed (empty when Redis cannot be asked)."""
+    from redswitch.store import open_store
+
+    names = [node.name for node in settings.nodes()]
+    try:
+        leases = open_store(redis_from_settings(settings), settings).node_leases(names)
+    except redis.exceptions.RedisError:
+        return []
+    lines = []
+    for lease in leases:
+        if not lease.token:
+            lines.append(f"listener: node {lease.node} followed by no listener")
+            continue
+        lines.append(
+            f"listener: node {lease.node} followed by {lease.listener} "
+            f"(lease age {lease.age_ms / 1000:.1f}s, expires in {lease.expires_ms / 1000:.1f}s unless renewed)"
+        )
+    return lines
+
+
 def check_redis(settings: Settings) -> str:
     try:
         redis_from_settings(settings).ping()

@@ -26,6 +26,8 @@ class EventStream:
         self._parser = Parser(Mode.FRAMES)
         self._frames: deque[Frame] = deque()
         self._goodbye = ""
+        #: Bodies of the answers to :meth:`send_api`, in order (a ``command/reply`` such as ``-ERR``: its text).
+        self.answers: deque[str] = deque()
 
     def connect(self) -> None:
         try:
@@ -52,6 +54,11 @@ class EventStream:
                 return frame
             skipped.append(frame)
 
+    def send_api(self, line: str) -> None:
+        """Send ``api <line>`` without waiting: its answer comes in the stream, in its place among the events, and
+        :meth:`read_payloads` stops there and keeps its body in :attr:`answers`."""
+        self._send(encode_command(f"api {line}"))
+
     def subscribe(self, events: list[str]) -> None:
         reply = self.command("event plain " + " ".join(events))
         if not (reply.reply_text or "").startswith("+OK"):
@@ -64,7 +71,8 @@ class EventStream:
     def read_payloads(self, timeout: float) -> list[bytes]:
         """Like :meth:`read`, but the raw plain-event payloads, for consumers that decode only what they need.
 
-        Events that arrived before a disconnect notice are returned first; the next call raises.
+        Events that arrived before a disconnect notice are returned first; the next call raises. An answer to
+        :meth:`send_api` ends a read too: the events returned are those that came before it.
         """
         if self._goodbye:
             self.close()
@@ -77,6 +85,9 @@ class EventStream:
             kind = frame.content_type
             if kind == "text/event-plain":
                 payloads.append(frame.raw_body)
+            elif kind in ("api/response", "command/reply"):  # what :meth:`send_api` asked: the events before it
+                self.answers.append(frame.body if kind == "api/response" else frame.reply_text or "")
+                break
             elif kind in ("text/disconnect-notice", "text/rude-rejection"):
                 self._goodbye = frame.body or "disconnected"
                 break

@@ -1,9 +1,12 @@
 """The event listener: FreeSWITCH channel events in, the Redswitch protocol's events and state out.
 
-One process holds one ESL connection, subscribes to the few events it needs, and maps each one to its call
-through the channel variables the actors set on every leg (``redswitch_dial_id``, ``redswitch_org_id``,
-``redswitch_user_id``, ``redswitch_side``); events of channels that are not ours are ignored. The mapping
-(:func:`translate`) is pure; :class:`Listener` applies it to Redis and keeps the connection up.
+Per FreeSWITCH node it follows, a listener holds one ESL connection, subscribes to the few events it needs, and
+maps each one to its call through the channel variables the actors set on every leg (``redswitch_dial_id``,
+``redswitch_org_id``, ``redswitch_user_id``, ``redswitch_side``); events of channels that are not ours are
+ignored. The mapping (:func:`translate`) is pure; :class:`Listener` applies it to Redis and keeps the connection
+up. Any number of listeners may run: each node is followed by one of them at a time, under a fenced lease
+(:mod:`redswitch.services.ownership`), and a listener that starts following a node (or reconnects to it) first
+recovers from the switch's channels the answers and hangups that happened while nobody followed it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import json
 import logging
 import os
 import queue
@@ -19,20 +23,22 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import redis
 
 from redswitch import metrics
 from redswitch.admission import Resend, is_retryable, retry_throttled
 from redswitch.config import EslNode, Settings
-from redswitch.errors import EslError
+from redswitch.errors import EslError, LeaseLost
 from redswitch.esl.stream import EventStream
 from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID, VAR_ORG_ID, VAR_SIDE, VAR_USER_ID
 from redswitch.protocol import parse_event_plain
 from redswitch.protocol.pick import event_name, header_picker
-from redswitch.store import Batch, ChannelChange, open_store
+from redswitch.services.ownership import assign
+from redswitch.store import Batch, ChannelChange, Fence, open_store
 from redswitch.store import events as protocol_events
 
 logger = logging.getLogger(__name__)
@@ -50,6 +56,12 @@ _EVENT_TYPES = {"answered": "answer-event", "hung_up": "hangup-event"}
 BACKLOG = 64
 #: Most actions applied in one round trip when reads pile up behind a slow one.
 MAX_BATCH = 1000
+#: ``callstate`` values of an answered channel in ``show channels``.
+ANSWERED_STATES = frozenset(("ACTIVE", "HELD", "UNHELD"))
+#: The ``reason`` of the events a listener reconstructs from the switch's channels after a gap.
+RECOVERED_ANSWER = "recovered: FreeSWITCH shows this channel answered; no listener followed its node then"
+RECOVERED_HANGUP = "recovered: FreeSWITCH no longer has this channel; no listener followed its node then"
+RECOVERED_CAUSE = "NORMAL_UNSPECIFIED"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +80,9 @@ class Action:
     retryable: bool | None = None  # for a side that never answered: is its cause worth another attempt?
 
 
-#: The actions of each socket read, with when it was read, from the reading thread to the applying one.
-Batches = queue.Queue[tuple[list[Action], float]]
+#: The actions of each socket read, with when it was read, from the reading thread to the applying one; or
+#: (on a new connection) the switch's channels to recover from, as ``show channels as json`` rows.
+Batches = queue.Queue[tuple[list[Action], float, "list[dict[str, str]] | None"]]
 
 
 @dataclasses.dataclass
@@ -83,6 +96,7 @@ class Pending:
     node: str = ""
     events_done: bool = False
     jobs_done: int = 0
+    fence: Fence | None = None
 
 
 def translate(headers: Mapping[str, str], body: str = "") -> Action | None:
@@ -204,7 +218,7 @@ class Listener:
         """Apply the channel actions in order in one store call, then the job results, each step once."""
         if not pending.events_done:
             changes = [change_of(action, pending.node) for action in pending.actions]
-            self.store.apply([change for change in changes if change is not None], pending.batch)
+            self.store.apply([change for change in changes if change is not None], pending.batch, pending.fence)
             pending.events_done = True
         jobs = [action for action in pending.actions if action.kind == "job_done"]
         while pending.jobs_done < len(jobs):
@@ -239,6 +253,43 @@ class Listener:
         )
         self.store.fail(dial_id, call.org_id or None, call.user_id or None, event, node=node)
 
+    # -- recovery ------------------------------------------------------------------------------------------
+
+    def recover(self, node: str, rows: Sequence[Mapping[str, Any]], fence: Fence) -> int:
+        """Announce what happened on ``node`` while nobody followed it, from its channels (``rows`` of ``show
+        channels as json``, read after subscribing): a side FreeSWITCH shows answered that the active list lacks,
+        and a listed side (or side 0 of a call a leg of which was seen) whose channel is gone. The store announces
+        each only if Redis does not hold it yet, so what the previous owner published is not published again.
+        Calls in order of their dial_ids; per call answers first, then hangups, side 0 last. How many announced."""
+        channels = {str(row.get("uuid", "")): str(row.get("callstate", "")) for row in rows}
+        changes: list[ChannelChange] = []
+        for dial_id in sorted(self.store.node_calls(node)):
+            record = self.store.call_record(dial_id)
+            if record.get("state") != "sent" or not ("org_id" in record and "user_id" in record):
+                continue  # still being dialled (its node may not have the channel yet), or gone
+            changes += _recovered_changes(dial_id, record, channels, node)
+        if not changes:
+            return 0
+        done = self.store.recover(changes, fence)
+        if done:
+            logger.warning(
+                "recovered %d events on node %s from its channels (dial_ids %s)",
+                done,
+                node,
+                sorted({change.dial_id for change in changes})[:10],
+                extra={"node": node},
+            )
+            metrics.EVENTS_RECOVERED.inc(done)
+        return done
+
+    # -- following nodes: leases ------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, listener_id: str | None = None) -> None:
+        """Follow the nodes this listener is assigned (a thread each), under their leases, until ``stop`` is set;
+        then apply what was read, give the leases up and leave. A failure that is not Redis's nor a lost lease in
+        a follower (a bug) stops the listener with it."""
+        Coordinator(self, listener_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}").run(stop)
+
     # -- connection ------------------------------------------------------------------------------------------
 
     def connect(self, node: EslNode) -> EventStream:
@@ -247,26 +298,13 @@ class Listener:
         stream.subscribe(EVENTS)
         return stream
 
-    def run(self, stop: threading.Event) -> None:
-        """Follow every FreeSWITCH node (one connection, one thread each) until ``stop`` is set."""
-        nodes = self.settings.nodes()
-        if len(nodes) == 1:
-            self.follow(nodes[0], stop)
-            return
-        threads = [
-            threading.Thread(target=self.follow, args=(node, stop), name=f"listen-{node.name}", daemon=True)
-            for node in nodes
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-    def follow(self, node: EslNode, stop: threading.Event) -> None:
+    def follow(self, node: EslNode, stop: threading.Event, fence: Fence | None = None) -> None:
         """Stay subscribed to ``node`` until ``stop`` is set, reconnecting with backoff whenever it drops.
 
         A Redis outage does not lose events: the batch being applied is retried until Redis is back. What was read
-        before ``stop`` is still applied (unless Redis is away then), across reconnections too.
+        before ``stop`` is still applied (unless Redis is away then), across reconnections too. With ``fence`` (the
+        node's lease), every connection starts with a recovery from the switch's channels, and every write carries
+        the lease's token: :class:`~redswitch.errors.LeaseLost` ends the following when another listener took it.
         """
         batches: Batches = queue.Queue(maxsize=BACKLOG)
         reading = threading.Event()
@@ -274,20 +312,22 @@ class Listener:
         failed: list[BaseException] = []  # what ended the applier early: the reader stops too, and it is raised here
         applier = threading.Thread(
             target=self._apply_all,
-            args=(batches, reading, stop, node.name, failed),
+            args=(batches, reading, stop, node.name, failed, fence),
             name=f"apply-{node.name}",
             daemon=True,
         )
         applier.start()
         try:
-            self._read_all(node, stop, batches, applier.is_alive)
+            self._read_all(node, stop, batches, applier.is_alive, fence is not None)
         finally:
             reading.clear()
             applier.join()
         if failed:
             raise failed[0]
 
-    def _read_all(self, node: EslNode, stop: threading.Event, batches: Batches, applying: Callable[[], bool]) -> None:
+    def _read_all(
+        self, node: EslNode, stop: threading.Event, batches: Batches, applying: Callable[[], bool], recover: bool
+    ) -> None:
         """Connect, read, reconnect: until ``stop``, or until the applier is gone (nothing would take the events)."""
         delay = 0.1
         connected_before = False
@@ -305,13 +345,41 @@ class Listener:
                 metrics.ESL_RECONNECTS.inc()
             connected_before = True
             try:
-                self._pump(stream, stop, batches, applying)
+                if recover:  # what happened while nobody followed: listed after the subscription, applied in place
+                    stream.send_api("show channels as json")
+                self._pump(stream, stop, batches, applying, node)
             except EslError as exc:
                 logger.warning("ESL connection to %s lost: %s; reconnecting", node.name, exc)
             finally:
                 stream.close()
 
-    def _pump(self, stream: EventStream, stop: threading.Event, batches: Batches, applying: Callable[[], bool]) -> None:
+    def _channels(self, body: str, node: EslNode, read_at: float) -> Any:
+        """The recovery item for the applier: the switch's channels (``show channels as json``), or None."""
+        try:
+            rows = json.loads(body).get("rows", []) if body.lstrip().startswith("{") else None
+        except ValueError:
+            rows = None
+        if rows is None:
+            logger.warning("node %s did not list its channels (%r): nothing recovered", node.name, body[:80])
+            return None
+        return ([], read_at, list(rows))
+
+    def _hand_over(self, batches: Batches, item: Any, applying: Callable[[], bool]) -> None:
+        while applying():
+            try:
+                batches.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _pump(
+        self,
+        stream: EventStream,
+        stop: threading.Event,
+        batches: Batches,
+        applying: Callable[[], bool],
+        node: EslNode | None = None,
+    ) -> None:
         """Read and translate; hand each read's actions to the applier, waiting while its backlog is full.
 
         A read is handed over even when ``stop`` came meanwhile: its events are off the socket, and the applier
@@ -321,40 +389,70 @@ class Listener:
             payloads = stream.read_payloads(timeout=0.5)
             read_at = time.monotonic()
             actions = [action for action in map(action_of, payloads) if action is not None]
-            while actions and applying():
-                try:
-                    batches.put((actions, read_at), timeout=0.5)
-                    actions = []
-                except queue.Full:
-                    continue
+            if actions:
+                self._hand_over(batches, (actions, read_at, None), applying)
+            while stream.answers and node is not None:  # the channels list: recovered after the events before it
+                recovery = self._channels(stream.answers.popleft(), node, read_at)
+                if recovery is not None:
+                    self._hand_over(batches, recovery, applying)
 
     def _apply_all(
-        self, batches: Batches, reading: threading.Event, stop: threading.Event, node: str, failed: list[BaseException]
+        self,
+        batches: Batches,
+        reading: threading.Event,
+        stop: threading.Event,
+        node: str,
+        failed: list[BaseException],
+        fence: Fence | None = None,
     ) -> None:
         try:
-            self._apply_batches(batches, reading, stop, node)
+            self._apply_batches(batches, reading, stop, node, fence)
         except BaseException as exc:  # a bug, not Redis: the process must not go on reading into a dead queue
             failed.append(exc)
 
-    def _apply_batches(self, batches: Batches, reading: threading.Event, stop: threading.Event, node: str) -> None:
+    def _apply_batches(
+        self, batches: Batches, reading: threading.Event, stop: threading.Event, node: str, fence: Fence | None = None
+    ) -> None:
         """Apply batches in order until the reader is done and nothing is left (or ``stop`` finds Redis away)."""
         listener = f"{socket.gethostname()}-{os.getpid()}-{node}-{uuid.uuid4().hex[:8]}"
         numbers = itertools.count(1)
-        while reading.is_set() or not batches.empty():
-            try:
-                actions, read_at = batches.get(timeout=0.2)
-            except queue.Empty:
+        carried: tuple[list[Action], float, list[dict[str, str]] | None] | None = None
+        while reading.is_set() or not batches.empty() or carried is not None:
+            if carried is not None:
+                item, carried = carried, None
+            else:
+                try:
+                    item = batches.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+            actions, read_at, rows = item
+            if rows is not None:
+                if fence is not None and not self._recover_until_done(node, rows, fence, stop):
+                    return
                 continue
             actions = list(actions)
             while len(actions) < MAX_BATCH:  # everything read while the last round trip was out goes in this one
                 try:
-                    more, _ = batches.get_nowait()
+                    more = batches.get_nowait()
                 except queue.Empty:
                     break
-                actions += more
-            if not self._apply_until_done(Pending(actions, Batch(listener, next(numbers)), node), stop):
+                if more[2] is not None:  # a recovery goes after what was read before it, alone
+                    carried = more
+                    break
+                actions += more[0]
+            if not self._apply_until_done(Pending(actions, Batch(listener, next(numbers)), node, fence=fence), stop):
                 return
             metrics.EVENT_TO_PUBLISH.observe(time.monotonic() - read_at)
+
+    def _recover_until_done(self, node: str, rows: list[dict[str, str]], fence: Fence, stop: threading.Event) -> bool:
+        while True:
+            try:
+                self.recover(node, rows, fence)
+                return True
+            except redis.exceptions.RedisError:
+                logger.exception("could not recover node %s from its channels", node)
+                if stop.wait(0.5):
+                    return False
 
     def _apply_until_done(self, pending: Pending, stop: threading.Event) -> bool:
         """Retry ``pending`` until Redis takes all of it; False when ``stop`` came first."""
@@ -365,3 +463,191 @@ class Listener:
             except redis.exceptions.RedisError:
                 if stop.wait(0.5):
                     return False
+
+
+def _recovered_changes(
+    dial_id: str, record: Mapping[str, str], channels: Mapping[str, str], node: str
+) -> list[ChannelChange]:
+    """The answers and hangups a call may be owed, judged from its node's channels (the store checks each against
+    what Redis holds). A side 0 whose channel is gone counts only when a leg of the call was seen or the originate
+    succeeded: before that, its channel may simply not exist yet (the reconciler judges such calls later)."""
+    org_id, user_id = record["org_id"], record["user_id"]
+    legs = {side: record.get(field, "") for side, field in (("0", "uuid0"), ("1", "uuid1"), ("2", "barger_uuid"))}
+    legs = {side: leg for side, leg in legs.items() if leg}
+    answered = [side for side, leg in legs.items() if channels.get(leg, "") in ANSWERED_STATES]
+    gone = [side for side, leg in legs.items() if leg not in channels]
+    existed = record.get("seen") == "1" or record.get("job_result", "").startswith("+OK")
+    if "0" in gone and not existed:
+        gone.remove("0")
+    changes = [
+        ChannelChange("answered", dial_id, org_id, user_id, side, node, _recovered_answer(side)) for side in answered
+    ]
+    gone.sort(key=lambda side: (side == "0", side))
+    for side in gone:
+        changes.append(ChannelChange("hung_up", dial_id, org_id, user_id, side, node, _recovered_hangup(side)))
+    return changes
+
+
+@functools.cache
+def _recovered_answer(side: str) -> str:
+    return protocol_events.encode(protocol_events.answer(side, reason=RECOVERED_ANSWER))
+
+
+@functools.cache
+def _recovered_hangup(side: str) -> str:
+    return protocol_events.encode(protocol_events.hangup(side, RECOVERED_CAUSE, reason=RECOVERED_HANGUP))
+
+
+@dataclasses.dataclass
+class Follower:
+    """One node this listener follows: its lease's fence and the thread reading and applying its events."""
+
+    fence: Fence
+    stop: threading.Event
+    thread: threading.Thread
+    failed: list[BaseException]
+    renewed_at: float
+
+
+class Coordinator:
+    """Membership, the nodes' leases and the followers of one listener process (see
+    :mod:`redswitch.services.ownership`). Every third of ``LISTENER_LEASE`` it says it is alive, computes the
+    assignment from the live listeners, renews the leases of the nodes it keeps, hands over those assigned to
+    another listener (stops following, applies what it read, then releases the lease) and takes the free leases
+    of its own nodes (which starts following them, with a recovery)."""
+
+    def __init__(self, listener: Listener, listener_id: str) -> None:
+        self.listener = listener
+        self.store = listener.store
+        self.id = listener_id
+        self.nodes = {node.name: node for node in listener.settings.nodes()}
+        self.ttl_ms = int(listener.settings.listener_lease * 1000)
+        self.interval = listener.settings.listener_lease / 3
+        self.followers: dict[str, Follower] = {}
+        self.live: list[str] = []
+        self.handing: list[threading.Thread] = []
+
+    def run(self, stop: threading.Event) -> None:
+        logger.info("listener %s: %d nodes, lease %.1fs", self.id, len(self.nodes), self.interval * 3)
+        try:
+            while not stop.is_set():
+                waiting = self._tick()
+                stop.wait(min(self.interval, 0.2) if waiting else self.interval)
+        finally:
+            self._leave()
+        for follower in self.followers.values():
+            if follower.failed:
+                raise follower.failed[0]
+
+    def _tick(self) -> bool:
+        """One round; True when a node assigned here could not be taken yet (look again soon)."""
+        try:
+            live = self.store.listeners_alive(self.id, self.ttl_ms)
+            if live != self.live:
+                logger.info("listener %s: live listeners %s", self.id, live, extra={"listener": self.id})
+                self.live = live
+            wanted = assign(list(self.nodes), live)
+            self._check_followers()
+            self._renew(wanted)
+            return self._take(wanted)
+        except redis.exceptions.RedisError as exc:
+            logger.warning("listener %s: Redis unavailable (%s); its followers go on under their fences", self.id, exc)
+            return False
+        finally:
+            self._export()
+
+    def _check_followers(self) -> None:
+        """Followers that ended (lease lost, or a bug: raised when the listener stops) are let go."""
+        for name, follower in list(self.followers.items()):
+            if follower.thread.is_alive():
+                continue
+            del self.followers[name]
+            if follower.failed and not isinstance(follower.failed[0], LeaseLost):
+                raise follower.failed[0]  # a bug: the listener stops with it (its other nodes are let go)
+            logger.warning(
+                "listener %s lost the lease on node %s; no longer following it", self.id, name, extra=self._ids(name)
+            )
+            self.store.release_node(name, follower.fence.token)
+
+    def _renew(self, wanted: Mapping[str, str]) -> None:
+        """Renew the leases kept; hand over (all at once) the nodes now assigned to another listener."""
+        leaving = []
+        for name, follower in list(self.followers.items()):
+            if wanted.get(name) != self.id:
+                leaving.append((name, follower))
+                follower.stop.set()
+                continue
+            if self.store.hold_node(name, self.id, self.ttl_ms, follower.fence.token):
+                follower.renewed_at = time.monotonic()
+            else:
+                logger.warning("listener %s lost the lease on node %s; stopping", self.id, name, extra=self._ids(name))
+                follower.stop.set()
+        for name, follower in leaving:  # each finishes in a thread of its own: renewals must not wait for it
+            del self.followers[name]
+            handing = threading.Thread(
+                target=self._hand_over, args=(name, follower, wanted.get(name, "")), name=f"hand-{name}", daemon=True
+            )
+            self.handing.append(handing)
+            handing.start()
+        self.handing = [thread for thread in self.handing if thread.is_alive()]
+
+    def _hand_over(self, name: str, follower: Follower, to: str) -> None:
+        """Once the follower applied what it read, give the lease up: the node's new owner takes it at once."""
+        follower.thread.join()
+        try:
+            self.store.release_node(name, follower.fence.token)
+        except redis.exceptions.RedisError:
+            pass  # it expires on its own
+        logger.info("listener %s handed node %s over to %s", self.id, name, to, extra=self._ids(name))
+
+    def _take(self, wanted: Mapping[str, str]) -> bool:
+        waiting = False
+        for name, owner in wanted.items():
+            if owner != self.id or name in self.followers:
+                continue
+            token = self.store.hold_node(name, self.id, self.ttl_ms)
+            if not token:
+                waiting = True
+                continue
+            self._start(name, Fence(name, token))
+        return waiting
+
+    def _start(self, name: str, fence: Fence) -> None:
+        stop, failed = threading.Event(), []
+
+        def target() -> None:
+            try:
+                self.listener.follow(self.nodes[name], stop, fence)
+            except BaseException as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=target, name=f"listen-{name}", daemon=True)
+        self.followers[name] = Follower(fence, stop, thread, failed, time.monotonic())
+        logger.info("listener %s follows node %s (lease %s)", self.id, name, fence.token, extra=self._ids(name))
+        metrics.LISTENER_TAKES.inc()
+        thread.start()
+
+    def _ids(self, node: str) -> dict[str, str]:
+        return {"listener": self.id, "node": node}
+
+    def _leave(self) -> None:
+        """Stop every follower (each applies what it read), then give up the leases and the membership."""
+        for follower in self.followers.values():
+            follower.stop.set()
+        for thread in [*(follower.thread for follower in self.followers.values()), *self.handing]:
+            thread.join()
+        try:
+            for name, follower in self.followers.items():
+                self.store.release_node(name, follower.fence.token)
+            self.store.listeners_alive(self.id, self.ttl_ms, leaving=True)
+        except redis.exceptions.RedisError:
+            pass  # they expire on their own
+        for name in self.nodes:
+            metrics.LISTENER_FOLLOWS.labels(name).set(0)
+
+    def _export(self) -> None:
+        now = time.monotonic()
+        for name in self.nodes:
+            follower = self.followers.get(name)
+            metrics.LISTENER_FOLLOWS.labels(name).set(1 if follower else 0)
+            metrics.LISTENER_LEASE_AGE.labels(name).set(now - follower.renewed_at if follower else -1)

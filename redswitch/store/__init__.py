@@ -19,8 +19,10 @@ from redswitch.store.base import (
     CallStore,
     ChannelChange,
     Decision,
+    Fence,
     JobCall,
     Limit,
+    NodeLease,
     StoreWrite,
 )
 from redswitch.store.cluster import ClusterStore
@@ -37,9 +39,11 @@ __all__ = [
     "CallStore",
     "ChannelChange",
     "Decision",
+    "Fence",
     "JobCall",
     "Keys",
     "Limit",
+    "NodeLease",
     "StoreWrite",
     "events",
     "open_store",

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from redswitch.errors import LeaseLost
 from redswitch.store import events
 from redswitch.store.base import (
     GO,
@@ -18,6 +19,7 @@ from redswitch.store.base import (
     CallStore,
     ChannelChange,
     Decision,
+    Fence,
     HangupEvent,
     Limit,
     ScriptWrite,
@@ -58,11 +60,12 @@ class AtomicStore(CallStore):
         values = reply[1]
         return False, {reply_text(k): reply_text(v) for k, v in zip(values[::2], values[1::2], strict=True)}
 
-    def apply(self, changes: Sequence[ChannelChange], batch: Batch) -> None:
+    def apply(self, changes: Sequence[ChannelChange], batch: Batch, fence: Fence | None = None) -> None:
         """One script call for the whole batch: redis-py spends far more time packing commands than Redis spends
         running them, so each call's keys go once per batch (a call's events mostly come together) and each change
-        is three arguments. A batch number this listener already applied is skipped (a retry after a lost reply).
-        With the event log on, each call also names its stream."""
+        is three arguments. A batch number this listener already applied is skipped (a retry after a lost reply); a
+        batch whose ``fence`` is no longer the node's lease is refused in the same script (nothing written). With
+        the event log on, each call also names its stream."""
         if not changes:
             return
         k = self.keys
@@ -83,9 +86,30 @@ class AtomicStore(CallStore):
                     keys.append(k.events(dial_id))
                 calls += [dial_id, k.channel(dial_id), f"end:{dial_id}"]
             steps += [_KINDS[change.kind] + change.side, slot, change.event]
+        keys.append(k.node_lease(fence.node) if fence else k.listener_batches(batch.listener))
         args: list[str | int] = [ACTIVE_TTL, HISTORY_TTL, batch.number, k.lifecycle(), self.push_flag]
-        args += [*self.log_args(), len(slots)]
-        script("events").run(self.client, keys, [*args, *calls, *steps])
+        args += [*self.log_args(), len(slots), *calls, *steps, fence.token if fence else ""]
+        if script("events").run(self.client, keys, args) == -1:
+            raise LeaseLost(f"listener lease on node {fence.node if fence else ''} is held by another listener")
+
+    def recover(self, changes: Sequence[ChannelChange], fence: Fence) -> int:
+        """One script: the lease checked, then each change announced only if Redis does not hold it yet."""
+        k = self.keys
+        logged = self.logged
+        keys = [k.node_lease(fence.node), k.active_calls(), k.firehose()]
+        args: list[str | int] = [fence.token, ACTIVE_TTL, HISTORY_TTL, k.lifecycle(), self.push_flag, *self.log_args()]
+        for change in changes:
+            dial_id, org_id, user_id = change.dial_id, change.org_id, change.user_id
+            keys += [k.call(dial_id), k.active(dial_id, org_id, user_id), k.history(org_id, user_id)]
+            keys.append(k.node_calls(change.node))
+            if logged:
+                keys.append(k.events(dial_id))
+            args += [_KINDS[change.kind], change.side, k.channel(dial_id), change.event, f"end:{dial_id}"]
+        done = int(script("recover").run(self.client, keys, args))
+        if done == -1:
+            raise LeaseLost(f"listener lease on node {fence.node} is held by another listener")
+        self.compact_logs([change.dial_id for change in changes if change.ends_call])
+        return done
 
     def sent(self, dial_id: str, node: str) -> StoreWrite:
         k = self.keys

@@ -44,6 +44,30 @@ class Batch:
     number: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Fence:
+    """A listener's lease on a FreeSWITCH node: the writes it makes for that node are refused (``LeaseLost``) once
+    another listener holds the lease. ``token`` is the lease's value when this listener took it."""
+
+    node: str
+    token: str
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeLease:
+    """Who follows a node: the lease's token (``<listener>/<epoch>/<taken at, ms>``; empty when nobody does), its age
+    and the milliseconds before it expires unless renewed."""
+
+    node: str
+    token: str
+    age_ms: int
+    expires_ms: int
+
+    @property
+    def listener(self) -> str:
+        return self.token.rsplit("/", 2)[0] if self.token else ""
+
+
 class ChannelChange(NamedTuple):
     """What one FreeSWITCH channel event changes for its call: the listener's input to :meth:`CallStore.apply`.
 
@@ -197,9 +221,18 @@ class CallStore(abc.ABC):
         """Record a new call and announce ``call-start`` unless the record exists; return (created, record)."""
 
     @abc.abstractmethod
-    def apply(self, changes: Sequence[ChannelChange], batch: Batch) -> None:
+    def apply(self, changes: Sequence[ChannelChange], batch: Batch, fence: Fence | None = None) -> None:
         """The listener's changes, in order, each announced after its state is written. With ``batch`` (a listener's
-        id and the batch's number, increasing), a batch already applied is skipped where the store can tell."""
+        id and the batch's number, increasing), a batch already applied is skipped where the store can tell. With
+        ``fence``, a batch is refused (:class:`~redswitch.errors.LeaseLost`) when another listener holds the node's
+        lease: atomically on a single Redis, checked just before the writes on a cluster."""
+
+    @abc.abstractmethod
+    def recover(self, changes: Sequence[ChannelChange], fence: Fence) -> int:
+        """A listener that starts following a node announces the answers and hangups it finds missing (read from
+        the switch's channels), each only when Redis does not hold it yet: an answer whose side is not listed, a
+        hangup of a listed side or of side 0 (which ends the call), of active calls only. How many were announced;
+        :class:`~redswitch.errors.LeaseLost` when the listener does not hold the lease."""
 
     @abc.abstractmethod
     def sent(self, dial_id: str, node: str) -> StoreWrite:
@@ -495,6 +528,34 @@ class CallStore(abc.ABC):
 
     def release_lease(self, key: str, holder: str) -> None:
         script("lease_release").run(self.client, [key], [holder])
+
+    # -- listeners and their nodes --------------------------------------------------------------------------
+
+    def hold_node(self, node: str, listener: str, ttl_ms: int, token: str = "") -> str:
+        """Renew the node's lease with ``token``, or (``token`` empty) take it if free: the token held now, or ''
+        when another listener holds it (or ``token``'s lease expired: a lost lease is taken afresh, never renewed)."""
+        keys = [self.keys.node_lease(node), self.keys.node_epoch(node)]
+        return reply_text(script("node_lease").run(self.client, keys, [listener, ttl_ms, token]))
+
+    def release_node(self, node: str, token: str) -> None:
+        script("lease_release").run(self.client, [self.keys.node_lease(node)], [token])
+
+    def listeners_alive(self, listener: str, ttl_ms: int, leaving: bool = False) -> list[str]:
+        """Say ``listener`` is alive (or leaving); the live listeners (seen within ``ttl_ms``), sorted."""
+        args = [listener, ttl_ms, "1" if leaving else ""]
+        reply = script("listeners").run(self.client, [self.keys.listeners()], args)
+        return sorted(reply_text(member) for member in reply[1])
+
+    def node_leases(self, nodes: Sequence[str]) -> list[NodeLease]:
+        """Who follows each node, since when, for how long yet (a script per node; for ``check``)."""
+        leases = []
+        for node in nodes:
+            raw, pttl, now_ms = script("node_lease_info").run(self.client, [self.keys.node_lease(node)], [])
+            token = reply_text(raw)
+            taken = token.rsplit("/", 1)[-1] if token else ""
+            age = int(now_ms) - int(taken) if taken.isdigit() else 0
+            leases.append(NodeLease(node, token, max(0, age), max(0, int(pttl))))
+        return leases
 
     def trim_dead(self, most: int) -> int:
         """Keep the dead list within ``most`` entries, dropping the oldest; how many were dropped."""

@@ -15,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from redswitch.errors import LeaseLost
 from redswitch.store import events
 from redswitch.store.base import (
+    BARGER_FIELDS,
     GO,
     SESSIONS_PER_CALL,
     STALE_WAITER,
@@ -26,6 +28,7 @@ from redswitch.store.base import (
     CallStore,
     ChannelChange,
     Decision,
+    Fence,
     HangupEvent,
     Limit,
     StoreWrite,
@@ -196,11 +199,15 @@ class ClusterStore(CallStore):
         stage.execute()
         return True, dict(record)
 
-    def apply(self, changes: Sequence[ChannelChange], batch: Batch) -> None:
+    def apply(self, changes: Sequence[ChannelChange], batch: Batch, fence: Fence | None = None) -> None:
         """Every change's writes in order, then the events in order. ``batch`` is not used: the steps span slots
-        and are not one transaction, so a retried batch may be applied twice here (docs/operations.md)."""
+        and are not one transaction, so a retried batch may be applied twice here (docs/operations.md). ``fence``
+        is checked just before the writes, not with them: a listener paused between the check and its writes can
+        still land one batch after another listener took the node over (docs/operations.md)."""
         if not changes:
             return
+        if fence is not None:
+            self._check_fence(fence)
         k = self.keys
         stage = OrderedStage(self.client)
         for change in changes:
@@ -222,6 +229,48 @@ class ClusterStore(CallStore):
                 stage.publish(k.lifecycle(), f"end:{change.dial_id}")
         stage.execute()
         self.compact_logs([change.dial_id for change in changes if change.ends_call])
+
+    def _check_fence(self, fence: Fence) -> None:
+        if reply_text(self.client.get(self.keys.node_lease(fence.node)) or "") != fence.token:
+            raise LeaseLost(f"listener lease on node {fence.node} is held by another listener")
+
+    def recover(self, changes: Sequence[ChannelChange], fence: Fence) -> int:
+        """Per change: the lease checked, what Redis holds read, then the change applied in order (not atomic: an
+        event of the call landing between the read and the writes may be announced twice, as with ``repair``)."""
+        k = self.keys
+        done = 0
+        for change in changes:
+            self._check_fence(fence)
+            dial_id, side = change.dial_id, change.side
+            active = k.active(dial_id, change.org_id, change.user_id)
+            if not self.is_active(dial_id):
+                continue
+            listed = side in listed_sides(self.client.lrange(active, 0, -1))
+            if (change.kind == "answered" and listed) or (change.kind == "hung_up" and not listed and side != "0"):
+                continue
+            stage = OrderedStage(self.client)
+            if change.kind == "answered":
+                self.push(stage, active, f"ACTIVE.{side}")
+                stage.expire(active, ACTIVE_TTL)
+                if side == "2":
+                    stage.hset(k.call(dial_id), {"barger_answered": "1"})
+            else:
+                stage.lrem(active, 0, f"ACTIVE.{side}")
+                if side == "2":
+                    stage.hdel(k.call(dial_id), *BARGER_FIELDS)
+            history = k.history(change.org_id, change.user_id)
+            self.push(stage, history, change.event)
+            stage.expire(history, HISTORY_TTL)
+            self.publish_event(stage, dial_id, change.event)
+            if change.ends_call:
+                stage.srem(k.active_calls(), dial_id)
+                stage.srem(k.node_calls(change.node), dial_id)
+                stage.publish(k.lifecycle(), f"end:{dial_id}")
+            stage.execute()
+            if change.ends_call:
+                self.compact_logs([dial_id])
+            done += 1
+        return done
 
     def sent(self, dial_id: str, node: str) -> StoreWrite:
         return _SentWrite(self, dial_id, node)

@@ -118,6 +118,23 @@ class Keys:
         """The number of the last batch a listener applied: a retried batch is not applied twice."""
         return f"redswitch:listener:{listener}:applied"
 
+    @staticmethod
+    def node_lease(node: str) -> str:
+        """Which listener follows a FreeSWITCH node: ``<listener>/<epoch>/<taken at, ms>``, expiring unless renewed.
+        The whole value is the holder's fencing token: the events script refuses a batch carrying any other."""
+        return f"redswitch:listener:{{{node}}}:lease"
+
+    @staticmethod
+    def node_epoch(node: str) -> str:
+        """Counter: each take of a node's lease gets a new epoch, so a token is never issued twice (the hash tag
+        keeps it in the lease's cluster slot)."""
+        return f"redswitch:listener:{{{node}}}:epoch"
+
+    @staticmethod
+    def listeners() -> str:
+        """Sorted set of live listeners, scored by when each last said so (Redis time, ms)."""
+        return "redswitch:listeners"
+
     # -- FreeSWITCH nodes ------------------------------------------------------------------------------------
 
     @staticmethod

@@ -21,6 +21,7 @@ _PACKAGE = "redswitch.store"
 #: Files whose functions a script uses, put before its own text.
 INCLUDES = {
     "admit": ("org", "rate", "log"),
+    "recover": ("log",),
     "claim": ("log",),
     "compact_log": ("log",),
     "events": ("log",),

@@ -9,6 +9,10 @@
 --       [8] stream max length, [9] firehose max length, [10] the number of calls, then per call its dial_id, its
 --       channel and its lifecycle end message, then per change: kind and side ('A0': S seen, A answered, H hung
 --       up), the call's index (from 0), the encoded event.
+-- Fencing (listener hand-over): the last KEY is the node's listener lease, the last ARGV the token this listener
+-- holds it with ('': unfenced); a batch from a listener that no longer holds the lease is refused whole (-1).
+local fence_key, fence_token = table.remove(KEYS), table.remove(ARGV)
+if fence_token ~= '' and redis.call('GET', fence_key) ~= fence_token then return -1 end
 local active_ttl, history_ttl, batch, lifecycle = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local push = ARGV[5] == 'R' and 'RPUSH' or 'LPUSH'
 local logged = ARGV[6] == '1'
