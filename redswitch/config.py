@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from redswitch.errors import ConfigError
+from redswitch.messages import CONTROL_TYPES
 
 T = TypeVar("T")
 
@@ -91,6 +92,16 @@ class Settings:
     gateway_cps: str = ""
     org_max_calls: str = ""
     throttle_retries: int = 8
+    control_secret: str = ""
+    control_sig_window: int = 60
+    control_signed_verbs: str = ""
+
+    def signed_verbs(self) -> frozenset[str]:
+        """The control verbs that need a signature when ``CONTROL_SECRET`` is set (all of them when unlisted)."""
+        if not self.control_secret:
+            return frozenset()
+        listed = [v.strip() for v in self.control_signed_verbs.split(",") if v.strip()]
+        return frozenset(listed or CONTROL_TYPES)
 
     def nodes(self) -> list[EslNode]:
         """Every FreeSWITCH node: ``ESL_NODES`` (``[name=]host:port,...``), else the one ESL_URL/ESL_PORT node."""
@@ -149,6 +160,9 @@ class Settings:
         _check_choice("LIST_ORDER", self.list_order, LIST_ORDERS)
         _check_choice("HISTORY_EVENTS", self.history_events, HISTORY_EVENT_SETS)
         _check_choice("SIP_HEADERS", self.sip_headers, SIP_HEADER_SETS)
+        for verb in (v.strip() for v in self.control_signed_verbs.split(",") if v.strip()):
+            if verb not in CONTROL_TYPES:
+                raise ConfigError(f"CONTROL_SIGNED_VERBS lists {verb!r}: not one of {', '.join(CONTROL_TYPES)}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"LOG_FORMAT must be 'text' or 'json': {self.log_format!r}")
 
@@ -315,4 +329,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "gateway_cps": _limits,
     "org_max_calls": _limits,
     "throttle_retries": _number(int, 0, 100),
+    "control_secret": _optional_text,
+    "control_sig_window": _number(int, 1, 3600),
+    "control_signed_verbs": _optional_text,
 }

@@ -16,11 +16,29 @@ from redswitch.actors.control import (  # noqa: E402
 )
 from redswitch.actors.control import (  # noqa: E402
     barge,
+    coach_callee,
     hangup,
+    hold,
     mute,
+    send_dtmf,
     threeway,
+    unhold,
     unthreeway,
     whisper,
 )
 
-__all__ = ["CONTROL_ACTORS", "asp_call", "barge", "broker", "hangup", "mute", "threeway", "unthreeway", "whisper"]
+__all__ = [
+    "CONTROL_ACTORS",
+    "asp_call",
+    "barge",
+    "broker",
+    "coach_callee",
+    "hangup",
+    "hold",
+    "mute",
+    "send_dtmf",
+    "threeway",
+    "unhold",
+    "unthreeway",
+    "whisper",
+]

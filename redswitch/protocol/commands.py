@@ -83,6 +83,16 @@ def uuid_recv_dtmf(uuid: str, digits: str) -> str:
     return f"uuid_recv_dtmf {check_uuid(uuid)} {_check(_DTMF, digits, 'DTMF digits')}"
 
 
+def uuid_send_dtmf(uuid: str, digits: str) -> str:
+    """DTMF out to the endpoint of ``uuid``; only digits (no ``@duration``, no ``w``/``W`` pauses)."""
+    return f"uuid_send_dtmf {check_uuid(uuid)} {_check(_DTMF, digits, 'DTMF digits')}"
+
+
+def uuid_hold(uuid: str, hold: bool = True) -> str:
+    """``uuid_hold <uuid>`` or ``uuid_hold off <uuid>`` (no display text: nothing from a message reaches it)."""
+    return f"uuid_hold {check_uuid(uuid)}" if hold else f"uuid_hold off {check_uuid(uuid)}"
+
+
 def uuid_exists(uuid: str) -> str:
     return f"uuid_exists {check_uuid(uuid)}"
 

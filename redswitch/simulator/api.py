@@ -122,7 +122,32 @@ class Api:
         return reply
 
     def cmd_uuid_send_dtmf(self, args: str) -> str:
-        return self._dtmf(args, "sent")[2]  # goes out to the endpoint: eavesdrop never sees it
+        ch, digits, reply = self._dtmf(args, "sent")
+        if ch is not None:  # goes out to the endpoint (no event, and eavesdrop never sees it): noted for tests
+            ch.dtmf_sent += digits
+        return reply
+
+    def cmd_uuid_hold(self, args: str) -> str:
+        """``uuid_hold [off|toggle] <uuid> [<display>]`` (mod_commands.c → switch_ivr_hold/unhold_uuid): ``+OK
+        Success`` (also for a uuid that does not exist: the status starts as success), ``-ERR Operation failed``
+        when the channel is already in the state asked for; CHANNEL_HOLD / CHANNEL_UNHOLD on a change."""
+        argv = args.split()
+        if not argv:
+            return "-USAGE: [off|toggle] <uuid> [<display>]\n"
+        verb = argv[0].lower()
+        if verb in ("off", "toggle"):
+            uid = argv[1] if len(argv) > 1 else ""
+        else:
+            uid, verb = argv[0], "on"
+        ch = self._channel(uid)
+        if ch is None:
+            return "+OK Success\n"
+        hold = not ch.held if verb == "toggle" else verb == "on"
+        if hold == ch.held:
+            return "-ERR Operation failed\n"
+        ch.held = hold
+        self.engine.emit("CHANNEL_HOLD" if hold else "CHANNEL_UNHOLD", ch)
+        return "+OK Success\n"
 
     def cmd_uuid_exists(self, args: str) -> str:
         return "true" if self._channel(args) is not None else "false"

@@ -48,6 +48,9 @@ class ChannelInfo:
     other_uuid: str | None
     eavesdrop_target: str | None
     eavesdrop_mode: str | None
+    #: On hold (``uuid_hold``), and the DTMF sent out to the endpoint (``uuid_send_dtmf``), oldest first.
+    held: bool = False
+    dtmf_sent: str = ""
 
 
 @dataclass
@@ -72,6 +75,8 @@ class Channel:
     eavesdrop_target: str | None = None
     eavesdrop_mode: str | None = None
     eavesdrop_dtmf: bool = True
+    held: bool = False
+    dtmf_sent: str = ""
     waiter: asyncio.Future[str | None] | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     pending_b: str | None = None  # uuid of a bridge leg still ringing
@@ -134,6 +139,8 @@ class Channel:
             other_uuid=self.other_uuid,
             eavesdrop_target=self.eavesdrop_target,
             eavesdrop_mode=self.eavesdrop_mode,
+            held=self.held,
+            dtmf_sent=self.dtmf_sent,
         )
 
     def profile(self, prefix: str, with_index: bool = True) -> list[tuple[str, str]]:
