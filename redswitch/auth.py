@@ -2,13 +2,16 @@
 
 A signed message carries ``ts`` (Unix seconds, an integer) and ``sig``: the HMAC-SHA256, keyed with the secret, of
 the message's canonical JSON, in lower-case hex. The canonical JSON is the message *as validated*
-(:meth:`~redswitch.messages.Control.signed_fields`: its type, the fields that type reads, ``by`` and ``ts``; fields
+(:meth:`~redswitch.messages.Control.signed_fields`: its type, the fields that type reads, ``by``, ``ts`` and
+``nonce``; fields
 Redswitch ignores are not covered), with keys sorted, no white space (``","`` and ``":"``) and non-ASCII escaped:
 ``json.dumps(fields, sort_keys=True, separators=(",", ":"))``.
 
 The worker checks a message in its control actor, where one execution takes it (however many relays forwarded it):
 unsigned, badly signed, or with a ``ts`` further than ``CONTROL_SIG_WINDOW`` seconds from now, it is refused; a
 signature already used within the window is refused too (a replay), remembered in Redis for twice the window.
+Two identical messages signed in the same second would carry the same signature, so :func:`sign` adds a random
+``nonce`` (1 to 64 letters, digits, ``_`` or ``-``) unless the message has one.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from typing import Any
 
@@ -44,6 +48,7 @@ def sign(message: dict[str, Any], secret: str, now: float | None = None) -> dict
     """
     stamped = {k: v for k, v in message.items() if k != "sig"}
     stamped.setdefault("ts", int(time.time() if now is None else now))
+    stamped.setdefault("nonce", secrets.token_hex(8))
     fields = parse_control(json.dumps(stamped)).signed_fields()
     return {**fields, "sig": signature(secret, fields)}
 

@@ -97,6 +97,7 @@ class Control:
     #: Who sent it (optional, logged); when it was signed (Unix seconds) and its signature (``redswitch/auth.py``).
     by: str = ""
     ts: int | None = None
+    nonce: str = ""
     sig: str = ""
 
     @property
@@ -123,6 +124,8 @@ class Control:
             data["by"] = self.by
         if self.ts is not None:
             data["ts"] = self.ts
+        if self.nonce:
+            data["nonce"] = self.nonce
         return data
 
 
@@ -219,6 +222,8 @@ def parse_control(raw: bytes | str) -> Control:
         if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts < 2**40:
             raise PayloadError(f"field 'ts' must be Unix seconds (an integer), not {_preview(str(ts))}")
         fields["ts"] = ts
+    if "nonce" in data:
+        fields["nonce"] = _string(data, "nonce", ID_PATTERN, "1 to 64 letters, digits, _ or -")
     if "sig" in data:
         fields["sig"] = _string(data, "sig", SIG_PATTERN, "64 lower-case hex digits (HMAC-SHA256)")
     return Control(type=kind, **fields)

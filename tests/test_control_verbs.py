@@ -1,0 +1,186 @@
+"""The control verbs beyond the seed's six, and signed control, over real processes on the simulator.
+
+The pipeline runs with ``CONTROL_SECRET`` set and every verb but ``unhold`` needing a signature
+(``CONTROL_SIGNED_VERBS``), two bridges (so every message is heard by two relays).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from redswitch import auth
+from tests.pipeline import Pipeline, has
+from tests.servers import RedisServer
+from tests.test_control import command, reply_to, unique
+
+SECRET = "verbs-secret"
+WINDOW = 60
+SIGNED = "hangup,barge,whisper,mute,threeway,unthreeway,coach-callee,send-dtmf,hold"
+
+pytestmark = pytest.mark.sim_only  # reads what the simulator's channels did (held, DTMF sent, eavesdrop mode)
+
+
+@pytest.fixture(scope="module")
+def pipeline(redis_server: RedisServer) -> Iterator[Pipeline]:
+    running = Pipeline(
+        redis_server.url,
+        bridges=2,
+        control_secret=SECRET,
+        control_sig_window=WINDOW,
+        control_signed_verbs=SIGNED,
+    ).start()
+    yield running
+    running.stop()
+
+
+def signed(message: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    return auth.sign({"by": "supervisor-7", **message}, SECRET, **kw)
+
+
+def commands_since(pipeline: Pipeline, before: int, verb: str) -> list[str]:
+    return [c for c in pipeline.switch.commands()[before:] if verb in c]
+
+
+def test_send_dtmf_reaches_the_side_asked_for(pipeline: Pipeline) -> None:
+    dial_id = unique("dtmf")
+    pubsub = pipeline.call(dial_id)
+    callee = pipeline.channel_of_side(dial_id, "1")
+    command(pipeline, pubsub, dial_id, signed({"type": "send-dtmf", "side": "1", "digits": "12#*A"}), "send-dtmf")
+    assert f"api uuid_send_dtmf {callee} 12#*A" in pipeline.switch.commands()
+    assert pipeline.simulator.channels()[callee].dtmf_sent == "12#*A"
+    assert pipeline.simulator.channels()[pipeline.channel_of_side(dial_id, "0")].dtmf_sent == ""
+
+
+def test_send_dtmf_refuses_anything_but_digits_and_sides_before_freeswitch(pipeline: Pipeline) -> None:
+    dial_id = unique("dtmfbad")
+    pubsub = pipeline.call(dial_id)
+    before = len(pipeline.switch.commands())
+    for bad in (
+        {"side": "1", "digits": "1 2"},
+        {"side": "1", "digits": "1\n\napi hupall"},
+        {"side": "1", "digits": "12@500"},  # uuid_send_dtmf's duration suffix: not ours to set
+        {"side": "1", "digits": "1w2"},
+        {"side": "1", "digits": ""},
+        {"side": "1", "digits": "1" * 33},
+        {"side": "2", "digits": "1"},
+        {"side": "0 x", "digits": "1"},
+        {"side": 1, "digits": "1"},
+        {"digits": "1"},
+    ):
+        error = command(pipeline, pubsub, dial_id, json.dumps({"type": "send-dtmf", **bad}), "send-dtmf", "error")
+        assert error["reason"] and error["reason"] != auth.UNAUTHORIZED, bad
+    time.sleep(0.2)
+    assert pipeline.switch.commands()[before:] == []
+
+
+def test_hold_and_unhold_a_side(pipeline: Pipeline) -> None:
+    dial_id = unique("hold")
+    pubsub = pipeline.call(dial_id)
+    caller = pipeline.channel_of_side(dial_id, "0")
+    command(pipeline, pubsub, dial_id, signed({"type": "hold", "side": "0"}), "hold")
+    assert f"api uuid_hold {caller}" in pipeline.switch.commands()
+    assert pipeline.simulator.channels()[caller].held
+    assert pipeline.client.hget(f"redswitch:call:{dial_id}", "held0") == "1"
+    # on hold already: refused before FreeSWITCH (which would answer -ERR Operation failed)
+    error = command(pipeline, pubsub, dial_id, signed({"type": "hold", "side": "0"}), "hold", "error")
+    assert "already" in error["reason"]
+    assert len(commands_since(pipeline, 0, f"uuid_hold {caller}")) == 1
+    # unhold needs no signature in this pipeline (CONTROL_SIGNED_VERBS leaves it out)
+    command(pipeline, pubsub, dial_id, {"type": "unhold", "side": "0"}, "unhold")
+    assert f"api uuid_hold off {caller}" in pipeline.switch.commands()
+    assert not pipeline.simulator.channels()[caller].held
+    error = command(pipeline, pubsub, dial_id, {"type": "unhold", "side": "0"}, "unhold", "error")
+    assert "not on hold" in error["reason"]
+    assert not pipeline.simulator.channels()[pipeline.channel_of_side(dial_id, "1")].held
+
+
+def test_coach_callee_lets_the_barger_talk_to_side_1_only(pipeline: Pipeline) -> None:
+    dial_id = unique("coach")
+    pubsub = pipeline.call(dial_id)
+    error = command(pipeline, pubsub, dial_id, signed({"type": "coach-callee"}), "coach-callee", "error")
+    assert "no barger" in error["reason"]
+    pipeline.publish(dial_id, signed({"type": "barge", "phone_number": "15105550177", "caller_id": "1001"}))
+    pipeline.events_until(pubsub, lambda ev: reply_to("barge")(ev) and has("answer-event", "2")(ev))
+    barger = pipeline.channel_of_side(dial_id, "2")
+    command(pipeline, pubsub, dial_id, signed({"type": "coach-callee"}), "coach-callee")
+    assert f"api uuid_recv_dtmf {barger} 1" in pipeline.switch.commands()
+    assert pipeline.simulator.eavesdrop_mode(barger) == "talk_other"  # eavesdrop's DTMF 1: talk to the partner
+    assert pipeline.client.hget(f"redswitch:call:{dial_id}", "barger_mode") == "coach"
+    command(pipeline, pubsub, dial_id, signed({"type": "threeway"}), "threeway")
+    command(pipeline, pubsub, dial_id, signed({"type": "unthreeway"}), "unthreeway")
+    assert pipeline.simulator.eavesdrop_mode(barger) == "talk_other"  # back to coaching
+    command(pipeline, pubsub, dial_id, signed({"type": "mute"}), "mute")
+    assert pipeline.simulator.eavesdrop_mode(barger) == "listen"  # mute stays listen-only
+
+
+def test_unsigned_bad_stale_and_replayed_messages_are_refused_and_change_nothing(pipeline: Pipeline) -> None:
+    dial_id = unique("auth")
+    pubsub = pipeline.call(dial_id)
+    caller = pipeline.channel_of_side(dial_id, "0")
+    before = len(pipeline.switch.commands())
+    good = signed({"type": "hold", "side": "0"})
+    refused = [
+        {"type": "hold", "side": "0"},  # unsigned
+        {**good, "side": "1"},  # signed for side 0, sent for side 1
+        {**good, "by": "someone-else"},  # the sender changed
+        {**good, "sig": "f" * 64},  # not the signature
+        auth.sign({"type": "hold", "side": "0"}, "not-the-secret"),
+        signed({"type": "hold", "side": "0"}, now=time.time() - WINDOW - 30),  # stale
+        signed({"type": "hold", "side": "0"}, now=time.time() + WINDOW + 30),  # from the future
+        {"type": "hangup", "ts": int(time.time())},  # a timestamp is no signature
+    ]
+    for message in refused:
+        kind = message["type"]
+        error = command(pipeline, pubsub, dial_id, message, kind, "error")
+        assert error["reason"] == auth.UNAUTHORIZED, message
+    assert pipeline.switch.commands()[before:] == []
+    assert not pipeline.simulator.channels()[caller].held
+    # the good one runs once; the very same message again is a replay
+    command(pipeline, pubsub, dial_id, good, "hold")
+    command(pipeline, pubsub, dial_id, {"type": "unhold", "side": "0"}, "unhold")
+    error = command(pipeline, pubsub, dial_id, good, "hold", "error")
+    assert error["reason"] == auth.UNAUTHORIZED
+    assert len(commands_since(pipeline, before, f"api uuid_hold {caller}")) == 1
+    assert not pipeline.simulator.channels()[caller].held
+    time.sleep(0.3)
+    worker_log = pipeline.full_log("worker")
+    assert "replayed signature" in worker_log and "by=supervisor-7 hold done" in worker_log
+
+
+def test_redswitch_send_signs_with_the_secret(pipeline: Pipeline) -> None:
+    dial_id = unique("cli")
+    pubsub = pipeline.call(dial_id)
+    callee = pipeline.channel_of_side(dial_id, "1")
+    env = {**os.environ, **pipeline.settings.env()}
+    argv = [
+        sys.executable,
+        "-m",
+        "redswitch",
+        "send",
+        dial_id,
+        "send-dtmf",
+        "--side",
+        "1",
+        "--digits",
+        "9",
+        "--by",
+        "ops",
+    ]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"type": "ack", "event": "send-dtmf"}
+    assert pipeline.simulator.channels()[callee].dtmf_sent == "9"
+    # without the secret, the same command is refused
+    unsigned = {**env, "CONTROL_SECRET": ""}
+    done = subprocess.run(argv, env=unsigned, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and json.loads(done.stdout)["reason"] == auth.UNAUTHORIZED
+    assert pipeline.simulator.channels()[callee].dtmf_sent == "9"
+    pubsub.close()
