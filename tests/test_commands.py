@@ -145,3 +145,17 @@ def test_bgapi_carries_its_own_job_uuid_header() -> None:
     assert commands.bgapi("status", UUID0) == f"bgapi status\nJob-UUID: {UUID0}"
     with pytest.raises(PayloadError):
         commands.bgapi("status\n\napi hupall", UUID0)
+
+
+def test_send_dtmf_and_hold_builders_take_only_a_uuid_and_digits() -> None:
+    assert commands.uuid_send_dtmf(UUID0, "12#*ABCD") == f"uuid_send_dtmf {UUID0} 12#*ABCD"
+    assert commands.uuid_hold(UUID1) == f"uuid_hold {UUID1}"
+    assert commands.uuid_hold(UUID1, hold=False) == f"uuid_hold off {UUID1}"
+    for bad in [*INJECTIONS, "", "1@500", "1w2", "1" * 33]:
+        with pytest.raises(PayloadError):
+            commands.uuid_send_dtmf(UUID0, bad)
+    for bad in [*INJECTIONS, "off", f"{UUID0} x", f"off {UUID0}"]:
+        with pytest.raises(PayloadError):
+            commands.uuid_hold(bad)
+        with pytest.raises(PayloadError):
+            commands.uuid_send_dtmf(bad, "1")
