@@ -95,6 +95,7 @@ class Settings:
     control_secret: str = ""
     control_sig_window: int = 60
     control_signed_verbs: str = ""
+    recordings_dir: str = ""
 
     def signed_verbs(self) -> frozenset[str]:
         """The control verbs that need a signature when ``CONTROL_SECRET`` is set (all of them when unlisted)."""
@@ -267,6 +268,20 @@ def _key(name: str, raw: str) -> str:
     return key
 
 
+#: A directory on the FreeSWITCH host: absolute, letters, digits and ``_ - .`` per component, no ``..`` (it
+#: reaches ESL command lines).
+DIRECTORY_PATTERN = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9_\-.]{1,64}){1,16}")
+
+
+def _directory(name: str, raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not DIRECTORY_PATTERN.fullmatch(value):
+        raise ConfigError(
+            f"{name} must be an absolute directory of letters, digits, _ - . (no '..', no spaces): {raw[:80]!r}"
+        )
+    return value
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}: {value!r}")
@@ -332,4 +347,5 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "control_secret": _optional_text,
     "control_sig_window": _number(int, 1, 3600),
     "control_signed_verbs": _optional_text,
+    "recordings_dir": lambda name, raw: _directory(name, raw) if raw.strip() else "",
 }

@@ -44,6 +44,8 @@ CONTROL_TYPES = (
     "send-dtmf",
     "hold",
     "unhold",
+    "record",
+    "stop-record",
 )
 #: The verbs that act on one side of the call, named by ``side``.
 SIDED_TYPES = ("send-dtmf", "hold", "unhold")

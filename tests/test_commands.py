@@ -159,3 +159,12 @@ def test_send_dtmf_and_hold_builders_take_only_a_uuid_and_digits() -> None:
             commands.uuid_hold(bad)
         with pytest.raises(PayloadError):
             commands.uuid_send_dtmf(bad, "1")
+
+
+def test_uuid_record_takes_only_an_absolute_path_without_dot_dot() -> None:
+    path = "/var/lib/freeswitch/recordings/d_1.wav"
+    assert commands.uuid_record(UUID0, path) == f"uuid_record {UUID0} start {path}"
+    assert commands.uuid_record(UUID0, path, start=False) == f"uuid_record {UUID0} stop {path}"
+    for bad in [*(path + i for i in INJECTIONS), "", "d_1.wav", "/x/../etc/passwd", "/x/..", "/x/./y", "/x//y", "/"]:
+        with pytest.raises(PayloadError):
+            commands.uuid_record(UUID0, bad)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,7 +24,8 @@ from tests.test_control import command, reply_to, unique
 
 SECRET = "verbs-secret"
 WINDOW = 60
-SIGNED = "hangup,barge,whisper,mute,threeway,unthreeway,coach-callee,send-dtmf,hold"
+SIGNED = "hangup,barge,whisper,mute,threeway,unthreeway,coach-callee,send-dtmf,hold,record,stop-record"
+RECORDINGS = "/var/lib/freeswitch/recordings"
 
 pytestmark = pytest.mark.sim_only  # reads what the simulator's channels did (held, DTMF sent, eavesdrop mode)
 
@@ -36,6 +38,7 @@ def pipeline(redis_server: RedisServer) -> Iterator[Pipeline]:
         control_secret=SECRET,
         control_sig_window=WINDOW,
         control_signed_verbs=SIGNED,
+        recordings_dir=RECORDINGS,
     ).start()
     yield running
     running.stop()
@@ -184,3 +187,33 @@ def test_redswitch_send_signs_with_the_secret(pipeline: Pipeline) -> None:
     assert done.returncode == 1 and json.loads(done.stdout)["reason"] == auth.UNAUTHORIZED
     assert pipeline.simulator.channels()[callee].dtmf_sent == "9"
     pubsub.close()
+
+
+def test_record_and_stop_record_to_a_file_the_server_names(pipeline: Pipeline) -> None:
+    dial_id = unique("rec")
+    pubsub = pipeline.call(dial_id)
+    caller = pipeline.channel_of_side(dial_id, "0")
+    # fields a sender might add to steer the file are ignored: the server names it
+    message = {"type": "record", "file": "../../etc/passwd", "path": "/tmp/x y", "digits": "1"}
+    ack = command(pipeline, pubsub, dial_id, signed(message), "record")
+    name = ack["file"]
+    assert re.fullmatch(rf"{dial_id}_[0-9]{{13,}}\.wav", name), name
+    assert f"api uuid_record {caller} start {RECORDINGS}/{name}" in pipeline.switch.commands()
+    assert pipeline.simulator.channels()[caller].recordings == (f"{RECORDINGS}/{name}",)
+    assert pipeline.client.hget(f"redswitch:call:{dial_id}", "recording") == name
+    assert not [c for c in pipeline.switch.commands() if "passwd" in c or "/tmp/x" in c]
+    error = command(pipeline, pubsub, dial_id, signed({"type": "record"}), "record", "error")
+    assert "already" in error["reason"]
+    ack = command(pipeline, pubsub, dial_id, signed({"type": "stop-record"}), "stop-record")
+    assert ack["file"] == name
+    assert f"api uuid_record {caller} stop {RECORDINGS}/{name}" in pipeline.switch.commands()
+    assert pipeline.simulator.channels()[caller].recordings == ()
+    error = command(pipeline, pubsub, dial_id, signed({"type": "stop-record"}), "stop-record", "error")
+    assert "not being recorded" in error["reason"]
+    assert len([c for c in pipeline.switch.commands() if c.startswith(f"api uuid_record {caller}")]) == 2
+    # a second recording of the same call gets a file of its own
+    again = command(pipeline, pubsub, dial_id, signed({"type": "record"}), "record")["file"]
+    assert again != name and pipeline.simulator.channels()[caller].recordings == (f"{RECORDINGS}/{again}",)
+    # unsigned: refused like any signed verb
+    error = command(pipeline, pubsub, dial_id, {"type": "stop-record"}, "stop-record", "error")
+    assert error["reason"] == auth.UNAUTHORIZED

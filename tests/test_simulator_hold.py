@@ -1,4 +1,4 @@
-"""uuid_hold and uuid_send_dtmf as FreeSWITCH's mod_commands.c and switch_ivr.c answer them, over a raw ESL socket."""
+"""uuid_hold, uuid_send_dtmf and uuid_record as FreeSWITCH answers them (mod_commands.c, switch_ivr*.c), over ESL."""
 
 from __future__ import annotations
 
@@ -34,3 +34,33 @@ def test_uuid_send_dtmf_goes_to_the_endpoint_without_an_event(simulator: Simulat
     client.command("api uuid_kill D1")
     events = client.events_until(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE")
     assert not [e for e in events if e.name == "DTMF"]
+
+
+def test_uuid_record_starts_and_stops_with_record_events_and_a_hangup_closes_it(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    job_result(client, f"originate {{origination_uuid=R1}}{GW}/1 &park()")
+    path = "/var/lib/freeswitch/recordings/r1.wav"
+    assert client.command(f"api uuid_record R1 stop {path}").body == "-ERR Cannot stop record session!\n"
+    assert client.command(f"api uuid_record R1 start {path}").body == "+OK Success\n"
+    start = client.events_until(lambda e: e.name == "RECORD_START")[-1]
+    assert (start.unique_id, start.get("Record-File-Path")) == ("R1", path)
+    assert client.command(f"api uuid_record R1 start {path}").body == "+OK Success\n"  # "Already recording"
+    assert simulator.channels()["R1"].recordings == (path,)
+    assert client.command(f"api uuid_record R1 stop {path}").body == "+OK Success\n"
+    stop = client.events_until(lambda e: e.name == "RECORD_STOP")[-1]
+    assert stop.get("Record-File-Path") == path and simulator.channels()["R1"].recordings == ()
+    assert client.command("api uuid_record nosuch start /x/y.wav").body == "-ERR Cannot locate session!\n"
+    assert client.command("api uuid_record R1 start").body.startswith("-USAGE:")
+    # a hangup removes the media bug: RECORD_STOP after CHANNEL_HANGUP, before CHANNEL_HANGUP_COMPLETE
+    client.command(f"api uuid_record R1 start {path}")
+    client.events_until(lambda e: e.name == "RECORD_START")
+    client.command("api uuid_kill R1")
+    names = [e.name for e in client.events_until(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE")]
+    assert names.index("CHANNEL_HANGUP") < names.index("RECORD_STOP") < names.index("CHANNEL_HANGUP_COMPLETE")
+
+
+def test_uuid_record_needs_media(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    client.command(f"bgapi originate {{origination_uuid=R2,originate_timeout=2}}{GW}/14155550408 &park()")
+    client.events_until(lambda e: e.name == "CHANNEL_CREATE")
+    assert client.command("api uuid_record R2 start /x/r2.wav").body == "-ERR Cannot record session!\n"

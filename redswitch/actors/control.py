@@ -64,6 +64,8 @@ class Done:
 
     record: dict[str, str]
     fields: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Fields the ack carries besides its type and event (the file a recording goes to).
+    ack: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 #: A command: (dial_id, the message validated, the call record, the message as received) → Done, or None when it
@@ -113,7 +115,7 @@ def _control_actor(name: str, fn: Command) -> dramatiq.Actor[[str, dict[str, Any
             return
         if done is None:
             return
-        context.store().reply(dial_id, events.ack(kind), done.record, **done.fields)
+        context.store().reply(dial_id, {**events.ack(kind), **done.ack}, done.record, **done.fields)
         metrics.CONTROL_COMMANDS.labels(name, "ack").inc()
         logger.info("dial_id=%s by=%s %s done", dial_id, by or "-", kind)
 
@@ -272,6 +274,28 @@ def _unhold(dial_id: str, control: Control, record: dict[str, str], message: dic
     return Done(record, {f"held{control.side}": "0"})
 
 
+def _record(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    """Record side 0's channel (both directions) to a file the server names: ``<RECORDINGS_DIR>/<dial_id>_<ms>.wav``;
+    nothing of the message reaches the path."""
+    directory = context.settings().recordings_dir
+    if not directory:
+        raise CannotApply("recording is off (RECORDINGS_DIR is not set)")
+    if record.get("recording"):
+        raise CannotApply("the call is being recorded already")
+    name = f"{dial_id}_{time.time_ns() // 1_000_000}.wav"
+    _api(record, commands.uuid_record(_side_uuid(record, "0"), f"{directory}/{name}"))
+    return Done(record, {"recording": name}, {"file": name})
+
+
+def _stop_record(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    name = record.get("recording", "")
+    if not name:
+        raise CannotApply("the call is not being recorded")
+    directory = context.settings().recordings_dir
+    _api(record, commands.uuid_record(_side_uuid(record, "0"), f"{directory}/{name}", start=False))
+    return Done(record, {"recording": ""}, {"file": name})
+
+
 def _unthreeway(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
     record = _barger_record(record)
     if record.get("barger_mode") != "threeway":
@@ -290,8 +314,23 @@ coach_callee = _control_actor("coach-callee", _coach_callee)
 send_dtmf = _control_actor("send-dtmf", _send_dtmf)
 hold = _control_actor("hold", _hold)
 unhold = _control_actor("unhold", _unhold)
+start_record = _control_actor("record", _record)
+stop_record = _control_actor("stop-record", _stop_record)
 
 ACTORS = {
     actor.actor_name: actor
-    for actor in (hangup, barge, whisper, mute, threeway, unthreeway, coach_callee, send_dtmf, hold, unhold)
+    for actor in (
+        hangup,
+        barge,
+        whisper,
+        mute,
+        threeway,
+        unthreeway,
+        coach_callee,
+        send_dtmf,
+        hold,
+        unhold,
+        start_record,
+        stop_record,
+    )
 }

@@ -93,6 +93,19 @@ def uuid_hold(uuid: str, hold: bool = True) -> str:
     return f"uuid_hold {check_uuid(uuid)}" if hold else f"uuid_hold off {check_uuid(uuid)}"
 
 
+#: A file the server names under a configured directory: absolute, no ``..`` component, no white space.
+_FILE_PATH = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9_\-.]{1,64}){2,17}")
+
+
+def check_file_path(path: str) -> str:
+    return _check(_FILE_PATH, path, "file path")
+
+
+def uuid_record(uuid: str, path: str, start: bool = True) -> str:
+    """``uuid_record <uuid> start|stop <path>`` (no limit, no recording variables)."""
+    return f"uuid_record {check_uuid(uuid)} {'start' if start else 'stop'} {check_file_path(path)}"
+
+
 def uuid_exists(uuid: str) -> str:
     return f"uuid_exists {check_uuid(uuid)}"
 

@@ -127,6 +127,25 @@ class Api:
             ch.dtmf_sent += digits
         return reply
 
+    def cmd_uuid_record(self, args: str) -> str:
+        """``uuid_record <uuid> [start|stop|mask|unmask|pause|resume] <path> [<limit>] [<recording_vars>]``
+        (mod_commands.c session_record_function); start and stop are modelled, the others answer as if no such
+        recording ran."""
+        argv = args.split(" ")
+        if len(argv) < 3 or not all(argv[:3]):
+            return "-USAGE: <uuid> [start|stop|mask|unmask|pause|resume] <path> [<limit>] [<recording_vars>]\n"
+        uid, action, path = argv[0], argv[1].lower(), argv[2]
+        ch = self._channel(uid)
+        if ch is None:
+            return "-ERR Cannot locate session!\n"
+        if action == "start":
+            return self.engine.record(ch, path)
+        if action == "stop":
+            return self.engine.stop_record(ch, path)
+        if action in ("pause", "resume", "mask", "unmask"):
+            return f"-ERR Cannot {action} recording session!\n"
+        return "-USAGE: <uuid> [start|stop|mask|unmask|pause|resume] <path> [<limit>] [<recording_vars>]\n"
+
     def cmd_uuid_hold(self, args: str) -> str:
         """``uuid_hold [off|toggle] <uuid> [<display>]`` (mod_commands.c → switch_ivr_hold/unhold_uuid): ``+OK
         Success`` (also for a uuid that does not exist: the status starts as success), ``-ERR Operation failed``

@@ -359,6 +359,28 @@ class CallEngine:
                 elif digit in _EAVESDROP_DIGITS:
                     ch.eavesdrop_mode = _EAVESDROP_DIGITS[digit]
 
+    # ---------------------------------------------------------------------------------------- record
+
+    def record(self, ch: Channel, path: str) -> str:
+        """``switch_ivr_record_session_event``: needs media (an answered channel here); a path already recorded is
+        a success that starts nothing; RECORD_START carries ``Record-File-Path``."""
+        if not ch.answered:
+            return "-ERR Cannot record session!\n"
+        if path not in ch.recordings:
+            ch.recordings.append(path)
+            self.emit("RECORD_START", ch, tail=(("Record-File-Path", path),))
+        return "+OK Success\n"
+
+    def stop_record(self, ch: Channel, path: str) -> str:
+        """``switch_ivr_stop_record_session``: ``all`` or one path being recorded; RECORD_STOP for each."""
+        paths = list(ch.recordings) if path == "all" else [path] if path in ch.recordings else []
+        if not paths:
+            return "-ERR Cannot stop record session!\n"
+        for one in paths:
+            ch.recordings.remove(one)
+            self.emit("RECORD_STOP", ch, tail=(("Record-File-Path", one),))
+        return "+OK Success\n"
+
     # ------------------------------------------------------------------------------------------- hangup
 
     def hangup(self, uid: str, cause: str = "NORMAL_CLEARING") -> bool:
@@ -431,6 +453,9 @@ class CallEngine:
             self.emit("CHANNEL_HANGUP", ch)
             if ch.waiter is not None and not ch.waiter.done():
                 ch.waiter.set_result(cause)
+        for ch, _ in group:  # the hangup state removes every media bug: each recording closes (RECORD_STOP)
+            while ch.recordings:
+                self.stop_record(ch, ch.recordings[0])
         for ch, _ in group:
             if ch.bridged and ch.other_type == "originatee" and ch.uuid not in unbridged:
                 self.emit("CHANNEL_UNBRIDGE", ch)

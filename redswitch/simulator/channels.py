@@ -51,6 +51,7 @@ class ChannelInfo:
     #: On hold (``uuid_hold``), and the DTMF sent out to the endpoint (``uuid_send_dtmf``), oldest first.
     held: bool = False
     dtmf_sent: str = ""
+    recordings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -77,6 +78,8 @@ class Channel:
     eavesdrop_dtmf: bool = True
     held: bool = False
     dtmf_sent: str = ""
+    #: Paths being recorded (``uuid_record start``), in the order they started.
+    recordings: list[str] = field(default_factory=list)
     waiter: asyncio.Future[str | None] | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     pending_b: str | None = None  # uuid of a bridge leg still ringing
@@ -141,6 +144,7 @@ class Channel:
             eavesdrop_mode=self.eavesdrop_mode,
             held=self.held,
             dtmf_sent=self.dtmf_sent,
+            recordings=tuple(self.recordings),
         )
 
     def profile(self, prefix: str, with_index: bool = True) -> list[tuple[str, str]]:
