@@ -217,3 +217,27 @@ def test_record_and_stop_record_to_a_file_the_server_names(pipeline: Pipeline) -
     # unsigned: refused like any signed verb
     error = command(pipeline, pubsub, dial_id, {"type": "stop-record"}, "stop-record", "error")
     assert error["reason"] == auth.UNAUTHORIZED
+
+
+def test_the_python_client_signs_with_the_secret(pipeline: Pipeline) -> None:
+    dial_id = unique("client")
+    pubsub = pipeline.call(dial_id)
+    callee = pipeline.channel_of_side(dial_id, "1")
+    env = {**os.environ, **pipeline.settings.env()}
+    script = (
+        "import sys\nfrom redswitch.client import send_control\n"
+        "send_control(sys.argv[1], {'type': 'send-dtmf', 'side': '1', 'digits': '7', 'by': 'crm'})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, dial_id], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    pipeline.events_until(pubsub, reply_to("send-dtmf"))
+    assert pipeline.simulator.channels()[callee].dtmf_sent == "7"
+    assert pipeline.wait_for(lambda: "by=crm send-dtmf done" in pipeline.full_log("worker"), timeout=5)
+    done = subprocess.run(
+        [sys.executable, "-c", script, dial_id], env={**env, "CONTROL_SECRET": ""}, capture_output=True, timeout=30
+    )
+    assert done.returncode == 0
+    error = next(e for e in pipeline.events_until(pubsub, reply_to("send-dtmf", "error")) if e["type"] == "error")
+    assert error["reason"] == auth.UNAUTHORIZED
+    assert pipeline.simulator.channels()[callee].dtmf_sent == "7"
+    pubsub.close()
