@@ -96,6 +96,7 @@ class Settings:
     control_sig_window: int = 60
     control_signed_verbs: str = ""
     recordings_dir: str = ""
+    sounds_dir: str = ""
 
     def signed_verbs(self) -> frozenset[str]:
         """The control verbs that need a signature when ``CONTROL_SECRET`` is set (all of them when unlisted)."""
@@ -348,4 +349,5 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "control_sig_window": _number(int, 1, 3600),
     "control_signed_verbs": _optional_text,
     "recordings_dir": lambda name, raw: _directory(name, raw) if raw.strip() else "",
+    "sounds_dir": lambda name, raw: _directory(name, raw) if raw.strip() else "",
 }

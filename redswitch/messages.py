@@ -46,10 +46,17 @@ CONTROL_TYPES = (
     "unhold",
     "record",
     "stop-record",
+    "play",
+    "stop-play",
 )
 #: The verbs that act on one side of the call, named by ``side``.
 SIDED_TYPES = ("send-dtmf", "hold", "unhold")
 SIDES = ("0", "1")
+#: ``play`` and ``stop-play`` also take ``"both"``.
+PLAY_TYPES = ("play", "stop-play")
+PLAY_SIDES = ("0", "1", "both")
+#: A sound's file name in the sounds directory: no directory part, no leading dot (``redswitch/sounds.py``).
+SOUND_PATTERN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_\-.]{0,63}")
 #: DTMF digits ``send-dtmf`` may send: what ``uuid_send_dtmf`` takes, without its ``@duration`` and ``w``/``W`` pauses.
 DTMF_PATTERN = re.compile(r"[0-9*#A-D]{1,32}")
 #: The sender's identity (``by``), logged with what it asked for: ids, e-mail-like names, service names.
@@ -96,6 +103,7 @@ class Control:
     caller_id: str = ""
     side: str = ""
     digits: str = ""
+    file: str = ""
     #: Who sent it (optional, logged); when it was signed (Unix seconds) and its signature (``redswitch/auth.py``).
     by: str = ""
     ts: int | None = None
@@ -118,8 +126,10 @@ class Control:
         data: dict[str, Any] = {"type": self.type}
         if self.type == "barge":
             data.update(phone_number=self.phone_number, caller_id=self.caller_id)
-        if self.type in SIDED_TYPES:
+        if self.type in SIDED_TYPES or self.type in PLAY_TYPES:
             data["side"] = self.side
+        if self.type == "play":
+            data["file"] = self.file
         if self.type == "send-dtmf":
             data["digits"] = self.digits
         if self.by:
@@ -215,6 +225,10 @@ def parse_control(raw: bytes | str) -> Control:
         fields.update(phone_number=_phone_or_sip(data, "phone_number"), caller_id=_phone(data, "caller_id"))
     if kind in SIDED_TYPES:
         fields["side"] = _string(data, "side", re.compile("|".join(SIDES)), f"one of {', '.join(SIDES)}")
+    if kind in PLAY_TYPES:
+        fields["side"] = _string(data, "side", re.compile("|".join(PLAY_SIDES)), f"one of {', '.join(PLAY_SIDES)}")
+    if kind == "play":
+        fields["file"] = _string(data, "file", SOUND_PATTERN, "a file name in the sounds directory (no '/')")
     if kind == "send-dtmf":
         fields["digits"] = _string(data, "digits", DTMF_PATTERN, "1 to 32 DTMF digits: 0-9 * # A-D")
     if "by" in data:

@@ -168,3 +168,20 @@ def test_uuid_record_takes_only_an_absolute_path_without_dot_dot() -> None:
     for bad in [*(path + i for i in INJECTIONS), "", "d_1.wav", "/x/../etc/passwd", "/x/..", "/x/./y", "/x//y", "/"]:
         with pytest.raises(PayloadError):
             commands.uuid_record(UUID0, bad)
+
+
+def test_broadcast_and_break_take_a_checked_path_and_known_legs_only() -> None:
+    path = "/usr/share/freeswitch/sounds/welcome.wav"
+    assert commands.uuid_broadcast(UUID0, path) == f"uuid_broadcast {UUID0} {path} aleg"
+    assert commands.uuid_broadcast(UUID0, path, "both") == f"uuid_broadcast {UUID0} {path} both"
+    assert commands.uuid_break(UUID1) == f"uuid_break {UUID1}"
+    assert commands.uuid_break(UUID1, both=True) == f"uuid_break {UUID1} both"
+    for bad in [*(path + i for i in INJECTIONS), "welcome.wav", "/a/../b.wav", "/a/b.wav aleg"]:
+        with pytest.raises(PayloadError):
+            commands.uuid_broadcast(UUID0, bad)
+    for legs in ("bleg", "holdb", "aleg both", "", "aleg\n"):
+        with pytest.raises(PayloadError):
+            commands.uuid_broadcast(UUID0, path, legs)
+    for bad in INJECTIONS:
+        with pytest.raises(PayloadError):
+            commands.uuid_break(bad)

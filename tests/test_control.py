@@ -176,3 +176,12 @@ def test_record_is_refused_when_no_recordings_directory_is_configured(pipeline: 
     error = command(pipeline, pubsub, dial_id, {"type": "stop-record"}, "stop-record", reply="error")
     assert "not being recorded" in error["reason"]
     assert pipeline.switch.commands()[before:] == []
+
+
+def test_play_is_refused_when_no_sounds_directory_is_configured(pipeline: Pipeline) -> None:
+    dial_id = unique("noplay")
+    pubsub = pipeline.call(dial_id)
+    before = len(pipeline.switch.commands())
+    error = command(pipeline, pubsub, dial_id, {"type": "play", "side": "0", "file": "a.wav"}, "play", reply="error")
+    assert "SOUNDS_DIR" in error["reason"]
+    assert pipeline.switch.commands()[before:] == []

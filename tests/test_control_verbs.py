@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -24,14 +25,27 @@ from tests.test_control import command, reply_to, unique
 
 SECRET = "verbs-secret"
 WINDOW = 60
-SIGNED = "hangup,barge,whisper,mute,threeway,unthreeway,coach-callee,send-dtmf,hold,record,stop-record"
+SIGNED = "hangup,barge,whisper,mute,threeway,unthreeway,coach-callee,send-dtmf,hold,record,stop-record,play,stop-play"
 RECORDINGS = "/var/lib/freeswitch/recordings"
 
 pytestmark = pytest.mark.sim_only  # reads what the simulator's channels did (held, DTMF sent, eavesdrop mode)
 
 
 @pytest.fixture(scope="module")
-def pipeline(redis_server: RedisServer) -> Iterator[Pipeline]:
+def sounds(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """The sounds directory (the worker sees the same one): two prompts, and a link leading out of it."""
+    directory = tmp_path_factory.mktemp("sounds")
+    (directory / "welcome.wav").write_bytes(b"RIFF")
+    (directory / "hold-music.wav").write_bytes(b"RIFF")
+    outside = tmp_path_factory.mktemp("outside") / "secret.wav"
+    outside.write_bytes(b"RIFF")
+    (directory / "escape.wav").symlink_to(outside)
+    (directory / "subdir").mkdir()
+    return directory
+
+
+@pytest.fixture(scope="module")
+def pipeline(redis_server: RedisServer, sounds: pathlib.Path) -> Iterator[Pipeline]:
     running = Pipeline(
         redis_server.url,
         bridges=2,
@@ -39,6 +53,7 @@ def pipeline(redis_server: RedisServer) -> Iterator[Pipeline]:
         control_sig_window=WINDOW,
         control_signed_verbs=SIGNED,
         recordings_dir=RECORDINGS,
+        sounds_dir=str(sounds),
     ).start()
     yield running
     running.stop()
@@ -234,10 +249,57 @@ def test_the_python_client_signs_with_the_secret(pipeline: Pipeline) -> None:
     assert pipeline.simulator.channels()[callee].dtmf_sent == "7"
     assert pipeline.wait_for(lambda: "by=crm send-dtmf done" in pipeline.full_log("worker"), timeout=5)
     done = subprocess.run(
-        [sys.executable, "-c", script, dial_id], env={**env, "CONTROL_SECRET": ""}, capture_output=True, timeout=30
+        [sys.executable, "-c", script, dial_id],
+        env={**env, "CONTROL_SECRET": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 0
     error = next(e for e in pipeline.events_until(pubsub, reply_to("send-dtmf", "error")) if e["type"] == "error")
     assert error["reason"] == auth.UNAUTHORIZED
     assert pipeline.simulator.channels()[callee].dtmf_sent == "7"
     pubsub.close()
+
+
+def test_play_and_stop_play_a_prompt_from_the_sounds_directory(pipeline: Pipeline, sounds: pathlib.Path) -> None:
+    dial_id = unique("play")
+    pubsub = pipeline.call(dial_id)
+    caller, callee = pipeline.channel_of_side(dial_id, "0"), pipeline.channel_of_side(dial_id, "1")
+    ack = command(pipeline, pubsub, dial_id, signed({"type": "play", "side": "1", "file": "welcome.wav"}), "play")
+    assert ack["file"] == "welcome.wav"
+    assert f"api uuid_broadcast {callee} {sounds}/welcome.wav aleg" in pipeline.switch.commands()
+    channels = pipeline.simulator.channels()
+    assert (channels[caller].playing, channels[callee].playing) == (None, f"{sounds}/welcome.wav")
+    command(pipeline, pubsub, dial_id, signed({"type": "stop-play", "side": "1"}), "stop-play")
+    assert f"api uuid_break {callee}" in pipeline.switch.commands()
+    assert pipeline.simulator.channels()[callee].playing is None
+    # both sides
+    command(pipeline, pubsub, dial_id, signed({"type": "play", "side": "both", "file": "hold-music.wav"}), "play")
+    assert f"api uuid_broadcast {caller} {sounds}/hold-music.wav both" in pipeline.switch.commands()
+    assert {pipeline.simulator.channels()[u].playing for u in (caller, callee)} == {f"{sounds}/hold-music.wav"}
+    command(pipeline, pubsub, dial_id, signed({"type": "stop-play", "side": "both"}), "stop-play")
+    assert f"api uuid_break {caller} both" in pipeline.switch.commands()
+    assert {pipeline.simulator.channels()[u].playing for u in (caller, callee)} == {None}
+
+
+def test_play_refuses_a_file_outside_the_sounds_directory_before_freeswitch(pipeline: Pipeline) -> None:
+    dial_id = unique("playbad")
+    pubsub = pipeline.call(dial_id)
+    before = len(pipeline.switch.commands())
+    # malformed names: refused by validation, before the signature is even looked at
+    for file in ("../../etc/passwd", "/etc/passwd", "sub/welcome.wav", ".hidden", "..", "welcome.wav both", "a'", ""):
+        raw = json.dumps({**signed({"type": "play", "side": "0", "file": "welcome.wav"}), "file": file})
+        error = command(pipeline, pubsub, dial_id, raw, "play", "error")
+        assert error["reason"] != auth.UNAUTHORIZED and "file" in error["reason"], file
+    raw = json.dumps({**signed({"type": "play", "side": "0", "file": "welcome.wav"}), "file": "welcome.wav\n\napi x"})
+    assert "file" in command(pipeline, pubsub, dial_id, raw, "play", "error")["reason"]
+    # well-formed and signed, but not a file right in the sounds directory
+    for file in ("nosuch.wav", "escape.wav", "subdir"):
+        error = command(pipeline, pubsub, dial_id, signed({"type": "play", "side": "0", "file": file}), "play", "error")
+        assert error["reason"] == f"no sound {file!r} in the sounds directory"
+    for side in ("2", "all", "0 both", ""):
+        raw = json.dumps({**signed({"type": "stop-play", "side": "0"}), "side": side})
+        assert command(pipeline, pubsub, dial_id, raw, "stop-play", "error")["reason"]
+    time.sleep(0.2)
+    assert pipeline.switch.commands()[before:] == []

@@ -64,3 +64,30 @@ def test_uuid_record_needs_media(simulator: Simulator) -> None:
     client.command(f"bgapi originate {{origination_uuid=R2,originate_timeout=2}}{GW}/14155550408 &park()")
     client.events_until(lambda e: e.name == "CHANNEL_CREATE")
     assert client.command("api uuid_record R2 start /x/r2.wav").body == "-ERR Cannot record session!\n"
+
+
+def test_uuid_broadcast_plays_to_the_legs_asked_for_and_uuid_break_stops_it(simulator: Simulator) -> None:
+    client = client_for(simulator)
+    job_result(client, f"originate {{origination_uuid=PA}}{GW}/1 &bridge({{origination_uuid=PB}}{GW}/2)")
+    client.events_until(lambda e: e.name == "CHANNEL_BRIDGE")
+    path = "/usr/share/freeswitch/sounds/hello.wav"
+    assert client.command(f"api uuid_broadcast PA {path} aleg").body == "+OK Message sent\n"
+    events = client.events_until(lambda e: e.name == "PLAYBACK_START")
+    execute = next(e for e in events if e.name == "CHANNEL_EXECUTE" and e.get("Application") == "playback")
+    assert (execute.unique_id, execute.get("Application-Data")) == ("PA", path)
+    assert (events[-1].unique_id, events[-1].get("Playback-File-Path")) == ("PA", path)
+    channels = simulator.channels()
+    assert (channels["PA"].playing, channels["PB"].playing) == (path, None)
+    assert client.command("api uuid_break PA").body == "+OK\n"
+    events = client.events_until(lambda e: e.name == "CHANNEL_EXECUTE_COMPLETE")
+    stop = next(e for e in events if e.name == "PLAYBACK_STOP")
+    assert (stop.unique_id, stop.get("Playback-Status")) == ("PA", "break")
+    assert simulator.channels()["PA"].playing is None
+    assert client.command("api uuid_break PA").body == "+OK\n"  # nothing plays: still +OK
+    assert client.command(f"api uuid_broadcast PA {path} both").body == "+OK Message sent\n"
+    assert {simulator.channels()[u].playing for u in ("PA", "PB")} == {path}
+    assert client.command("api uuid_break PA both").body == "+OK\n"
+    assert {simulator.channels()[u].playing for u in ("PA", "PB")} == {None}
+    assert client.command(f"api uuid_broadcast nosuch {path}").body == "-ERR invalid uuid\n"
+    assert client.command("api uuid_break nosuch").body == "-ERR No such channel!\n"
+    assert client.command("api uuid_broadcast PA").body.startswith("-USAGE:")

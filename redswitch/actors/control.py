@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -296,6 +297,31 @@ def _stop_record(dial_id: str, control: Control, record: dict[str, str], message
     return Done(record, {"recording": ""}, {"file": name})
 
 
+def _sound_path(name: str) -> str:
+    """``<SOUNDS_DIR>/<name>``, if that is a file right in the sounds directory as this worker sees it (a symbolic
+    link leading out of it is refused)."""
+    directory = context.settings().sounds_dir
+    if not directory:
+        raise CannotApply("playing is off (SOUNDS_DIR is not set)")
+    real = os.path.realpath(os.path.join(directory, name))
+    if os.path.dirname(real) != os.path.realpath(directory) or not os.path.isfile(real):
+        raise CannotApply(f"no sound {name!r} in the sounds directory")
+    return f"{directory}/{name}"
+
+
+def _play(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    path = _sound_path(control.file)
+    side, legs = ("0", "both") if control.side == "both" else (control.side, "aleg")
+    _api(record, commands.uuid_broadcast(_side_uuid(record, side), path, legs))
+    return Done(record, ack={"file": control.file})
+
+
+def _stop_play(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    side = "0" if control.side == "both" else control.side
+    _api(record, commands.uuid_break(_side_uuid(record, side), both=control.side == "both"))
+    return Done(record)
+
+
 def _unthreeway(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
     record = _barger_record(record)
     if record.get("barger_mode") != "threeway":
@@ -316,6 +342,8 @@ hold = _control_actor("hold", _hold)
 unhold = _control_actor("unhold", _unhold)
 start_record = _control_actor("record", _record)
 stop_record = _control_actor("stop-record", _stop_record)
+play = _control_actor("play", _play)
+stop_play = _control_actor("stop-play", _stop_play)
 
 ACTORS = {
     actor.actor_name: actor
@@ -332,5 +360,7 @@ ACTORS = {
         unhold,
         start_record,
         stop_record,
+        play,
+        stop_play,
     )
 }

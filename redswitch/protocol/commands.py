@@ -106,6 +106,22 @@ def uuid_record(uuid: str, path: str, start: bool = True) -> str:
     return f"uuid_record {check_uuid(uuid)} {'start' if start else 'stop'} {check_file_path(path)}"
 
 
+_LEGS = ("aleg", "both")
+
+
+def uuid_broadcast(uuid: str, path: str, legs: str = "aleg") -> str:
+    """``uuid_broadcast <uuid> <path> aleg|both``: play a file (``playback``) to the channel, or to it and its
+    partner."""
+    if legs not in _LEGS:
+        raise PayloadError(f"unsafe legs for uuid_broadcast: {legs[:20]!r}")
+    return f"uuid_broadcast {check_uuid(uuid)} {check_file_path(path)} {legs}"
+
+
+def uuid_break(uuid: str, both: bool = False) -> str:
+    """``uuid_break <uuid> [both]``: stop what plays on the channel (and on its partner)."""
+    return f"uuid_break {check_uuid(uuid)} both" if both else f"uuid_break {check_uuid(uuid)}"
+
+
 def uuid_exists(uuid: str) -> str:
     return f"uuid_exists {check_uuid(uuid)}"
 

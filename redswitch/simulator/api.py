@@ -146,6 +146,37 @@ class Api:
             return f"-ERR Cannot {action} recording session!\n"
         return "-USAGE: <uuid> [start|stop|mask|unmask|pause|resume] <path> [<limit>] [<recording_vars>]\n"
 
+    def cmd_uuid_broadcast(self, args: str) -> str:
+        """``uuid_broadcast <uuid> <path> [aleg|bleg|holdb|both]`` (mod_commands.c → switch_ivr_broadcast): the
+        legs by substring, as FreeSWITCH reads them; no legs: aleg (and holdb, not modelled)."""
+        argv = args.split(" ")
+        if len(argv) < 2 or not argv[0] or not argv[1]:
+            return "-USAGE: <uuid> <path> [aleg|bleg|holdb|both]\n"
+        ch = self._channel(argv[0])
+        if ch is None:
+            return "-ERR invalid uuid\n"
+        legs = argv[2].lower() if len(argv) > 2 else "aleg"
+        other = self._channel(ch.other_uuid or "")
+        if ("bleg" in legs or "both" in legs) and other is not None:
+            self.engine.broadcast(other, argv[1])
+        if "aleg" in legs or "both" in legs:
+            self.engine.broadcast(ch, argv[1])
+        return "+OK Message sent\n"
+
+    def cmd_uuid_break(self, args: str) -> str:
+        """``uuid_break <uuid> [all|both]`` (mod_commands.c break_function): ``+OK`` whether or not anything played."""
+        if not args.strip():
+            return "-USAGE: <uuid> [all]\n"
+        uid, _, flag = args.strip().partition(" ")
+        ch = self._channel(uid)
+        if ch is None:
+            return "-ERR No such channel!\n"
+        self.engine.break_playback(ch)
+        other = self._channel(ch.other_uuid or "") if "both" in flag else None
+        if other is not None:
+            self.engine.break_playback(other)
+        return "+OK\n"
+
     def cmd_uuid_hold(self, args: str) -> str:
         """``uuid_hold [off|toggle] <uuid> [<display>]`` (mod_commands.c → switch_ivr_hold/unhold_uuid): ``+OK
         Success`` (also for a uuid that does not exist: the status starts as success), ``-ERR Operation failed``

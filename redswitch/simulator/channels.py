@@ -52,6 +52,7 @@ class ChannelInfo:
     held: bool = False
     dtmf_sent: str = ""
     recordings: tuple[str, ...] = ()
+    playing: str | None = None
 
 
 @dataclass
@@ -80,6 +81,8 @@ class Channel:
     dtmf_sent: str = ""
     #: Paths being recorded (``uuid_record start``), in the order they started.
     recordings: list[str] = field(default_factory=list)
+    #: The file ``uuid_broadcast`` plays on it, until ``uuid_break``.
+    playing: str | None = None
     waiter: asyncio.Future[str | None] | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     pending_b: str | None = None  # uuid of a bridge leg still ringing
@@ -145,6 +148,7 @@ class Channel:
             held=self.held,
             dtmf_sent=self.dtmf_sent,
             recordings=tuple(self.recordings),
+            playing=self.playing,
         )
 
     def profile(self, prefix: str, with_index: bool = True) -> list[tuple[str, str]]:
