@@ -195,7 +195,10 @@ def add_send(subparsers: Subparsers) -> None:
     parser.add_argument("kind", choices=CONTROL_TYPES, metavar="{" + ",".join(CONTROL_TYPES) + "}")
     parser.add_argument("--phone", default=None, help="barge: the number (or SIP address user@host) to dial")
     parser.add_argument("--caller-id", default=None, help="barge: the caller id shown (default: --phone)")
-    parser.add_argument("--side", default=None, help="send-dtmf, hold, unhold: the side, 0 or 1")
+    parser.add_argument(
+        "--side", default=None, help="send-dtmf, hold, unhold: the side, 0 or 1; play, stop-play: or both"
+    )
+    parser.add_argument("--file", default=None, help="play: a file name in SOUNDS_DIR")
     parser.add_argument("--digits", default=None, help="send-dtmf: the DTMF digits (0-9 * # A-D)")
     parser.add_argument("--by", default=None, help="who sends it (logged by the worker)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply (default 10)")
@@ -219,7 +222,7 @@ def run_send(args: argparse.Namespace, settings: Settings) -> int:
     elif args.phone or args.caller_id:
         print(f"redswitch send: --phone and --caller-id are for barge, not {args.kind}", file=sys.stderr)
         return 2
-    message.update({k: v for k in ("side", "digits", "by") if (v := getattr(args, k)) is not None})
+    message.update({k: v for k in ("side", "digits", "file", "by") if (v := getattr(args, k)) is not None})
     try:
         if not ID_PATTERN.fullmatch(args.dial_id):
             raise PayloadError(f"dial_id must be 1 to 64 letters, digits, _ or -: {args.dial_id[:40]!r}")
