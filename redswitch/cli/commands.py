@@ -195,9 +195,7 @@ def add_send(subparsers: Subparsers) -> None:
     parser.add_argument("kind", choices=CONTROL_TYPES, metavar="{" + ",".join(CONTROL_TYPES) + "}")
     parser.add_argument("--phone", default=None, help="barge: the number (or SIP address user@host) to dial")
     parser.add_argument("--caller-id", default=None, help="barge: the caller id shown (default: --phone)")
-    parser.add_argument(
-        "--side", default=None, help="send-dtmf, hold, unhold: side 0 or 1; play, stop-play: or both"
-    )
+    parser.add_argument("--side", default=None, help="send-dtmf, hold, unhold: side 0 or 1; play, stop-play: or both")
     parser.add_argument("--file", default=None, help="play: a file name in SOUNDS_DIR")
     parser.add_argument("--digits", default=None, help="send-dtmf: the DTMF digits (0-9 * # A-D)")
     parser.add_argument("--by", default=None, help="who sends it (logged by the worker)")
