@@ -28,6 +28,8 @@ from typing import Any
 
 import redis
 
+from redswitch import auth
+from redswitch.config import Settings
 from redswitch.errors import PayloadError
 from redswitch.messages import ID_PATTERN, job_from_dict, parse_control
 from redswitch.store.eventlog import LATEST, START, GroupReader, LoggedEvent, follow
@@ -44,14 +46,17 @@ def send_asp_call(job: dict[str, Any]) -> str:
 def send_control(dial_id: str, message: dict[str, Any]) -> str:
     """Validate a control message for call ``dial_id`` and enqueue it durably (no pub/sub); return its id.
 
-    The ack or error is published on the call's channel, as for messages sent through pub/sub.
+    The ack or error is published on the call's channel, as for messages sent through pub/sub. When
+    ``CONTROL_SECRET`` is set the message is signed (``ts`` now, ``sig``); add ``"by"`` to name the sender.
     """
     if not ID_PATTERN.fullmatch(dial_id):
         raise PayloadError(f"dial_id must be 1 to 64 letters, digits, _ or -: {dial_id[:40]!r}")
     control = parse_control(json.dumps(message))
+    secret = Settings.from_env().control_secret
+    payload = auth.sign(message, secret) if secret else control.to_dict()
     from redswitch.actors import CONTROL_ACTORS
 
-    return str(CONTROL_ACTORS[control.type].send(dial_id, control.to_dict()).message_id)
+    return str(CONTROL_ACTORS[control.type].send(dial_id, payload).message_id)
 
 
 def _redis() -> redis.Redis:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from redswitch.errors import ConfigError
+from redswitch.messages import CONTROL_TYPES
 
 T = TypeVar("T")
 
@@ -96,6 +97,18 @@ class Settings:
     event_stream_ttl: int = 4 * 3600
     event_stream_maxlen: int = 1000
     firehose_maxlen: int = 1_000_000
+    control_secret: str = ""
+    control_sig_window: int = 60
+    control_signed_verbs: str = ""
+    recordings_dir: str = ""
+    sounds_dir: str = ""
+
+    def signed_verbs(self) -> frozenset[str]:
+        """The control verbs that need a signature when ``CONTROL_SECRET`` is set (all of them when unlisted)."""
+        if not self.control_secret:
+            return frozenset()
+        listed = [v.strip() for v in self.control_signed_verbs.split(",") if v.strip()]
+        return frozenset(listed or CONTROL_TYPES)
 
     def nodes(self) -> list[EslNode]:
         """Every FreeSWITCH node: ``ESL_NODES`` (``[name=]host:port,...``), else the one ESL_URL/ESL_PORT node."""
@@ -154,6 +167,9 @@ class Settings:
         _check_choice("LIST_ORDER", self.list_order, LIST_ORDERS)
         _check_choice("HISTORY_EVENTS", self.history_events, HISTORY_EVENT_SETS)
         _check_choice("SIP_HEADERS", self.sip_headers, SIP_HEADER_SETS)
+        for verb in (v.strip() for v in self.control_signed_verbs.split(",") if v.strip()):
+            if verb not in CONTROL_TYPES:
+                raise ConfigError(f"CONTROL_SIGNED_VERBS lists {verb!r}: not one of {', '.join(CONTROL_TYPES)}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"LOG_FORMAT must be 'text' or 'json': {self.log_format!r}")
 
@@ -258,6 +274,20 @@ def _key(name: str, raw: str) -> str:
     return key
 
 
+#: A directory on the FreeSWITCH host: absolute, letters, digits and ``_ - .`` per component, no ``..`` (it
+#: reaches ESL command lines).
+DIRECTORY_PATTERN = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9_\-.]{1,64}){1,16}")
+
+
+def _directory(name: str, raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not DIRECTORY_PATTERN.fullmatch(value):
+        raise ConfigError(
+            f"{name} must be an absolute directory of letters, digits, _ - . (no '..', no spaces): {raw[:80]!r}"
+        )
+    return value
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}: {value!r}")
@@ -325,4 +355,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "event_stream_ttl": _number(int, 1, 30 * 86400),
     "event_stream_maxlen": _number(int, 10, 1_000_000),
     "firehose_maxlen": _number(int, 0, 1_000_000_000),
+    "control_secret": _optional_text,
+    "control_sig_window": _number(int, 1, 3600),
+    "control_signed_verbs": _optional_text,
+    "recordings_dir": lambda name, raw: _directory(name, raw) if raw.strip() else "",
+    "sounds_dir": lambda name, raw: _directory(name, raw) if raw.strip() else "",
 }

@@ -33,7 +33,36 @@ SIP_ADDRESS_PATTERN = re.compile(
     r"[A-Za-z0-9_.+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63}){0,8}(?::[0-9]{1,5})?"
 )
 
-CONTROL_TYPES = ("hangup", "barge", "whisper", "mute", "threeway", "unthreeway")
+CONTROL_TYPES = (
+    "hangup",
+    "barge",
+    "whisper",
+    "mute",
+    "threeway",
+    "unthreeway",
+    "coach-callee",
+    "send-dtmf",
+    "hold",
+    "unhold",
+    "record",
+    "stop-record",
+    "play",
+    "stop-play",
+)
+#: The verbs that act on one side of the call, named by ``side``.
+SIDED_TYPES = ("send-dtmf", "hold", "unhold")
+SIDES = ("0", "1")
+#: ``play`` and ``stop-play`` also take ``"both"``.
+PLAY_TYPES = ("play", "stop-play")
+PLAY_SIDES = ("0", "1", "both")
+#: A sound's file name in the sounds directory: no directory part, no leading dot (``redswitch/sounds.py``).
+SOUND_PATTERN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_\-.]{0,63}")
+#: DTMF digits ``send-dtmf`` may send: what ``uuid_send_dtmf`` takes, without its ``@duration`` and ``w``/``W`` pauses.
+DTMF_PATTERN = re.compile(r"[0-9*#A-D]{1,32}")
+#: The sender's identity (``by``), logged with what it asked for: ids, e-mail-like names, service names.
+SENDER_PATTERN = re.compile(r"[A-Za-z0-9_.@+\-]{1,64}")
+#: A signature: the HMAC-SHA256 of the canonical message, in lower-case hex (``redswitch/auth.py``).
+SIG_PATTERN = re.compile(r"[0-9a-f]{64}")
 EVENT_TYPES = ("call-start", "answer-event", "hangup-event", "failure", "ack", "error", "queued")
 #: Fields the relay adds to a control message it forwards (never read from what a client published): its entry in
 #: the call's control log, which one execution takes; the execution that took it (a hangup waiting for its call's
@@ -72,15 +101,43 @@ class Control:
     type: str
     phone_number: str = ""
     caller_id: str = ""
+    side: str = ""
+    digits: str = ""
+    file: str = ""
+    #: Who sent it (optional, logged); when it was signed (Unix seconds) and its signature (``redswitch/auth.py``).
+    by: str = ""
+    ts: int | None = None
+    nonce: str = ""
+    sig: str = ""
 
     @property
     def is_sip_address(self) -> bool:
         return "@" in self.phone_number
 
-    def to_dict(self) -> dict[str, str]:
-        data = {"type": self.type}
+    def to_dict(self) -> dict[str, Any]:
+        """The message as validated: only the fields its type reads, and the sender's and signature's if any."""
+        data: dict[str, Any] = self.signed_fields()
+        if self.sig:
+            data["sig"] = self.sig
+        return data
+
+    def signed_fields(self) -> dict[str, Any]:
+        """What a signature covers: every field of :meth:`to_dict` but ``sig`` itself."""
+        data: dict[str, Any] = {"type": self.type}
         if self.type == "barge":
             data.update(phone_number=self.phone_number, caller_id=self.caller_id)
+        if self.type in SIDED_TYPES or self.type in PLAY_TYPES:
+            data["side"] = self.side
+        if self.type == "play":
+            data["file"] = self.file
+        if self.type == "send-dtmf":
+            data["digits"] = self.digits
+        if self.by:
+            data["by"] = self.by
+        if self.ts is not None:
+            data["ts"] = self.ts
+        if self.nonce:
+            data["nonce"] = self.nonce
         return data
 
 
@@ -163,9 +220,29 @@ def parse_control(raw: bytes | str) -> Control:
     kind = _string(data, "type", re.compile(r".{1,64}"), "a message type")
     if kind not in CONTROL_TYPES:
         raise PayloadError(f"unknown control type {kind!r}: expected one of {', '.join(CONTROL_TYPES)}")
-    if kind != "barge":
-        return Control(type=kind)
-    return Control(type=kind, phone_number=_phone_or_sip(data, "phone_number"), caller_id=_phone(data, "caller_id"))
+    fields: dict[str, Any] = {}
+    if kind == "barge":
+        fields.update(phone_number=_phone_or_sip(data, "phone_number"), caller_id=_phone(data, "caller_id"))
+    if kind in SIDED_TYPES:
+        fields["side"] = _string(data, "side", re.compile("|".join(SIDES)), f"one of {', '.join(SIDES)}")
+    if kind in PLAY_TYPES:
+        fields["side"] = _string(data, "side", re.compile("|".join(PLAY_SIDES)), f"one of {', '.join(PLAY_SIDES)}")
+    if kind == "play":
+        fields["file"] = _string(data, "file", SOUND_PATTERN, "a file name in the sounds directory (no '/')")
+    if kind == "send-dtmf":
+        fields["digits"] = _string(data, "digits", DTMF_PATTERN, "1 to 32 DTMF digits: 0-9 * # A-D")
+    if "by" in data:
+        fields["by"] = _string(data, "by", SENDER_PATTERN, "1 to 64 letters, digits, _ . @ + or -")
+    if "ts" in data:
+        ts = data["ts"]
+        if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts < 2**40:
+            raise PayloadError(f"field 'ts' must be Unix seconds (an integer), not {_preview(str(ts))}")
+        fields["ts"] = ts
+    if "nonce" in data:
+        fields["nonce"] = _string(data, "nonce", ID_PATTERN, "1 to 64 letters, digits, _ or -")
+    if "sig" in data:
+        fields["sig"] = _string(data, "sig", SIG_PATTERN, "64 lower-case hex digits (HMAC-SHA256)")
+    return Control(type=kind, **fields)
 
 
 def peek_field(raw: bytes | str, name: str) -> str | None:

@@ -145,3 +145,43 @@ def test_bgapi_carries_its_own_job_uuid_header() -> None:
     assert commands.bgapi("status", UUID0) == f"bgapi status\nJob-UUID: {UUID0}"
     with pytest.raises(PayloadError):
         commands.bgapi("status\n\napi hupall", UUID0)
+
+
+def test_send_dtmf_and_hold_builders_take_only_a_uuid_and_digits() -> None:
+    assert commands.uuid_send_dtmf(UUID0, "12#*ABCD") == f"uuid_send_dtmf {UUID0} 12#*ABCD"
+    assert commands.uuid_hold(UUID1) == f"uuid_hold {UUID1}"
+    assert commands.uuid_hold(UUID1, hold=False) == f"uuid_hold off {UUID1}"
+    for bad in [*INJECTIONS, "", "1@500", "1w2", "1" * 33]:
+        with pytest.raises(PayloadError):
+            commands.uuid_send_dtmf(UUID0, bad)
+    for bad in [*INJECTIONS, "off", f"{UUID0} x", f"off {UUID0}"]:
+        with pytest.raises(PayloadError):
+            commands.uuid_hold(bad)
+        with pytest.raises(PayloadError):
+            commands.uuid_send_dtmf(bad, "1")
+
+
+def test_uuid_record_takes_only_an_absolute_path_without_dot_dot() -> None:
+    path = "/var/lib/freeswitch/recordings/d_1.wav"
+    assert commands.uuid_record(UUID0, path) == f"uuid_record {UUID0} start {path}"
+    assert commands.uuid_record(UUID0, path, start=False) == f"uuid_record {UUID0} stop {path}"
+    for bad in [*(path + i for i in INJECTIONS), "", "d_1.wav", "/x/../etc/passwd", "/x/..", "/x/./y", "/x//y", "/"]:
+        with pytest.raises(PayloadError):
+            commands.uuid_record(UUID0, bad)
+
+
+def test_broadcast_and_break_take_a_checked_path_and_known_legs_only() -> None:
+    path = "/usr/share/freeswitch/sounds/welcome.wav"
+    assert commands.uuid_broadcast(UUID0, path) == f"uuid_broadcast {UUID0} {path} aleg"
+    assert commands.uuid_broadcast(UUID0, path, "both") == f"uuid_broadcast {UUID0} {path} both"
+    assert commands.uuid_break(UUID1) == f"uuid_break {UUID1}"
+    assert commands.uuid_break(UUID1, both=True) == f"uuid_break {UUID1} both"
+    for bad in [*(path + i for i in INJECTIONS), "welcome.wav", "/a/../b.wav", "/a/b.wav aleg"]:
+        with pytest.raises(PayloadError):
+            commands.uuid_broadcast(UUID0, bad)
+    for legs in ("bleg", "holdb", "aleg both", "", "aleg\n"):
+        with pytest.raises(PayloadError):
+            commands.uuid_broadcast(UUID0, path, legs)
+    for bad in INJECTIONS:
+        with pytest.raises(PayloadError):
+            commands.uuid_break(bad)

@@ -165,3 +165,23 @@ def test_python_services_send_control_durably_without_pubsub(pipeline: Pipeline)
     pipeline.enqueue("whisper", dial_id, {"type": "whisper"})
     error = next(e for e in pipeline.events_until(pubsub, reply_to("whisper", "error")) if e["type"] == "error")
     assert "no active call" in error["reason"]
+
+
+def test_record_is_refused_when_no_recordings_directory_is_configured(pipeline: Pipeline) -> None:
+    dial_id = unique("norec")
+    pubsub = pipeline.call(dial_id)
+    before = len(pipeline.switch.commands())
+    error = command(pipeline, pubsub, dial_id, {"type": "record"}, "record", reply="error")
+    assert "RECORDINGS_DIR" in error["reason"]
+    error = command(pipeline, pubsub, dial_id, {"type": "stop-record"}, "stop-record", reply="error")
+    assert "not being recorded" in error["reason"]
+    assert pipeline.switch.commands()[before:] == []
+
+
+def test_play_is_refused_when_no_sounds_directory_is_configured(pipeline: Pipeline) -> None:
+    dial_id = unique("noplay")
+    pubsub = pipeline.call(dial_id)
+    before = len(pipeline.switch.commands())
+    error = command(pipeline, pubsub, dial_id, {"type": "play", "side": "0", "file": "a.wav"}, "play", reply="error")
+    assert "SOUNDS_DIR" in error["reason"]
+    assert pipeline.switch.commands()[before:] == []

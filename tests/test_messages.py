@@ -111,3 +111,32 @@ def test_peek_field_reads_a_valid_dial_id_from_an_otherwise_invalid_job() -> Non
     assert peek_field(job_json(caller_number="x"), "dial_id") == "talkiq_dial_id"
     assert peek_field(job_json(dial_id="bad id"), "dial_id") is None
     assert peek_field("garbage", "dial_id") is None
+
+
+@given(
+    side=st.one_of(st.sampled_from(["0", "1", "both", "2", "0 ", "both\n"]), st.text(max_size=6)),
+    digits=st.one_of(st.from_regex(r"[0-9*#A-D]{1,33}", fullmatch=True), st.text(max_size=40)),
+    file=st.one_of(st.from_regex(r"[A-Za-z0-9_.\-/ ]{1,70}", fullmatch=True), st.text(max_size=70)),
+    by=st.one_of(st.from_regex(r"[A-Za-z0-9_.@+\- \n]{1,66}", fullmatch=True), st.text(max_size=70)),
+)
+def test_the_new_verbs_fields_either_are_refused_or_fit_their_esl_positions(
+    side: str, digits: str, file: str, by: str
+) -> None:
+    from redswitch.protocol import commands
+
+    uuid = "11111111-1111-4111-8111-111111111111"
+    for message in (
+        {"type": "send-dtmf", "side": side, "digits": digits, "by": by},
+        {"type": "play", "side": side, "file": file},
+    ):
+        try:
+            control = parse_control(json.dumps(message))
+        except PayloadError:
+            continue
+        assert control.side in ("0", "1", "both")
+        if control.type == "send-dtmf":
+            assert commands.uuid_send_dtmf(uuid, control.digits).split(" ")[2] == digits
+        else:
+            line = commands.uuid_broadcast(uuid, f"/usr/share/sounds/{control.file}")
+            assert line.count(" ") == 3 and "/" not in control.file and not control.file.startswith(".")
+        assert "\n" not in control.by and " " not in control.by

@@ -16,11 +16,37 @@ from redswitch.actors.control import (  # noqa: E402
 )
 from redswitch.actors.control import (  # noqa: E402
     barge,
+    coach_callee,
     hangup,
+    hold,
     mute,
+    play,
+    send_dtmf,
+    start_record,
+    stop_play,
+    stop_record,
     threeway,
+    unhold,
     unthreeway,
     whisper,
 )
 
-__all__ = ["CONTROL_ACTORS", "asp_call", "barge", "broker", "hangup", "mute", "threeway", "unthreeway", "whisper"]
+__all__ = [
+    "CONTROL_ACTORS",
+    "asp_call",
+    "barge",
+    "broker",
+    "coach_callee",
+    "hangup",
+    "hold",
+    "mute",
+    "play",
+    "start_record",
+    "send_dtmf",
+    "stop_play",
+    "stop_record",
+    "threeway",
+    "unhold",
+    "unthreeway",
+    "whisper",
+]

@@ -1,4 +1,5 @@
-"""Call-control actors: hangup, barge, whisper, mute, threeway, unthreeway (keyed by ``dial_id``).
+"""Call-control actors: hangup, barge, whisper, mute, threeway, unthreeway, coach-callee, send-dtmf, hold, unhold
+(keyed by ``dial_id``).
 
 Each is answered on the call's channel with ``{"type": "ack", "event": <type>}`` once FreeSWITCH accepted
 the command, or with ``{"type": "error", "event": <type>, "reason": ...}`` when it cannot apply (no such
@@ -6,7 +7,12 @@ active call, no barger, a second barge) — and then nothing changed.
 
 Barging uses FreeSWITCH's ``eavesdrop`` on side 0's channel; the barger's leg is side ``"2"``. Its modes are
 switched with eavesdrop's DTMF controls, queued on the barger's own channel with ``uuid_recv_dtmf``:
-``2`` talk to the eavesdropped channel (side 0: whisper), ``3`` talk to both (three-way), ``0`` listen only.
+``2`` talk to the eavesdropped channel (side 0: whisper), ``1`` talk to its partner (side 1: coach-callee),
+``3`` talk to both (three-way), ``0`` listen only.
+
+When ``CONTROL_SECRET`` is set, a message of a verb that needs a signature is checked here (``redswitch/auth.py``),
+where one execution takes it, before anything else: a refusal is answered ``{"type": "error", "reason":
+"unauthorized"}``.
 The barger's current and previous modes live in the call record, so ``unthreeway`` can go back.
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -23,7 +30,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from redswitch import metrics, originate
+from redswitch import auth, metrics, originate
 from redswitch.actors import context
 from redswitch.errors import EslCommandError, PayloadError
 from redswitch.messages import CONTROL_ID, CONTROL_TAKER, CONTROL_UNTIL, CONTROL_WINDOW_MS, Control, parse_control
@@ -34,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 QUEUE = "redswitch-control"
 #: eavesdrop DTMF control per barger mode (FreeSWITCH switch_ivr_async.c).
-MODE_DIGITS = {"listen": "0", "whisper": "2", "threeway": "3"}
+MODE_DIGITS = {"listen": "0", "coach": "1", "whisper": "2", "threeway": "3"}
 
 
 #: The cause of side 0's hangup-event when a hangup cancels a call never dialled (FreeSWITCH's own name for it).
@@ -58,6 +65,8 @@ class Done:
 
     record: dict[str, str]
     fields: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Fields the ack carries besides its type and event (the file a recording goes to).
+    ack: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 #: A command: (dial_id, the message validated, the call record, the message as received) → Done, or None when it
@@ -84,29 +93,48 @@ def _control_actor(name: str, fn: Command) -> dramatiq.Actor[[str, dict[str, Any
         except _TakenElsewhere:
             logger.info("dial_id=%s control_id=%s %s executed elsewhere; dropped", dial_id, message[CONTROL_ID], kind)
             return
+        by = ""  # the sender, logged once validated (a raw value could forge log lines)
         try:
             control = parse_control(json.dumps(message))
+            by = control.by
+            _authorize(control, message)
             if record is None:
                 raise CannotApply(f"no active call with dial_id {dial_id!r}")
             if name != "hangup" and record.get("state") in NOT_STARTED:
                 raise CannotApply("not started")
             done = fn(dial_id, control, record, message)
+        except auth.Unauthorized as exc:
+            logger.warning("dial_id=%s by=%s %s unauthorized: %s", dial_id, by or "-", kind, exc)
+            context.store().reply(dial_id, events.error(kind, auth.UNAUTHORIZED))
+            metrics.CONTROL_COMMANDS.labels(name, "unauthorized").inc()
+            return
         except (CannotApply, PayloadError, EslCommandError) as exc:
             reason = exc.reason if isinstance(exc, PayloadError) else str(exc)
-            logger.info("dial_id=%s %s refused: %s", dial_id, kind, reason)
+            logger.info("dial_id=%s by=%s %s refused: %s", dial_id, by or "-", kind, reason)
             context.store().reply(dial_id, events.error(kind, reason))
             metrics.CONTROL_COMMANDS.labels(name, "error").inc()
             return
         if done is None:
             return
-        context.store().reply(dial_id, events.ack(kind), done.record, **done.fields)
+        context.store().reply(dial_id, {**events.ack(kind), **done.ack}, done.record, **done.fields)
         metrics.CONTROL_COMMANDS.labels(name, "ack").inc()
-        logger.info("dial_id=%s %s done", dial_id, kind)
+        logger.info("dial_id=%s by=%s %s done", dial_id, by or "-", kind)
 
     decorate = dramatiq.actor(
         actor_name=name, queue_name=QUEUE, max_retries=3, min_backoff=100, max_backoff=2000, time_limit=30_000
     )
     return decorate(run)
+
+
+def _authorize(control: Control, message: dict[str, Any]) -> None:
+    """Raise auth.Unauthorized unless the message may run: no secret, a verb that needs no signature, or signed,
+    fresh and not used by another execution (a replay)."""
+    settings = context.settings()
+    if control.type not in settings.signed_verbs():
+        return
+    auth.check(control, settings.control_secret, settings.control_sig_window)
+    if not context.store().use_signature(control.sig, _taker(message), 2 * settings.control_sig_window * 1000):
+        raise auth.Unauthorized("replayed signature")
 
 
 def _taker(message: dict[str, Any]) -> str:
@@ -217,6 +245,83 @@ def _threeway(dial_id: str, control: Control, record: dict[str, str], message: d
     return _set_mode(_barger_record(record), "threeway")
 
 
+def _coach_callee(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    return _set_mode(_barger_record(record), "coach")
+
+
+def _side_uuid(record: dict[str, str], side: str) -> str:
+    found = record.get(f"uuid{side}")
+    if not found:
+        raise CannotApply(f"side {side} has no channel")
+    return found
+
+
+def _send_dtmf(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    _api(record, commands.uuid_send_dtmf(_side_uuid(record, control.side), control.digits))
+    return Done(record)
+
+
+def _hold(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    if record.get(f"held{control.side}") == "1":
+        raise CannotApply(f"side {control.side} is on hold already")
+    _api(record, commands.uuid_hold(_side_uuid(record, control.side)))
+    return Done(record, {f"held{control.side}": "1"})
+
+
+def _unhold(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    if record.get(f"held{control.side}") != "1":
+        raise CannotApply(f"side {control.side} is not on hold")
+    _api(record, commands.uuid_hold(_side_uuid(record, control.side), hold=False))
+    return Done(record, {f"held{control.side}": "0"})
+
+
+def _record(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    """Record side 0's channel (both directions) to a file the server names: ``<RECORDINGS_DIR>/<dial_id>_<ms>.wav``;
+    nothing of the message reaches the path."""
+    directory = context.settings().recordings_dir
+    if not directory:
+        raise CannotApply("recording is off (RECORDINGS_DIR is not set)")
+    if record.get("recording"):
+        raise CannotApply("the call is being recorded already")
+    name = f"{dial_id}_{time.time_ns() // 1_000_000}.wav"
+    _api(record, commands.uuid_record(_side_uuid(record, "0"), f"{directory}/{name}"))
+    return Done(record, {"recording": name}, {"file": name})
+
+
+def _stop_record(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    name = record.get("recording", "")
+    if not name:
+        raise CannotApply("the call is not being recorded")
+    directory = context.settings().recordings_dir
+    _api(record, commands.uuid_record(_side_uuid(record, "0"), f"{directory}/{name}", start=False))
+    return Done(record, {"recording": ""}, {"file": name})
+
+
+def _sound_path(name: str) -> str:
+    """``<SOUNDS_DIR>/<name>``, if that is a file right in the sounds directory as this worker sees it (a symbolic
+    link leading out of it is refused)."""
+    directory = context.settings().sounds_dir
+    if not directory:
+        raise CannotApply("playing is off (SOUNDS_DIR is not set)")
+    real = os.path.realpath(os.path.join(directory, name))
+    if os.path.dirname(real) != os.path.realpath(directory) or not os.path.isfile(real):
+        raise CannotApply(f"no sound {name!r} in the sounds directory")
+    return f"{directory}/{name}"
+
+
+def _play(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    path = _sound_path(control.file)
+    side, legs = ("0", "both") if control.side == "both" else (control.side, "aleg")
+    _api(record, commands.uuid_broadcast(_side_uuid(record, side), path, legs))
+    return Done(record, ack={"file": control.file})
+
+
+def _stop_play(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    side = "0" if control.side == "both" else control.side
+    _api(record, commands.uuid_break(_side_uuid(record, side), both=control.side == "both"))
+    return Done(record)
+
+
 def _unthreeway(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
     record = _barger_record(record)
     if record.get("barger_mode") != "threeway":
@@ -231,4 +336,31 @@ mute = _control_actor("mute", _mute)
 threeway = _control_actor("threeway", _threeway)
 unthreeway = _control_actor("unthreeway", _unthreeway)
 
-ACTORS = {actor.actor_name: actor for actor in (hangup, barge, whisper, mute, threeway, unthreeway)}
+coach_callee = _control_actor("coach-callee", _coach_callee)
+send_dtmf = _control_actor("send-dtmf", _send_dtmf)
+hold = _control_actor("hold", _hold)
+unhold = _control_actor("unhold", _unhold)
+start_record = _control_actor("record", _record)
+stop_record = _control_actor("stop-record", _stop_record)
+play = _control_actor("play", _play)
+stop_play = _control_actor("stop-play", _stop_play)
+
+ACTORS = {
+    actor.actor_name: actor
+    for actor in (
+        hangup,
+        barge,
+        whisper,
+        mute,
+        threeway,
+        unthreeway,
+        coach_callee,
+        send_dtmf,
+        hold,
+        unhold,
+        start_record,
+        stop_record,
+        play,
+        stop_play,
+    )
+}

@@ -278,6 +278,10 @@ def add_send(subparsers: Subparsers) -> None:
     parser.add_argument("kind", choices=CONTROL_TYPES, metavar="{" + ",".join(CONTROL_TYPES) + "}")
     parser.add_argument("--phone", default=None, help="barge: the number (or SIP address user@host) to dial")
     parser.add_argument("--caller-id", default=None, help="barge: the caller id shown (default: --phone)")
+    parser.add_argument("--side", default=None, help="send-dtmf, hold, unhold: side 0 or 1; play, stop-play: or both")
+    parser.add_argument("--file", default=None, help="play: a file name in SOUNDS_DIR")
+    parser.add_argument("--digits", default=None, help="send-dtmf: the DTMF digits (0-9 * # A-D)")
+    parser.add_argument("--by", default=None, help="who sends it (logged by the worker)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply (default 10)")
     parser.set_defaults(handler=run_send)
 
@@ -285,11 +289,12 @@ def add_send(subparsers: Subparsers) -> None:
 def run_send(args: argparse.Namespace, settings: Settings) -> int:
     """Publish the message on the call's channel (subscribed first, so the reply cannot be missed), then print the
     first ``ack`` or ``error`` of that type. Exit 0 on ``ack``, 1 on ``error`` or no reply, 2 on bad arguments."""
+    from redswitch import auth
     from redswitch.errors import PayloadError
     from redswitch.messages import ID_PATTERN, parse_control
     from redswitch.store.connection import redis_from_settings
 
-    message = {"type": args.kind}
+    message: dict[str, Any] = {"type": args.kind}
     if args.kind == "barge":
         if not args.phone:
             print("redswitch send: barge needs --phone", file=sys.stderr)
@@ -298,10 +303,13 @@ def run_send(args: argparse.Namespace, settings: Settings) -> int:
     elif args.phone or args.caller_id:
         print(f"redswitch send: --phone and --caller-id are for barge, not {args.kind}", file=sys.stderr)
         return 2
+    message.update({k: v for k in ("side", "digits", "file", "by") if (v := getattr(args, k)) is not None})
     try:
         if not ID_PATTERN.fullmatch(args.dial_id):
             raise PayloadError(f"dial_id must be 1 to 64 letters, digits, _ or -: {args.dial_id[:40]!r}")
-        payload = json.dumps(parse_control(json.dumps(message)).to_dict())
+        control = parse_control(json.dumps(message))
+        signed = auth.sign(message, settings.control_secret) if settings.control_secret else control.to_dict()
+        payload = json.dumps(signed)
     except PayloadError as exc:
         print(f"redswitch send: {exc.reason}", file=sys.stderr)
         return 2

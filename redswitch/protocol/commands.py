@@ -83,6 +83,45 @@ def uuid_recv_dtmf(uuid: str, digits: str) -> str:
     return f"uuid_recv_dtmf {check_uuid(uuid)} {_check(_DTMF, digits, 'DTMF digits')}"
 
 
+def uuid_send_dtmf(uuid: str, digits: str) -> str:
+    """DTMF out to the endpoint of ``uuid``; only digits (no ``@duration``, no ``w``/``W`` pauses)."""
+    return f"uuid_send_dtmf {check_uuid(uuid)} {_check(_DTMF, digits, 'DTMF digits')}"
+
+
+def uuid_hold(uuid: str, hold: bool = True) -> str:
+    """``uuid_hold <uuid>`` or ``uuid_hold off <uuid>`` (no display text: nothing from a message reaches it)."""
+    return f"uuid_hold {check_uuid(uuid)}" if hold else f"uuid_hold off {check_uuid(uuid)}"
+
+
+#: A file the server names under a configured directory: absolute, no ``..`` component, no white space.
+_FILE_PATH = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9_\-.]{1,64}){2,17}")
+
+
+def check_file_path(path: str) -> str:
+    return _check(_FILE_PATH, path, "file path")
+
+
+def uuid_record(uuid: str, path: str, start: bool = True) -> str:
+    """``uuid_record <uuid> start|stop <path>`` (no limit, no recording variables)."""
+    return f"uuid_record {check_uuid(uuid)} {'start' if start else 'stop'} {check_file_path(path)}"
+
+
+_LEGS = ("aleg", "both")
+
+
+def uuid_broadcast(uuid: str, path: str, legs: str = "aleg") -> str:
+    """``uuid_broadcast <uuid> <path> aleg|both``: play a file (``playback``) to the channel, or to it and its
+    partner."""
+    if legs not in _LEGS:
+        raise PayloadError(f"unsafe legs for uuid_broadcast: {legs[:20]!r}")
+    return f"uuid_broadcast {check_uuid(uuid)} {check_file_path(path)} {legs}"
+
+
+def uuid_break(uuid: str, both: bool = False) -> str:
+    """``uuid_break <uuid> [both]``: stop what plays on the channel (and on its partner)."""
+    return f"uuid_break {check_uuid(uuid)} both" if both else f"uuid_break {check_uuid(uuid)}"
+
+
 def uuid_exists(uuid: str) -> str:
     return f"uuid_exists {check_uuid(uuid)}"
 

@@ -122,7 +122,82 @@ class Api:
         return reply
 
     def cmd_uuid_send_dtmf(self, args: str) -> str:
-        return self._dtmf(args, "sent")[2]  # goes out to the endpoint: eavesdrop never sees it
+        ch, digits, reply = self._dtmf(args, "sent")
+        if ch is not None:  # goes out to the endpoint (no event, and eavesdrop never sees it): noted for tests
+            ch.dtmf_sent += digits
+        return reply
+
+    def cmd_uuid_record(self, args: str) -> str:
+        """``uuid_record <uuid> [start|stop|mask|unmask|pause|resume] <path> [<limit>] [<recording_vars>]``
+        (mod_commands.c session_record_function); start and stop are modelled, the others answer as if no such
+        recording ran."""
+        argv = args.split(" ")
+        if len(argv) < 3 or not all(argv[:3]):
+            return "-USAGE: <uuid> [start|stop|mask|unmask|pause|resume] <path> [<limit>] [<recording_vars>]\n"
+        uid, action, path = argv[0], argv[1].lower(), argv[2]
+        ch = self._channel(uid)
+        if ch is None:
+            return "-ERR Cannot locate session!\n"
+        if action == "start":
+            return self.engine.record(ch, path)
+        if action == "stop":
+            return self.engine.stop_record(ch, path)
+        if action in ("pause", "resume", "mask", "unmask"):
+            return f"-ERR Cannot {action} recording session!\n"
+        return "-USAGE: <uuid> [start|stop|mask|unmask|pause|resume] <path> [<limit>] [<recording_vars>]\n"
+
+    def cmd_uuid_broadcast(self, args: str) -> str:
+        """``uuid_broadcast <uuid> <path> [aleg|bleg|holdb|both]`` (mod_commands.c → switch_ivr_broadcast): the
+        legs by substring, as FreeSWITCH reads them; no legs: aleg (and holdb, not modelled)."""
+        argv = args.split(" ")
+        if len(argv) < 2 or not argv[0] or not argv[1]:
+            return "-USAGE: <uuid> <path> [aleg|bleg|holdb|both]\n"
+        ch = self._channel(argv[0])
+        if ch is None:
+            return "-ERR invalid uuid\n"
+        legs = argv[2].lower() if len(argv) > 2 else "aleg"
+        other = self._channel(ch.other_uuid or "")
+        if ("bleg" in legs or "both" in legs) and other is not None:
+            self.engine.broadcast(other, argv[1])
+        if "aleg" in legs or "both" in legs:
+            self.engine.broadcast(ch, argv[1])
+        return "+OK Message sent\n"
+
+    def cmd_uuid_break(self, args: str) -> str:
+        """``uuid_break <uuid> [all|both]`` (mod_commands.c break_function): ``+OK`` whether or not anything played."""
+        if not args.strip():
+            return "-USAGE: <uuid> [all]\n"
+        uid, _, flag = args.strip().partition(" ")
+        ch = self._channel(uid)
+        if ch is None:
+            return "-ERR No such channel!\n"
+        self.engine.break_playback(ch)
+        other = self._channel(ch.other_uuid or "") if "both" in flag else None
+        if other is not None:
+            self.engine.break_playback(other)
+        return "+OK\n"
+
+    def cmd_uuid_hold(self, args: str) -> str:
+        """``uuid_hold [off|toggle] <uuid> [<display>]`` (mod_commands.c → switch_ivr_hold/unhold_uuid): ``+OK
+        Success`` (also for a uuid that does not exist: the status starts as success), ``-ERR Operation failed``
+        when the channel is already in the state asked for; CHANNEL_HOLD / CHANNEL_UNHOLD on a change."""
+        argv = args.split()
+        if not argv:
+            return "-USAGE: [off|toggle] <uuid> [<display>]\n"
+        verb = argv[0].lower()
+        if verb in ("off", "toggle"):
+            uid = argv[1] if len(argv) > 1 else ""
+        else:
+            uid, verb = argv[0], "on"
+        ch = self._channel(uid)
+        if ch is None:
+            return "+OK Success\n"
+        hold = not ch.held if verb == "toggle" else verb == "on"
+        if hold == ch.held:
+            return "-ERR Operation failed\n"
+        ch.held = hold
+        self.engine.emit("CHANNEL_HOLD" if hold else "CHANNEL_UNHOLD", ch)
+        return "+OK Success\n"
 
     def cmd_uuid_exists(self, args: str) -> str:
         return "true" if self._channel(args) is not None else "false"

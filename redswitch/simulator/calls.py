@@ -38,6 +38,13 @@ CALLERS = {
     "CHANNEL_HANGUP_COMPLETE": ("switch_core_state_machine.c", "switch_core_session_reporting_state", 943),
     "CHANNEL_DESTROY": ("switch_core_session.c", "switch_core_session_perform_destroy", 1721),
     "DTMF": ("switch_channel.c", "switch_channel_dequeue_dtmf", 678),
+    "CHANNEL_HOLD": ("switch_ivr.c", "switch_ivr_hold", 1558),
+    "CHANNEL_UNHOLD": ("switch_ivr.c", "switch_ivr_unhold", 1638),
+    "RECORD_START": ("switch_ivr_async.c", "record_callback", 1482),
+    "RECORD_STOP": ("switch_ivr_async.c", "send_record_stop_event", 1241),
+    "PLAYBACK_START": ("switch_ivr_play_say.c", "switch_ivr_play_file", 1649),
+    "PLAYBACK_STOP": ("switch_ivr_play_say.c", "switch_ivr_play_file", 2023),
+    "CHANNEL_EXECUTE_COMPLETE": ("switch_core_session.c", "switch_core_session_exec", 2972),
 }
 _EAVESDROP_DIGITS = {"0": "listen", "1": "talk_other", "2": "talk_target", "3": "threeway"}
 OUT_OF_ORDER = "-ERR DESTINATION_OUT_OF_ORDER\n"
@@ -359,6 +366,49 @@ class CallEngine:
                 elif digit in _EAVESDROP_DIGITS:
                     ch.eavesdrop_mode = _EAVESDROP_DIGITS[digit]
 
+    # ---------------------------------------------------------------------------------------- playback
+
+    def broadcast(self, ch: Channel, path: str) -> None:
+        """``switch_ivr_broadcast`` queues ``playback <path>`` on the channel, which runs it: CHANNEL_EXECUTE,
+        PLAYBACK_START (``Playback-File-Path``). A simulated file plays until ``uuid_break`` or the hangup."""
+        if ch.playing is not None:
+            self.break_playback(ch)  # the broadcast interrupts what played (the queued app runs next)
+        ch.playing = path
+        self.emit("CHANNEL_EXECUTE", ch, tail=(("Application", "playback"), ("Application-Data", path)))
+        self.emit("PLAYBACK_START", ch, tail=(("Playback-File-Path", path),))
+
+    def break_playback(self, ch: Channel) -> None:
+        """``uuid_break``: the playback ends with PLAYBACK_STOP (``Playback-Status: break``), then
+        CHANNEL_EXECUTE_COMPLETE of ``playback``; nothing when nothing plays."""
+        path, ch.playing = ch.playing, None
+        if path is None:
+            return
+        self.emit("PLAYBACK_STOP", ch, tail=(("Playback-File-Path", path), ("Playback-Status", "break")))
+        tail = (("Application", "playback"), ("Application-Data", path), ("Application-Response", "FILE PLAYED"))
+        self.emit("CHANNEL_EXECUTE_COMPLETE", ch, tail=tail)
+
+    # ---------------------------------------------------------------------------------------- record
+
+    def record(self, ch: Channel, path: str) -> str:
+        """``switch_ivr_record_session_event``: needs media (an answered channel here); a path already recorded is
+        a success that starts nothing; RECORD_START carries ``Record-File-Path``."""
+        if not ch.answered:
+            return "-ERR Cannot record session!\n"
+        if path not in ch.recordings:
+            ch.recordings.append(path)
+            self.emit("RECORD_START", ch, tail=(("Record-File-Path", path),))
+        return "+OK Success\n"
+
+    def stop_record(self, ch: Channel, path: str) -> str:
+        """``switch_ivr_stop_record_session``: ``all`` or one path being recorded; RECORD_STOP for each."""
+        paths = list(ch.recordings) if path == "all" else [path] if path in ch.recordings else []
+        if not paths:
+            return "-ERR Cannot stop record session!\n"
+        for one in paths:
+            ch.recordings.remove(one)
+            self.emit("RECORD_STOP", ch, tail=(("Record-File-Path", one),))
+        return "+OK Success\n"
+
     # ------------------------------------------------------------------------------------------- hangup
 
     def hangup(self, uid: str, cause: str = "NORMAL_CLEARING") -> bool:
@@ -431,6 +481,9 @@ class CallEngine:
             self.emit("CHANNEL_HANGUP", ch)
             if ch.waiter is not None and not ch.waiter.done():
                 ch.waiter.set_result(cause)
+        for ch, _ in group:  # the hangup state removes every media bug: each recording closes (RECORD_STOP)
+            while ch.recordings:
+                self.stop_record(ch, ch.recordings[0])
         for ch, _ in group:
             if ch.bridged and ch.other_type == "originatee" and ch.uuid not in unbridged:
                 self.emit("CHANNEL_UNBRIDGE", ch)

@@ -48,6 +48,11 @@ class ChannelInfo:
     other_uuid: str | None
     eavesdrop_target: str | None
     eavesdrop_mode: str | None
+    #: On hold (``uuid_hold``), and the DTMF sent out to the endpoint (``uuid_send_dtmf``), oldest first.
+    held: bool = False
+    dtmf_sent: str = ""
+    recordings: tuple[str, ...] = ()
+    playing: str | None = None
 
 
 @dataclass
@@ -72,6 +77,12 @@ class Channel:
     eavesdrop_target: str | None = None
     eavesdrop_mode: str | None = None
     eavesdrop_dtmf: bool = True
+    held: bool = False
+    dtmf_sent: str = ""
+    #: Paths being recorded (``uuid_record start``), in the order they started.
+    recordings: list[str] = field(default_factory=list)
+    #: The file ``uuid_broadcast`` plays on it, until ``uuid_break``.
+    playing: str | None = None
     waiter: asyncio.Future[str | None] | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     pending_b: str | None = None  # uuid of a bridge leg still ringing
@@ -134,6 +145,10 @@ class Channel:
             other_uuid=self.other_uuid,
             eavesdrop_target=self.eavesdrop_target,
             eavesdrop_mode=self.eavesdrop_mode,
+            held=self.held,
+            dtmf_sent=self.dtmf_sent,
+            recordings=tuple(self.recordings),
+            playing=self.playing,
         )
 
     def profile(self, prefix: str, with_index: bool = True) -> list[tuple[str, str]]:

@@ -404,6 +404,14 @@ class CallStore(abc.ABC):
     def clear_call_fields(self, dial_id: str, *names: str) -> None:
         self.client.hdel(self.keys.call(dial_id), *names)
 
+    def use_signature(self, sig: str, taker: str, ttl_ms: int) -> bool:
+        """Note that execution ``taker`` used control signature ``sig``; False if another execution used it (a
+        replay). The same execution may use it again (a Dramatiq retry)."""
+        key = self.keys.signature(sig)
+        if self.client.set(key, taker, nx=True, px=ttl_ms):
+            return True
+        return reply_text(self.client.get(key) or b"") == taker
+
     def claim_relay(self, dial_id: str, bridge_id: str) -> bool:
         """True when this bridge's relay is (now) the one that executes ``dial_id``'s control messages."""
         return self.relay_owner(dial_id, bridge_id) == "mine"

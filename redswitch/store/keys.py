@@ -114,6 +114,11 @@ class Keys:
         return f"redswitch:control:{dial_id}"
 
     @staticmethod
+    def signature(sig: str) -> str:
+        """A control signature already used (``redswitch/auth.py``): its value is the execution that used it."""
+        return f"redswitch:sig:{sig}"
+
+    @staticmethod
     def listener_batches(listener: str) -> str:
         """The number of the last batch a listener applied: a retried batch is not applied twice."""
         return f"redswitch:listener:{listener}:applied"
