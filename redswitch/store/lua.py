@@ -22,7 +22,8 @@ _PACKAGE = "redswitch.store"
 INCLUDES = {
     "admit": ("org", "rate", "log"),
     "recover": ("log",),
-    "claim": ("log",),
+    "claim": ("record", "log"),
+    "claim_record": ("record",),
     "compact_log": ("log",),
     "events": ("log",),
     "org_main": ("org",),

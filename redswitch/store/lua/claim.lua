@@ -3,13 +3,8 @@
 -- ARGV: dial_id, call-start event, call channel, record TTL, history TTL, lifecycle channel, lifecycle message,
 --       event log ('1': on, '': off), stream TTL, stream max length, firehose max length,
 --       then the record's field/value pairs.
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {0, redis.call('HGETALL', KEYS[1])}
-end
-local record = {}
-for i = 12, #ARGV do record[#record + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(record))
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+local existing = create_record(KEYS[1], ARGV[4], 12)
+if existing then return {0, existing} end
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[3])
 redis.call('RPUSH', KEYS[3], ARGV[2])
