@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -57,3 +60,30 @@ def close_raw_clients() -> Iterator[None]:
     yield
     for client in list(esl_raw.OPEN):
         client.close()
+
+
+#: Every redis-py pub/sub connection a test opened (cluster ones included), closed when the test ends: a pub/sub
+#: object sits in a reference cycle, so one left open would be found only by the last garbage collection.
+_PUBSUBS: weakref.WeakSet[Any] = weakref.WeakSet()
+_pubsub_init = redis.client.PubSub.__init__
+
+
+def _tracked_pubsub_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    _pubsub_init(self, *args, **kwargs)
+    _PUBSUBS.add(self)
+
+
+redis.client.PubSub.__init__ = _tracked_pubsub_init  # type: ignore[method-assign]
+
+
+def close_pubsubs_now() -> None:
+    """Close every pub/sub connection still open (call it before closing the client they came from)."""
+    for pubsub in list(_PUBSUBS):
+        with contextlib.suppress(Exception):
+            pubsub.close()
+
+
+@pytest.fixture(autouse=True)
+def close_pubsubs() -> Iterator[None]:
+    yield
+    close_pubsubs_now()

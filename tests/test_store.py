@@ -24,6 +24,7 @@ from redswitch.store import Batch, CallStore, ChannelChange, Fence, Limit, event
 from redswitch.store.connection import redis_from_settings
 from redswitch.store.lua import names, source
 from tests.cluster import RedisClusterServers
+from tests.conftest import close_pubsubs_now
 from tests.payloads import next_event
 from tests.servers import RedisServer
 
@@ -44,6 +45,7 @@ def settings(request: pytest.FixtureRequest, redis_server: RedisServer) -> Setti
 def client(settings: Settings) -> Iterator[redis.Redis]:
     made = redis_from_settings(settings)
     yield made
+    close_pubsubs_now()  # a cluster pub/sub holds a connection of the client's pools
     made.close()
 
 
