@@ -108,7 +108,6 @@ class AtomicStore(CallStore):
         done = int(script("recover").run(self.client, keys, args))
         if done == -1:
             raise LeaseLost(f"listener lease on node {fence.node} is held by another listener")
-        self.compact_logs([change.dial_id for change in changes if change.ends_call])
         return done
 
     def sent(self, dial_id: str, node: str) -> StoreWrite:

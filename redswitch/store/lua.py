@@ -21,11 +21,11 @@ _PACKAGE = "redswitch.store"
 #: Files whose functions a script uses, put before its own text.
 INCLUDES = {
     "admit": ("org", "rate", "log"),
-    "recover": ("log",),
+    "recover": ("log", "change"),
     "claim": ("record", "log"),
     "claim_record": ("record",),
     "compact_log": ("log",),
-    "events": ("log",),
+    "events": ("log", "change"),
     "org_main": ("org",),
     "rate_main": ("rate",),
 }

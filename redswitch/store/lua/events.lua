@@ -19,6 +19,9 @@ local logged = ARGV[6] == '1'
 local stream_ttl, stream_max, fire_max = ARGV[7], ARGV[8], ARGV[9]
 if batch > 0 and batch <= tonumber(redis.call('GET', KEYS[1]) or '0') then return 0 end
 local live, firehose = KEYS[2], KEYS[3]
+local cfg = {push = push, active_ttl = active_ttl, history_ttl = history_ttl, live = live, lifecycle = lifecycle,
+             logged = logged, firehose = firehose, stream_ttl = stream_ttl, stream_max = stream_max,
+             fire_max = fire_max}
 local per = logged and 5 or 4
 local calls = tonumber(ARGV[10])
 for a = 11 + 3 * calls, #ARGV, 3 do
@@ -27,32 +30,10 @@ for a = 11 + 3 * calls, #ARGV, 3 do
   local dial, channel, ended = ARGV[11 + 3 * slot], ARGV[12 + 3 * slot], ARGV[13 + 3 * slot]
   local k = 4 + per * slot
   local call, active, history, node_calls = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  local known = redis.call('EXISTS', call) == 1
   if kind == 'S' then
-    if known then redis.call('HSET', call, 'seen', '1') end
+    if redis.call('EXISTS', call) == 1 then redis.call('HSET', call, 'seen', '1') end
   else
-    local item = 'ACTIVE.' .. side
-    redis.call('LREM', active, 0, item)
-    if kind == 'A' then
-      redis.call(push, active, item)
-      redis.call('EXPIRE', active, active_ttl)
-      if side == '2' and known then redis.call('HSET', call, 'barger_answered', '1') end
-    elseif known then
-      redis.call('HSET', call, 'seen', '1')
-      if side == '2' then
-        redis.call('HDEL', call, 'barger_uuid', 'barger_mode', 'barger_prev_mode', 'barger_answered')
-      end
-    end
-    redis.call(push, history, event)
-    redis.call('EXPIRE', history, history_ttl)
-    if logged then log_event(KEYS[k + 4], firehose, dial, event, stream_ttl, stream_max, fire_max) end
-    redis.call('PUBLISH', channel, event)
-    if kind == 'H' and side == '0' then
-      redis.call('SREM', live, dial)
-      redis.call('SREM', node_calls, dial)
-      redis.call('PUBLISH', lifecycle, ended)
-      if logged then compact_log(KEYS[k + 4]) end
-    end
+    apply_change(kind, side, call, active, history, node_calls, KEYS[k + 4], dial, channel, event, ended, cfg)
   end
 end
 if batch > 0 then redis.call('SET', KEYS[1], batch, 'EX', active_ttl) end

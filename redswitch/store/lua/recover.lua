@@ -13,6 +13,9 @@ local push = ARGV[5] == 'R' and 'RPUSH' or 'LPUSH'
 local logged = ARGV[6] == '1'
 local stream_ttl, stream_max, fire_max = ARGV[7], ARGV[8], ARGV[9]
 local per = logged and 5 or 4
+local cfg = {push = push, active_ttl = active_ttl, history_ttl = history_ttl, live = live, lifecycle = lifecycle,
+             logged = logged, firehose = firehose, stream_ttl = stream_ttl, stream_max = stream_max,
+             fire_max = fire_max}
 local done = 0
 for i = 0, (#ARGV - 9) / 5 - 1 do
   local k = 4 + per * i
@@ -30,25 +33,7 @@ for i = 0, (#ARGV - 9) / 5 - 1 do
     owed = listed or side == '0'
   end
   if owed then
-    if kind == 'A' then
-      redis.call(push, active, item)
-      redis.call('EXPIRE', active, active_ttl)
-      if side == '2' then redis.call('HSET', call, 'barger_answered', '1') end
-    else
-      redis.call('LREM', active, 0, item)
-      if side == '2' then
-        redis.call('HDEL', call, 'barger_uuid', 'barger_mode', 'barger_prev_mode', 'barger_answered')
-      end
-    end
-    redis.call(push, history, event)
-    redis.call('EXPIRE', history, history_ttl)
-    if logged then log_event(KEYS[k + 4], firehose, dial, event, stream_ttl, stream_max, fire_max) end
-    redis.call('PUBLISH', dial, event)
-    if kind == 'H' and side == '0' then
-      redis.call('SREM', live, dial)
-      redis.call('SREM', node_calls, dial)
-      redis.call('PUBLISH', lifecycle, ended)
-    end
+    apply_change(kind, side, call, active, history, node_calls, KEYS[k + 4], dial, dial, event, ended, cfg)
     done = done + 1
   end
 end
