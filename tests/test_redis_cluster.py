@@ -137,7 +137,7 @@ def test_watch_on_a_cluster_without_the_event_log_follows_the_channel(
     assert output.decode().splitlines() == ['{"type": "answer-event", "side": "0"}', hangup]
 
 
-# -- call state on a cluster (the store's contract for both backends is in test_store.py) -----------------------------
+# -- call state on a cluster (the store's contract for both backends is in store/test_store.py) ------------------------
 
 
 def test_reconciliation_on_a_cluster_publishes_lost_hangups_and_ends_the_call(

@@ -19,36 +19,12 @@ import redis
 from bench.feeder import Feeder, call_events
 from redswitch.cli.launcher import redswitch_command
 from redswitch.config import Settings
-from redswitch.store import Batch, CallStore, ChannelChange, events, open_store
-from redswitch.store.connection import redis_from_settings
+from redswitch.store import Batch, CallStore, ChannelChange, events
 from redswitch.store.eventlog import LATEST, START, GroupReader, LoggedEvent, follow
-from tests.cluster import RedisClusterServers
 from tests.pipeline import Pipeline, has
 from tests.servers import RedisServer
 
 # -- the readers, in-process, on both backends ---------------------------------------------------------------
-
-
-@pytest.fixture(params=["atomic", "cluster"])
-def settings(request: pytest.FixtureRequest, redis_server: RedisServer) -> Settings:
-    if request.param == "atomic":
-        redis_server.client().flushall()
-        return Settings(pubsub_redis_url=redis_server.url)
-    cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
-    cluster.flush()
-    return Settings(pubsub_redis_url=cluster.url)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[redis.Redis]:
-    made = redis_from_settings(settings)
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def store(client: redis.Redis, settings: Settings) -> CallStore:
-    return open_store(client, settings)
 
 
 def answered(dial_id: str, side: str) -> ChannelChange:

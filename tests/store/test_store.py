@@ -12,7 +12,6 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,35 +22,9 @@ from redswitch.errors import LeaseLost
 from redswitch.store import Batch, CallStore, ChannelChange, Fence, Limit, events, open_store
 from redswitch.store.connection import redis_from_settings
 from redswitch.store.lua import names, source
-from tests.cluster import RedisClusterServers
-from tests.conftest import close_pubsubs_now
 from tests.payloads import next_event
-from tests.servers import RedisServer
 
 NODE = "fs1"
-
-
-@pytest.fixture(params=["atomic", "cluster"])
-def settings(request: pytest.FixtureRequest, redis_server: RedisServer) -> Settings:
-    if request.param == "atomic":
-        redis_server.client().flushall()
-        return Settings(pubsub_redis_url=redis_server.url)
-    cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
-    cluster.flush()
-    return Settings(pubsub_redis_url=cluster.url)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[redis.Redis]:
-    made = redis_from_settings(settings)
-    yield made
-    close_pubsubs_now()  # a cluster pub/sub holds a connection of the client's pools
-    made.close()
-
-
-@pytest.fixture
-def store(client: redis.Redis, settings: Settings) -> CallStore:
-    return open_store(client, settings)
 
 
 def record_of(dial_id: str, **fields: str) -> dict[str, str]:
