@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any
 
 import redis
@@ -62,6 +62,13 @@ ANSWERED_STATES = frozenset(("ACTIVE", "HELD", "UNHELD"))
 RECOVERED_ANSWER = "recovered: FreeSWITCH shows this channel answered; no listener followed its node then"
 RECOVERED_HANGUP = "recovered: FreeSWITCH no longer has this channel; no listener followed its node then"
 RECOVERED_CAUSE = "NORMAL_UNSPECIFIED"
+#: ``show channels`` reads FreeSWITCH's core database, which its SQL thread fills behind the live channels (about
+#: 150 ms on an idle switch, more under load; measured on FreeSWITCH 1.11): a channel answered just before a
+#: listing may show as not answered, or not at all. So a connection that recovers lists the channels again this
+#: many seconds after it connected, and a leg counts as gone only when listings at least ``GONE_AFTER`` seconds
+#: apart both lack it.
+RECHECKS = (1.0, 3.0)
+GONE_AFTER = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +220,8 @@ class Listener:
         self.client = client
         self.store = open_store(client, settings)
         self.resend = resend
+        #: Per node, the legs the last listing lacked and when a listing first lacked each (see ``GONE_AFTER``).
+        self._absent: dict[str, dict[str, float]] = {}
 
     def apply(self, pending: Pending) -> None:
         """Apply the channel actions in order in one store call, then the job results, each step once."""
@@ -255,19 +264,28 @@ class Listener:
 
     # -- recovery ------------------------------------------------------------------------------------------
 
-    def recover(self, node: str, rows: Sequence[Mapping[str, Any]], fence: Fence) -> int:
+    def recover(self, node: str, rows: Sequence[Mapping[str, Any]], fence: Fence, read_at: float | None = None) -> int:
         """Announce what happened on ``node`` while nobody followed it, from its channels (``rows`` of ``show
         channels as json``, read after subscribing): a side FreeSWITCH shows answered that the active list lacks,
         and a listed side (or side 0 of a call a leg of which was seen) whose channel is gone. The store announces
         each only if Redis does not hold it yet, so what the previous owner published is not published again.
-        Calls in order of their dial_ids; per call answers first, then hangups, side 0 last. How many announced."""
+        Calls in order of their dial_ids; per call answers first, then hangups, side 0 last. How many announced.
+
+        The listing lags the switch (``RECHECKS``): a leg it lacks is gone only once listings ``GONE_AFTER`` apart
+        lacked it (``read_at``: when this one was read, monotonic)."""
         channels = {str(row.get("uuid", "")): str(row.get("callstate", "")) for row in rows}
+        now = time.monotonic() if read_at is None else read_at
+        absent_before, absent_now = self._absent.get(node, {}), {}
         changes: list[ChannelChange] = []
         for dial_id in sorted(self.store.node_calls(node)):
             record = self.store.call_record(dial_id)
             if record.get("state") != "sent" or not ("org_id" in record and "user_id" in record):
                 continue  # still being dialled (its node may not have the channel yet), or gone
-            changes += _recovered_changes(dial_id, record, channels, node)
+            missing = {leg for leg in _legs(record).values() if leg not in channels}
+            absent_now.update({leg: absent_before.get(leg, now) for leg in missing})
+            gone = {leg for leg in missing if now - absent_now[leg] >= GONE_AFTER}
+            changes += _recovered_changes(dial_id, record, channels, node, gone)
+        self._absent[node] = absent_now
         if not changes:
             return 0
         done = self.store.recover(changes, fence)
@@ -345,9 +363,11 @@ class Listener:
                 metrics.ESL_RECONNECTS.inc()
             connected_before = True
             try:
+                rechecks: list[float] = []
                 if recover:  # what happened while nobody followed: listed after the subscription, applied in place
                     stream.send_api("show channels as json")
-                self._pump(stream, stop, batches, applying, node)
+                    rechecks = [time.monotonic() + delay for delay in RECHECKS]
+                self._pump(stream, stop, batches, applying, node, rechecks)
             except EslError as exc:
                 logger.warning("ESL connection to %s lost: %s; reconnecting", node.name, exc)
             finally:
@@ -379,13 +399,19 @@ class Listener:
         batches: Batches,
         applying: Callable[[], bool],
         node: EslNode | None = None,
+        rechecks: list[float] | None = None,
     ) -> None:
-        """Read and translate; hand each read's actions to the applier, waiting while its backlog is full.
+        """Read and translate; hand each read's actions to the applier, waiting while its backlog is full; list
+        the channels again at each of the ``rechecks`` times (monotonic) for the recovery.
 
         A read is handed over even when ``stop`` came meanwhile: its events are off the socket, and the applier
         applies what it is given before it ends (it ends early only when Redis is away at the stop, or on a bug).
         """
+        rechecks = rechecks or []
         while not stop.is_set() and applying():
+            while rechecks and time.monotonic() >= rechecks[0]:
+                del rechecks[0]
+                stream.send_api("show channels as json")
             payloads = stream.read_payloads(timeout=0.5)
             read_at = time.monotonic()
             actions = [action for action in map(action_of, payloads) if action is not None]
@@ -427,7 +453,7 @@ class Listener:
                     continue
             actions, read_at, rows = item
             if rows is not None:
-                if fence is not None and not self._recover_until_done(node, rows, fence, stop):
+                if fence is not None and not self._recover_until_done(node, rows, fence, stop, read_at):
                     return
                 continue
             actions = list(actions)
@@ -444,10 +470,12 @@ class Listener:
                 return
             metrics.EVENT_TO_PUBLISH.observe(time.monotonic() - read_at)
 
-    def _recover_until_done(self, node: str, rows: list[dict[str, str]], fence: Fence, stop: threading.Event) -> bool:
+    def _recover_until_done(
+        self, node: str, rows: list[dict[str, str]], fence: Fence, stop: threading.Event, read_at: float
+    ) -> bool:
         while True:
             try:
-                self.recover(node, rows, fence)
+                self.recover(node, rows, fence, read_at)
                 return True
             except redis.exceptions.RedisError:
                 logger.exception("could not recover node %s from its channels", node)
@@ -465,17 +493,23 @@ class Listener:
                     return False
 
 
+def _legs(record: Mapping[str, str]) -> dict[str, str]:
+    """The call's leg uuids by side (those it has)."""
+    legs = {side: record.get(field, "") for side, field in (("0", "uuid0"), ("1", "uuid1"), ("2", "barger_uuid"))}
+    return {side: leg for side, leg in legs.items() if leg}
+
+
 def _recovered_changes(
-    dial_id: str, record: Mapping[str, str], channels: Mapping[str, str], node: str
+    dial_id: str, record: Mapping[str, str], channels: Mapping[str, str], node: str, gone_legs: Set[str]
 ) -> list[ChannelChange]:
     """The answers and hangups a call may be owed, judged from its node's channels (the store checks each against
-    what Redis holds). A side 0 whose channel is gone counts only when a leg of the call was seen or the originate
-    succeeded: before that, its channel may simply not exist yet (the reconciler judges such calls later)."""
+    what Redis holds); ``gone_legs``: the legs that listings long enough apart lacked. A side 0 whose channel is
+    gone counts only when a leg of the call was seen or the originate succeeded: before that, its channel may
+    simply not exist yet (the reconciler judges such calls later)."""
     org_id, user_id = record["org_id"], record["user_id"]
-    legs = {side: record.get(field, "") for side, field in (("0", "uuid0"), ("1", "uuid1"), ("2", "barger_uuid"))}
-    legs = {side: leg for side, leg in legs.items() if leg}
+    legs = _legs(record)
     answered = [side for side, leg in legs.items() if channels.get(leg, "") in ANSWERED_STATES]
-    gone = [side for side, leg in legs.items() if leg not in channels]
+    gone = [side for side, leg in legs.items() if leg in gone_legs]
     existed = record.get("seen") == "1" or record.get("job_result", "").startswith("+OK")
     if "0" in gone and not existed:
         gone.remove("0")

@@ -253,12 +253,16 @@ class Api:
 
     # ---------------------------------------------------------------------------------------- info
 
-    def _row(self, ch: Channel) -> dict[str, str]:
+    def _row(self, ch: Channel, as_of: float | None = None) -> dict[str, str]:
+        """``show channels``'s row of ``ch``, as the core database held it at ``as_of`` (None: now)."""
         row = dict.fromkeys(CHANNEL_COLUMNS, "")
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ch.created))
         row.update(uuid=ch.uuid, direction=ch.direction, created=created, created_epoch=str(int(ch.created)))
         row.update(name=ch.name, state=ch.state, cid_name=ch.cid_name or "", cid_num=ch.cid_num, dest=ch.number)
-        row.update(application=ch.app, application_data=ch.app_arg, context=ch.context, callstate=ch.callstate)
+        callstate = ch.callstate
+        if as_of is not None and ch.times.get("answered", 0.0) > as_of:
+            callstate = "EARLY" if 0 < ch.times.get("progress_media", as_of + 1) <= as_of else "RINGING"
+        row.update(application=ch.app, application_data=ch.app_arg, context=ch.context, callstate=callstate)
         row.update(dialplan=ch.dialplan or "", initial_dialplan=ch.dialplan or "")
         row.update(hostname=self.controls.hostname, call_uuid=ch.variables.get("call_uuid", ch.uuid))
         row.update(initial_dest=ch.number, initial_context=ch.context, callee_num=ch.number)
@@ -273,11 +277,15 @@ class Api:
         if what not in ("channels", "calls"):
             return _SHOW_USAGE
         chans = list(self.engine.channels.values())
+        lag = self.engine.scenario.channels_lag
+        as_of = time.time() - lag if lag > 0 else None
+        if as_of is not None:  # the core database has not caught up with the youngest channels yet
+            chans = [c for c in chans if c.created <= as_of]
         if what == "calls":
             chans = [c for c in chans if not (c.bridged and c.other_type == "originator")]
         if "count" in words:
             return f"\n{len(chans)} total.\n"
-        rows = [self._row(c) for c in chans]
+        rows = [self._row(c, as_of) for c in chans]
         if words[-2:] == ["as", "json"]:
             if not rows:
                 return '{"row_count": 0}\n'

@@ -97,6 +97,11 @@ class Scenario:
     originate_timeout: float = 60.0
     hostname: str = "sim"
     profile: str = "internal"
+    #: How far ``show channels`` lags the live channels, in seconds. FreeSWITCH lists channels from its core
+    #: database, which its SQL thread fills behind the channels' events (about 0.15 s on an idle switch, more
+    #: under load): a channel younger than this is not listed yet, and one answered more recently is listed
+    #: still ringing. 0 (the default): the listing is current.
+    channels_lag: float = 0.0
 
     @classmethod
     def default(cls) -> Scenario:
@@ -130,6 +135,7 @@ class Scenario:
             originate_timeout=float(data.get("originate_timeout", 60.0)),
             hostname=str(data.get("hostname", "sim")),
             profile=str(data.get("profile", "internal")),
+            channels_lag=float(data.get("channels_lag", 0.0)),
         )
 
     @classmethod
