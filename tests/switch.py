@@ -33,7 +33,15 @@ from redswitch.simulator import Scenario, Simulator
 ENV = "REDSWITCH_TEST_FREESWITCH"
 PASSWORD_ENV = "REDSWITCH_TEST_FREESWITCH_PASSWORD"
 #: The modules of the real-switch tier; every other test runs against its own simulators whatever the setting.
-TIER = ("test_pipeline", "test_early_media", "test_control", "test_faults", "test_admission", "test_scheduler")
+TIER = (
+    "test_pipeline",
+    "test_early_media",
+    "test_control",
+    "test_verbs",
+    "test_faults",
+    "test_admission",
+    "test_scheduler",
+)
 
 _in_tier = False  # whether the running test belongs to TIER (set before its fixtures are)
 

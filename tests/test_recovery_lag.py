@@ -81,7 +81,7 @@ def test_a_call_answered_just_before_a_take_over_is_recovered_and_a_young_leg_is
     store.claim(dial_id, "org", "u1", {**record, "job_uuid": "job-lag-1"})
     store.sent(dial_id, NODE).run(client)
     client.hset(f"redswitch:call:{dial_id}", "seen", "1")
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     pubsub.subscribe(dial_id)
     # the call is placed and answered on both sides while no listener follows the node
     esl = EslClient("127.0.0.1", lagging.port, "ClueCon")

@@ -35,7 +35,7 @@ from redswitch.errors import EslError, LeaseLost
 from redswitch.esl.stream import EventStream
 from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID, VAR_ORG_ID, VAR_SIDE, VAR_USER_ID
-from redswitch.protocol import parse_event_plain
+from redswitch.protocol import callstates, parse_event_plain
 from redswitch.protocol.pick import event_name, header_picker
 from redswitch.services.ownership import assign
 from redswitch.store import Batch, ChannelChange, Fence, open_store
@@ -56,8 +56,6 @@ _EVENT_TYPES = {"answered": "answer-event", "hung_up": "hangup-event"}
 BACKLOG = 64
 #: Most actions applied in one round trip when reads pile up behind a slow one.
 MAX_BATCH = 1000
-#: ``callstate`` values of an answered channel in ``show channels``.
-ANSWERED_STATES = frozenset(("ACTIVE", "HELD", "UNHELD"))
 #: The ``reason`` of the events a listener reconstructs from the switch's channels after a gap.
 RECOVERED_ANSWER = "recovered: FreeSWITCH shows this channel answered; no listener followed its node then"
 RECOVERED_HANGUP = "recovered: FreeSWITCH no longer has this channel; no listener followed its node then"
@@ -508,7 +506,7 @@ def _recovered_changes(
     simply not exist yet (the reconciler judges such calls later)."""
     org_id, user_id = record["org_id"], record["user_id"]
     legs = _legs(record)
-    answered = [side for side, leg in legs.items() if channels.get(leg, "") in ANSWERED_STATES]
+    answered = [side for side, leg in legs.items() if channels.get(leg, "") in callstates.ANSWERED]
     gone = [side for side, leg in legs.items() if leg in gone_legs]
     existed = record.get("seen") == "1" or record.get("job_result", "").startswith("+OK")
     if "0" in gone and not existed:

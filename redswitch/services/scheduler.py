@@ -39,7 +39,7 @@ from redswitch.esl.client import EslClient
 from redswitch.esl.stream import EventStream
 from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID
-from redswitch.protocol import commands
+from redswitch.protocol import callstates, commands
 from redswitch.store import CallStore, events, open_store
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Reconciler:
             data = json.loads(esl.api("show channels as json") or "{}")
             rows = data.get("rows", [])
             self.channel_nodes.update({row["uuid"]: node for row in rows})
-            self.answered_channels.update(row["uuid"] for row in rows if row.get("callstate") == "ACTIVE")
+            self.answered_channels.update(row["uuid"] for row in rows if row.get("callstate") in callstates.ANSWERED)
         return set(self.channel_nodes)
 
     def _check_call(

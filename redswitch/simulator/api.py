@@ -196,7 +196,12 @@ class Api:
         if hold == ch.held:
             return "-ERR Operation failed\n"
         ch.held = hold
+        # the call state follows (switch_channel.c, CF_LEG_HOLDING): HELD, or UNHELD then ACTIVE at once (the
+        # simulator sends no CHANNEL_CALLSTATE events; each state shows in the events and dumps that follow)
+        ch.callstate = "HELD" if hold else "UNHELD"
         self.engine.emit("CHANNEL_HOLD" if hold else "CHANNEL_UNHOLD", ch)
+        if not hold:
+            ch.callstate = "ACTIVE"
         return "+OK Success\n"
 
     def cmd_uuid_exists(self, args: str) -> str:

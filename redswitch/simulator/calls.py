@@ -305,9 +305,13 @@ class CallEngine:
         inherited = {k: a.variables[k] for k in _INHERITED if k in a.variables and k not in variables}
         b = self.create_channel(leg, {**inherited, **variables, **leg.variables}, other=a)
         a.pending_b = b.uuid
+        if a.answered:  # an answered channel that originates waits in RING_WAIT (switch_channel.c, CF_ORIGINATOR)
+            a.callstate = "RING_WAIT"
         timeout = _timeout(b.variables, None, self.scenario.originate_timeout)
         cause = await self.ring(b, self._outcome(leg), timeout, early_ok=_early_ok({**inherited, **variables}))
         a.pending_b = None
+        if a.callstate == "RING_WAIT":
+            a.callstate = "ACTIVE"
         if cause is not None:
             a.variables.update({"originate_disposition": cause, "DIALSTATUS": cause, "originate_failed_cause": cause})
             self.hangup(a.uuid, _after_failed_bridge(a.variables, cause))
