@@ -58,6 +58,18 @@ def settle(pubsub: Any, seconds: float = 0.6) -> list[dict[str, Any]]:
     return published(out)
 
 
+def recorded(pipeline: Pipeline, pubsub: Any, dial_id: str, kind: str, *more: str) -> list[dict[str, Any]]:
+    """Publish ``kind`` (record, stop-record), wait for its ack and its record-event (and the ``more`` hangups) in
+    whichever order they come: what Redswitch published meanwhile."""
+    pipeline.publish(dial_id, {"type": kind})
+    done = lambda ev: reply_to(kind)(ev) and has("record-event")(ev) and hung_up(*more)(ev)  # noqa: E731
+    return published(pipeline.events_until(pubsub, done))
+
+
+def record_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == "record-event"]
+
+
 def new_leg(commands: list[str], side: str) -> str:
     originate = next(c for c in commands if c.startswith("api originate ") and "redswitch_transfer=pending" in c)
     assert f"redswitch_side={side}," in originate, originate
@@ -120,7 +132,7 @@ def test_transfer_side_0_keeps_the_call_and_its_recording_reports_its_stop(pipel
     dial_id = unique("xfer0")
     pubsub = pipeline.call(dial_id)
     caller, callee = pipeline.channel_of_side(dial_id, "0"), pipeline.channel_of_side(dial_id, "1")
-    name = command(pipeline, pubsub, dial_id, {"type": "record"}, "record")["file"]
+    name = next(e for e in recorded(pipeline, pubsub, dial_id, "record") if e["type"] == "ack")["file"]
     before = len(pipeline.switch.commands())
     message = {"type": "transfer", "side": "0", "phone_number": "15105550123", "caller_id": "+1-415-555-0100"}
     pipeline.publish(dial_id, message)
@@ -142,9 +154,9 @@ def test_transfer_side_0_keeps_the_call_and_its_recording_reports_its_stop(pipel
     assert caller not in channels and channels[callee].other_uuid == new
     assert pipeline.client.hget(f"redswitch:call:{dial_id}", "uuid0") == new
     # a hangup now hangs up the new side 0; the call ends as any call does
-    command(pipeline, pubsub, dial_id, {"type": "hangup"}, "hangup")
+    pipeline.publish(dial_id, {"type": "hangup"})
+    pipeline.events_until(pubsub, lambda ev: reply_to("hangup")(ev) and hung_up("0", "1")(ev))
     assert f"api uuid_kill {new} NORMAL_CLEARING" in pipeline.switch.commands()
-    pipeline.events_until(pubsub, hung_up("0", "1"))
     assert pipeline.wait_for(lambda: not pipeline.client.sismember("redswitch:active", dial_id), timeout=5)
     pubsub.close()
 
@@ -212,20 +224,14 @@ def test_transfer_refuses_numbers_sides_and_caller_ids_that_could_inject_before_
 def test_record_events_report_start_and_stop_and_the_stop_of_a_hangup(pipeline: Pipeline) -> None:
     dial_id = unique("recev")
     pubsub = pipeline.call(dial_id)
-    name = command(pipeline, pubsub, dial_id, {"type": "record"}, "record")["file"]
+    events = recorded(pipeline, pubsub, dial_id, "record")
+    name = next(e for e in events if e["type"] == "ack")["file"]
     assert re.fullmatch(rf"{dial_id}_[0-9]+\.wav", name)
-    started = pipeline.events_until(pubsub, has("record-event"))
-    assert [e for e in started if e["type"] == "record-event"] == [
-        {"type": "record-event", "state": "start", "file": name, "side": "0"}
-    ]
-    command(pipeline, pubsub, dial_id, {"type": "stop-record"}, "stop-record")
-    stopped = pipeline.events_until(pubsub, has("record-event"))
-    assert [e for e in stopped if e["type"] == "record-event"] == [
-        {"type": "record-event", "state": "stop", "file": name, "side": "0"}
-    ]
+    assert record_events(events) == [{"type": "record-event", "state": "start", "file": name, "side": "0"}]
+    events = recorded(pipeline, pubsub, dial_id, "stop-record")
+    assert record_events(events) == [{"type": "record-event", "state": "stop", "file": name, "side": "0"}]
     # a second recording, ended by the hangup: FreeSWITCH closes it as the channel goes (after its hangup)
-    again = command(pipeline, pubsub, dial_id, {"type": "record"}, "record")["file"]
-    pipeline.events_until(pubsub, has("record-event"))
+    again = next(e for e in recorded(pipeline, pubsub, dial_id, "record") if e["type"] == "ack")["file"]
     assert pipeline.switch.hangup(pipeline.channel_of_side(dial_id, "1"))
     events = published(pipeline.events_until(pubsub, lambda ev: hung_up("0", "1")(ev) and has("record-event")(ev)))
     assert events[-1] == {"type": "record-event", "state": "stop", "file": again, "side": "0"}, events
@@ -245,8 +251,7 @@ def test_record_events_go_to_the_history_with_history_events_all(own_redis_serve
     try:
         dial_id = unique("rechist")
         pubsub = running.call(dial_id)
-        name = command(running, pubsub, dial_id, {"type": "record"}, "record")["file"]
-        running.events_until(pubsub, has("record-event"))
+        name = next(e for e in recorded(running, pubsub, dial_id, "record") if e["type"] == "ack")["file"]
         history = [
             json.loads(e) for e in running.client.lrange(f"redswitch_history.{SEED_JOB['org_id']}.{dial_id}", 0, -1)
         ]
