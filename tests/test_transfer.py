@@ -236,7 +236,8 @@ def test_record_events_report_start_and_stop_and_the_stop_of_a_hangup(pipeline: 
     events = published(pipeline.events_until(pubsub, lambda ev: hung_up("0", "1")(ev) and has("record-event")(ev)))
     assert events[-1] == {"type": "record-event", "state": "stop", "file": again, "side": "0"}, events
     # the event log has them too, in order; the history keeps the call's events only (HISTORY_EVENTS=call)
-    logged = [json.loads(f["event"]) for _, f in pipeline.client.xrange(f"redswitch:events:{dial_id}")]
+    entries: list[tuple[str, dict[str, str]]] = pipeline.client.xrange(f"redswitch:events:{dial_id}")  # type: ignore[assignment]
+    logged = [json.loads(fields["event"]) for _, fields in entries]
     records = [(e["state"], e["file"]) for e in logged if e["type"] == "record-event"]
     assert records == [("start", name), ("stop", name), ("start", again), ("stop", again)]
     history = pipeline.client.lrange(f"redswitch_history.{SEED_JOB['org_id']}.{dial_id}", 0, -1)
