@@ -53,6 +53,8 @@ CONTROL_TYPES = (
 #: The verbs that act on one side of the call, named by ``side``.
 SIDED_TYPES = ("send-dtmf", "hold", "unhold", "transfer")
 SIDES = ("0", "1")
+#: A transfer's new leg rings at most this many seconds (or ORIGINATE_TIMEOUT if shorter): a worker thread waits.
+TRANSFER_MAX_RING = 120
 #: ``play`` and ``stop-play`` also take ``"both"``.
 PLAY_TYPES = ("play", "stop-play")
 PLAY_SIDES = ("0", "1", "both")

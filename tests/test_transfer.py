@@ -8,7 +8,10 @@ to it, which ends the replaced leg; the client sees the new leg's ``answer-event
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -260,3 +263,22 @@ def test_record_events_go_to_the_history_with_history_events_all(own_redis_serve
         pubsub.close()
     finally:
         running.stop()
+
+
+def test_redswitch_send_transfer_waits_for_the_new_leg_and_prints_the_ack(pipeline: Pipeline) -> None:
+    dial_id = unique("xfercli")
+    pubsub = pipeline.call(dial_id)
+    callee = pipeline.channel_of_side(dial_id, "1")
+    env = {**os.environ, **pipeline.settings.env()}
+    base = [sys.executable, "-m", "redswitch", "send", dial_id, "transfer"]
+    for bad in (["--phone", "15105550126"], ["--side", "1"], ["--side", "1", "--phone", "1510 555"]):
+        done = subprocess.run([*base, *bad], env=env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2 and done.stdout == "", (bad, done.stderr)
+    argv = [*base, "--side", "1", "--phone", "15105550777", "--caller-id", "14155550100"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"type": "ack", "event": "transfer", "side": "1", "phone_number": "15105550777"}
+    assert callee not in pipeline.simulator.channels()
+    originate = [c for c in pipeline.switch.commands() if "redswitch_transfer=pending" in c and dial_id in c]
+    assert len(originate) == 1 and "origination_caller_id_number=14155550100," in originate[0]
+    pubsub.close()

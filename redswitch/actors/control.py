@@ -34,7 +34,15 @@ from dramatiq.middleware import CurrentMessage
 from redswitch import auth, metrics, originate
 from redswitch.actors import context
 from redswitch.errors import EslCommandError, EslConnectionError, EslUncertainError, PayloadError
-from redswitch.messages import CONTROL_ID, CONTROL_TAKER, CONTROL_UNTIL, CONTROL_WINDOW_MS, Control, parse_control
+from redswitch.messages import (
+    CONTROL_ID,
+    CONTROL_TAKER,
+    CONTROL_UNTIL,
+    CONTROL_WINDOW_MS,
+    TRANSFER_MAX_RING,
+    Control,
+    parse_control,
+)
 from redswitch.protocol import commands
 from redswitch.store import events
 
@@ -336,8 +344,6 @@ def _stop_play(dial_id: str, control: Control, record: dict[str, str], message: 
     return Done(record)
 
 
-#: A transfer's new leg rings at most this long (or ORIGINATE_TIMEOUT if shorter): the worker thread waits for it.
-TRANSFER_MAX_RING = 120
 #: Seconds beyond the ring time the worker waits for the originate's reply before it gives the leg up.
 TRANSFER_MARGIN = 10
 #: A transfer reservation older than this (ms) is a killed worker's: another transfer may take it over.
