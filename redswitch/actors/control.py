@@ -402,13 +402,24 @@ def _transfer_leg(dial_id: str, control: Control, record: dict[str, str], old: s
         client.api(commands.uuid_setvar(old, originate.VAR_REPLACED_BY, new))
         client.api(commands.uuid_bridge(partner, new))
     except (EslCommandError, EslUncertainError, EslConnectionError) as exc:
-        _quietly(record, commands.uuid_setvar(old, originate.VAR_REPLACED_BY))
-        _quietly(record, commands.uuid_kill(new))
-        raise CannotApply(f"the new leg could not be bridged in: {exc}") from None
+        if not (isinstance(exc, EslUncertainError) and _replaced(record, old)):
+            _quietly(record, commands.uuid_setvar(old, originate.VAR_REPLACED_BY))
+            _quietly(record, commands.uuid_kill(new))
+            raise CannotApply(f"the new leg could not be bridged in: {exc}") from None
+        logger.warning("dial_id=%s uuid_bridge went unanswered, but the replaced leg is gone: bridged", dial_id)
     store.transferred(dial_id, record, side, new, events.answer(side, transfer=True))
     # from now on the new leg's hangup is the side's own (announced by the listener, after the answer-event above)
     _quietly(record, commands.uuid_setvar(new, originate.VAR_TRANSFER, originate.TRANSFER_BRIDGED))
     return Done(record, ack={"side": side, "phone_number": number})
+
+
+def _replaced(record: dict[str, str], old: str) -> bool:
+    """After a ``uuid_bridge`` whose reply never came: did it run? Its replaced leg is gone within milliseconds when
+    it did (the reply was awaited for ESL_TIMEOUT seconds). Unknown (no answer again) counts as not bridged."""
+    try:
+        return _api(record, commands.uuid_exists(old)).strip() == "false"
+    except (EslCommandError, EslUncertainError, EslConnectionError):
+        return False
 
 
 def _original_caller_id(record: dict[str, str], side: str) -> str:
