@@ -1,5 +1,5 @@
-"""Call-control actors: hangup, barge, whisper, mute, threeway, unthreeway, coach-callee, send-dtmf, hold, unhold
-(keyed by ``dial_id``).
+"""Call-control actors: hangup, barge, whisper, mute, threeway, unthreeway, coach-callee, send-dtmf, hold, unhold,
+record, stop-record, play, stop-play, transfer (keyed by ``dial_id``).
 
 Each is answered on the call's channel with ``{"type": "ack", "event": <type>}`` once FreeSWITCH accepted
 the command, or with ``{"type": "error", "event": <type>, "reason": ...}`` when it cannot apply (no such
