@@ -88,6 +88,10 @@ def test_transfer_side_1_dials_the_new_number_bridges_it_and_ends_the_replaced_l
     time.sleep(0.2)  # the new leg rings (0.4 s): the call is untouched meanwhile
     channels = pipeline.simulator.channels()
     assert channels[callee].other_uuid == caller and channels[caller].other_uuid == callee
+    ringing = [c for c in channels.values() if c.variables.get("redswitch_transfer") == "pending"]
+    assert [(c.number, c.answered, c.variables["redswitch_dial_id"]) for c in ringing] == [
+        ("15105550777", False, dial_id)
+    ]
     events = published(pipeline.events_until(pubsub, reply_to("transfer")))
     ack = events[-1]
     assert ack == {"type": "ack", "event": "transfer", "side": "1", "phone_number": "15105550777"}
@@ -186,6 +190,31 @@ def test_a_transfer_whose_new_leg_fails_leaves_the_call_as_it_was(pipeline: Pipe
     # the call still works: a transfer to a number that answers goes through
     command(pipeline, pubsub, dial_id, {"type": "transfer", "side": "1", "phone_number": "15105550124"}, "transfer")
     assert callee not in pipeline.simulator.channels()
+    pubsub.close()
+
+
+def test_one_transfer_at_a_time_and_only_between_two_sides_that_are_up(pipeline: Pipeline) -> None:
+    dial_id = unique("xferone")
+    pubsub = pipeline.call(dial_id)
+    pipeline.publish(dial_id, {"type": "transfer", "side": "1", "phone_number": SLOW})
+    assert pipeline.wait_for(lambda: pipeline.client.hexists(f"redswitch:call:{dial_id}", "transfer"), timeout=5)
+    pipeline.publish(dial_id, {"type": "transfer", "side": "0", "phone_number": "15105550128"})
+    events = published(pipeline.events_until(pubsub, reply_to("transfer")))
+    replies = [e for e in events if e["type"] in ("ack", "error")]
+    assert [e["type"] for e in replies] == ["error", "ack"], events
+    assert replies[0]["reason"] == "a transfer of this call is already under way"
+    assert not [c for c in pipeline.switch.commands() if "15105550128" in c]
+    pubsub.close()
+    # a call whose side 1 still rings: nothing to bridge to
+    ringing = unique("xferring")
+    pubsub = pipeline.subscribe(ringing)
+    pipeline.push(dial_id=ringing, user_id=ringing, callee_number="14155550408")
+    pipeline.events_until(pubsub, has("answer-event", "0"))
+    error = command(
+        pipeline, pubsub, ringing, {"type": "transfer", "side": "0", "phone_number": "15105550129"}, "transfer", "error"
+    )
+    assert error["reason"] == "side 1 is not up (answered and connected)"
+    assert not [c for c in pipeline.switch.commands() if "15105550129" in c]
     pubsub.close()
 
 
