@@ -311,3 +311,30 @@ def test_redswitch_send_transfer_waits_for_the_new_leg_and_prints_the_ack(pipeli
     originate = [c for c in pipeline.switch.commands() if "redswitch_transfer=pending" in c and dial_id in c]
     assert len(originate) == 1 and "origination_caller_id_number=14155550100," in originate[0]
     pubsub.close()
+
+
+def test_a_transfer_of_side_0_ends_a_bargers_eavesdrop_and_the_call_goes_on(pipeline: Pipeline) -> None:
+    dial_id = unique("xferbarge")
+    pubsub = pipeline.call(dial_id)
+    pipeline.publish(dial_id, {"type": "barge", "phone_number": "15105550177", "caller_id": "15105550177"})
+    pipeline.events_until(pubsub, lambda ev: reply_to("barge")(ev) and has("answer-event", "2")(ev))
+    pipeline.publish(dial_id, {"type": "transfer", "side": "0", "phone_number": "15105550130"})
+    events = published(pipeline.events_until(pubsub, lambda ev: reply_to("transfer")(ev) and hung_up("2")(ev)))
+    events += settle(pubsub)
+    assert [(e["type"], e.get("side")) for e in events if e["type"].endswith("-event")] == [
+        ("answer-event", "0"),
+        ("hangup-event", "2"),
+    ] or [(e["type"], e.get("side")) for e in events if e["type"].endswith("-event")] == [
+        ("hangup-event", "2"),
+        ("answer-event", "0"),
+    ], events
+    assert pipeline.client.sismember("redswitch:active", dial_id)
+    assert not pipeline.client.hget(f"redswitch:call:{dial_id}", "barger_uuid")
+    # a new barge eavesdrops on the new side 0
+    new = pipeline.client.hget(f"redswitch:call:{dial_id}", "uuid0")
+    command(
+        pipeline, pubsub, dial_id, {"type": "barge", "phone_number": "15105550178", "caller_id": "15105550178"}, "barge"
+    )
+    pipeline.events_until(pubsub, has("answer-event", "2"))
+    assert pipeline.simulator.channels()[pipeline.channel_of_side(dial_id, "2")].eavesdrop_target == new
+    pubsub.close()
