@@ -48,10 +48,13 @@ CONTROL_TYPES = (
     "stop-record",
     "play",
     "stop-play",
+    "transfer",
 )
 #: The verbs that act on one side of the call, named by ``side``.
-SIDED_TYPES = ("send-dtmf", "hold", "unhold")
+SIDED_TYPES = ("send-dtmf", "hold", "unhold", "transfer")
 SIDES = ("0", "1")
+#: A transfer's new leg rings at most this many seconds (or ORIGINATE_TIMEOUT if shorter): a worker thread waits.
+TRANSFER_MAX_RING = 120
 #: ``play`` and ``stop-play`` also take ``"both"``.
 PLAY_TYPES = ("play", "stop-play")
 PLAY_SIDES = ("0", "1", "both")
@@ -63,7 +66,7 @@ DTMF_PATTERN = re.compile(r"[0-9*#A-D]{1,32}")
 SENDER_PATTERN = re.compile(r"[A-Za-z0-9_.@+\-]{1,64}")
 #: A signature: the HMAC-SHA256 of the canonical message, in lower-case hex (``redswitch/auth.py``).
 SIG_PATTERN = re.compile(r"[0-9a-f]{64}")
-EVENT_TYPES = ("call-start", "answer-event", "hangup-event", "failure", "ack", "error", "queued")
+EVENT_TYPES = ("call-start", "answer-event", "hangup-event", "failure", "ack", "error", "queued", "record-event")
 #: Fields the relay adds to a control message it forwards (never read from what a client published): its entry in
 #: the call's control log, which one execution takes; the execution that took it (a hangup waiting for its call's
 #: originate sends itself again); until when that hangup waits.
@@ -126,6 +129,10 @@ class Control:
         data: dict[str, Any] = {"type": self.type}
         if self.type == "barge":
             data.update(phone_number=self.phone_number, caller_id=self.caller_id)
+        if self.type == "transfer":
+            data["phone_number"] = self.phone_number
+            if self.caller_id:
+                data["caller_id"] = self.caller_id
         if self.type in SIDED_TYPES or self.type in PLAY_TYPES:
             data["side"] = self.side
         if self.type == "play":
@@ -220,9 +227,7 @@ def parse_control(raw: bytes | str) -> Control:
     kind = _string(data, "type", re.compile(r".{1,64}"), "a message type")
     if kind not in CONTROL_TYPES:
         raise PayloadError(f"unknown control type {kind!r}: expected one of {', '.join(CONTROL_TYPES)}")
-    fields: dict[str, Any] = {}
-    if kind == "barge":
-        fields.update(phone_number=_phone_or_sip(data, "phone_number"), caller_id=_phone(data, "caller_id"))
+    fields: dict[str, Any] = _numbers(kind, data)
     if kind in SIDED_TYPES:
         fields["side"] = _string(data, "side", re.compile("|".join(SIDES)), f"one of {', '.join(SIDES)}")
     if kind in PLAY_TYPES:
@@ -243,6 +248,19 @@ def parse_control(raw: bytes | str) -> Control:
     if "sig" in data:
         fields["sig"] = _string(data, "sig", SIG_PATTERN, "64 lower-case hex digits (HMAC-SHA256)")
     return Control(type=kind, **fields)
+
+
+def _numbers(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a verb dials: a barger's (a phone number or a SIP address) and caller id; a transfer's number
+    (a phone number only: the call's gateway dials it, as a job's numbers) and optional caller id."""
+    if kind == "barge":
+        return {"phone_number": _phone_or_sip(data, "phone_number"), "caller_id": _phone(data, "caller_id")}
+    if kind == "transfer":
+        fields = {"phone_number": _phone(data, "phone_number")}
+        if "caller_id" in data:
+            fields["caller_id"] = _phone(data, "caller_id")
+        return fields
+    return {}
 
 
 def peek_field(raw: bytes | str, name: str) -> str | None:

@@ -18,6 +18,14 @@ VAR_DIAL_ID = "redswitch_dial_id"
 VAR_ORG_ID = "redswitch_org_id"
 VAR_USER_ID = "redswitch_user_id"
 VAR_SIDE = "redswitch_side"
+#: A ``transfer``'s new leg carries ``redswitch_transfer=pending`` from its originate until it is bridged in (the
+#: listener announces nothing of it meanwhile: its answer is announced with the bridge, its failure by the
+#: transfer's ``error``), then ``bridged``. The leg it replaced gets ``redswitch_replaced_by=<new uuid>`` just
+#: before the ``uuid_bridge`` that ends it: the listener announces neither its answer nor its hangup.
+VAR_TRANSFER = "redswitch_transfer"
+TRANSFER_PENDING = "pending"
+TRANSFER_BRIDGED = "bridged"
+VAR_REPLACED_BY = "redswitch_replaced_by"
 #: SIP headers the original Redswitch sent (carriers' and SBCs' routing rules may match them): side 0 carried the
 #: ids, its side and the call provider; every other leg carries only its side (``SIP_HEADERS=original``, default).
 ORIGINAL_SIDE_0_HEADERS = {
@@ -79,6 +87,16 @@ def leg_variables(settings: Settings, ids: dict[str, str], leg: Leg) -> dict[str
         **(SIDE_0_EXTRA if leg.side == "0" else {}),
     }
     values.update(sip_headers(settings, ids, leg))
+    return values
+
+
+def transfer_variables(settings: Settings, ids: dict[str, str], leg: Leg, ring: int) -> dict[str, str]:
+    """The variables of a transfer's new leg for ``leg.side``: the side's own (ids, side, SIP headers), marked
+    pending, ringing at most ``ring`` seconds, and waiting for a real answer (``ignore_early_media=true``, as side
+    0): it is parked until then, and a ringing leg must not replace a side that is talking."""
+    values = leg_variables(settings, ids, leg)
+    values.update({"originate_timeout": str(ring), "ignore_early_media": "true", VAR_TRANSFER: TRANSFER_PENDING})
+    values.pop("continue_on_fail", None)  # side 0's, for its &bridge: the new leg runs park
     return values
 
 

@@ -81,3 +81,19 @@ def test_signed_verbs_setting() -> None:
     assert only.signed_verbs() == {"barge", "hold"}
     with pytest.raises(ConfigError, match="CONTROL_SIGNED_VERBS"):
         Settings.from_env({"CONTROL_SECRET": "x", "CONTROL_SIGNED_VERBS": "barge,explode"})
+
+
+def test_a_transfers_signature_covers_its_number_caller_id_and_side() -> None:
+    message = {"type": "transfer", "side": "1", "phone_number": "1-510-555-0123", "caller_id": "14155550100"}
+    signed = auth.sign(message, SECRET, now=1_800_000_000)
+    control = parse_control(json.dumps(signed))
+    assert control.signed_fields()["phone_number"] == "15105550123"  # signed as normalised
+    auth.check(control, SECRET, 60, now=1_800_000_000)
+    for change in ({"phone_number": "15105550999"}, {"caller_id": "14155550999"}, {"side": "0"}):
+        with pytest.raises(auth.Unauthorized):
+            auth.check(parse_control(json.dumps({**signed, **change})), SECRET, 60, now=1_800_000_000)
+    # without caller_id (it defaults to the side's own), the signature covers what is there
+    bare = auth.sign({"type": "transfer", "side": "0", "phone_number": "15105550123"}, SECRET, now=1_800_000_000)
+    auth.check(parse_control(json.dumps(bare)), SECRET, 60, now=1_800_000_000)
+    with pytest.raises(auth.Unauthorized):
+        auth.check(parse_control(json.dumps({**bare, "caller_id": "14155550999"})), SECRET, 60, now=1_800_000_000)

@@ -114,3 +114,41 @@ def test_a_refused_side_carries_its_sip_code_and_whether_to_try_again() -> None:
     assert congested is not None and (congested.sip_code, congested.retryable) == ("503", True)
     forged = translate({**refused, "Hangup-Cause": "USER_BUSY", "variable_sip_term_status": '486", "x": "'})
     assert forged is not None and forged.sip_code == ""
+
+
+def test_a_transfers_pending_leg_and_the_leg_it_replaced_are_not_announced() -> None:
+    hangup = {"Hangup-Cause": "NORMAL_CLEARING", "Caller-Channel-Answered-Time": "1795754822836678"}
+    for name in ("CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP"):
+        pending = payload(name, **OURS, variable_redswitch_transfer="pending", **hangup)
+        assert action_of(pending) is None, name
+        replaced = payload(name, **OURS, variable_redswitch_replaced_by="c1", **hangup)
+        assert action_of(replaced) is None, name
+    # once bridged in, the new leg is the side: its hangup is announced as any side's
+    bridged = action_of(payload("CHANNEL_HANGUP", **OURS, variable_redswitch_transfer="bridged", **hangup))
+    assert bridged == Action("hung_up", "d1", "o1", "u1", "0", cause="NORMAL_CLEARING")
+
+
+def test_record_start_and_stop_become_record_events_with_the_file_name() -> None:
+    path = "/var/lib/freeswitch/recordings/d1_1800000000123.wav"
+    start = action_of(payload("RECORD_START", **OURS, **{"Record-File-Path": path}))
+    assert start == Action("record_start", "d1", "o1", "u1", "0", file="d1_1800000000123.wav")
+    change = change_of(start, "n1")
+    assert change is not None and change.kind == "record_start"
+    assert json.loads(change.event) == {
+        "type": "record-event",
+        "state": "start",
+        "file": "d1_1800000000123.wav",
+        "side": "0",
+    }
+    stop = action_of(
+        payload("RECORD_STOP", **OURS, **{"Record-File-Path": path, "Record-Completion-Cause": "success-maxtime"})
+    )
+    assert stop is not None and change_of(stop, "n1") is not None
+    assert json.loads(change_of(stop, "n1").event)["cause"] == "success-maxtime"  # type: ignore[union-attr]
+    # a replaced leg's recording still reports its stop (the recording did end)
+    replaced = payload("RECORD_STOP", **OURS, variable_redswitch_replaced_by="c1", **{"Record-File-Path": path})
+    assert action_of(replaced) == Action("record_stop", "d1", "o1", "u1", "0", file="d1_1800000000123.wav")
+    # a name that could break out of the JSON or a path is not published; nor a recording of a channel not ours
+    for bad in ('/x/a"b.wav', "/x/", "/x/.hidden", "/x/a b.wav"):
+        assert action_of(payload("RECORD_START", **OURS, **{"Record-File-Path": bad})) is None, bad
+    assert action_of(payload("RECORD_START", **{"Record-File-Path": path})) is None

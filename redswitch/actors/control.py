@@ -1,5 +1,5 @@
-"""Call-control actors: hangup, barge, whisper, mute, threeway, unthreeway, coach-callee, send-dtmf, hold, unhold
-(keyed by ``dial_id``).
+"""Call-control actors: hangup, barge, whisper, mute, threeway, unthreeway, coach-callee, send-dtmf, hold, unhold,
+record, stop-record, play, stop-play, transfer (keyed by ``dial_id``).
 
 Each is answered on the call's channel with ``{"type": "ack", "event": <type>}`` once FreeSWITCH accepted
 the command, or with ``{"type": "error", "event": <type>, "reason": ...}`` when it cannot apply (no such
@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -32,8 +33,16 @@ from dramatiq.middleware import CurrentMessage
 
 from redswitch import auth, metrics, originate
 from redswitch.actors import context
-from redswitch.errors import EslCommandError, PayloadError
-from redswitch.messages import CONTROL_ID, CONTROL_TAKER, CONTROL_UNTIL, CONTROL_WINDOW_MS, Control, parse_control
+from redswitch.errors import EslCommandError, EslConnectionError, EslUncertainError, PayloadError
+from redswitch.messages import (
+    CONTROL_ID,
+    CONTROL_TAKER,
+    CONTROL_UNTIL,
+    CONTROL_WINDOW_MS,
+    TRANSFER_MAX_RING,
+    Control,
+    parse_control,
+)
 from redswitch.protocol import commands
 from redswitch.store import events
 
@@ -56,7 +65,12 @@ NOT_STARTED = ("claimed", "cancelled")
 
 
 class CannotApply(Exception):
-    """The command does not apply to the call as it is; the reason goes back to the sender."""
+    """The command does not apply to the call as it is; the reason goes back to the sender, with ``fields`` (a
+    failed transfer's ``cause``) in its ``error``."""
+
+    def __init__(self, reason: str, **fields: str) -> None:
+        super().__init__(reason)
+        self.fields = fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +92,9 @@ class _TakenElsewhere(Exception):
     """Another execution took this control message (several relays forwarded it): nothing to do."""
 
 
-def _control_actor(name: str, fn: Command) -> dramatiq.Actor[[str, dict[str, Any]], None]:
+def _control_actor(
+    name: str, fn: Command, time_limit: int = 30_000, max_retries: int = 3
+) -> dramatiq.Actor[[str, dict[str, Any]], None]:
     """Wrap ``fn`` as actor ``name`` that takes the message, validates, runs, and always answers ack or error.
 
     A message the relays forwarded names its entry in the call's control log (``_control_id``): it is taken for
@@ -111,7 +127,8 @@ def _control_actor(name: str, fn: Command) -> dramatiq.Actor[[str, dict[str, Any
         except (CannotApply, PayloadError, EslCommandError) as exc:
             reason = exc.reason if isinstance(exc, PayloadError) else str(exc)
             logger.info("dial_id=%s by=%s %s refused: %s", dial_id, by or "-", kind, reason)
-            context.store().reply(dial_id, events.error(kind, reason))
+            extra = exc.fields if isinstance(exc, CannotApply) else {}
+            context.store().reply(dial_id, {**events.error(kind, reason), **extra})
             metrics.CONTROL_COMMANDS.labels(name, "error").inc()
             return
         if done is None:
@@ -121,7 +138,12 @@ def _control_actor(name: str, fn: Command) -> dramatiq.Actor[[str, dict[str, Any
         logger.info("dial_id=%s by=%s %s done", dial_id, by or "-", kind)
 
     decorate = dramatiq.actor(
-        actor_name=name, queue_name=QUEUE, max_retries=3, min_backoff=100, max_backoff=2000, time_limit=30_000
+        actor_name=name,
+        queue_name=QUEUE,
+        max_retries=max_retries,
+        min_backoff=100,
+        max_backoff=2000,
+        time_limit=time_limit,
     )
     return decorate(run)
 
@@ -322,6 +344,104 @@ def _stop_play(dial_id: str, control: Control, record: dict[str, str], message: 
     return Done(record)
 
 
+#: Seconds beyond the ring time the worker waits for the originate's reply before it gives the leg up.
+TRANSFER_MARGIN = 10
+#: A transfer reservation older than this (ms) is a killed worker's: another transfer may take it over.
+TRANSFER_STALE_MS = (TRANSFER_MAX_RING + 2 * TRANSFER_MARGIN) * 1000
+_CAUSE = re.compile(r"[A-Z0-9_]{1,64}")
+
+
+def _transfer(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
+    """Send one side to another number: dial it through the call's gateway as a leg of that side, parked; once it
+    answers, ``uuid_bridge`` the other side to it, which ends the replaced leg (``NORMAL_CLEARING``). If the new leg
+    fails the call is left as it was and the transfer is answered ``error`` with the cause."""
+    side, store = control.side, context.store()
+    other = "1" if side == "0" else "0"
+    listed = store.listed(dial_id, record["org_id"], record["user_id"])
+    for needed in (side, other):
+        if needed not in listed:
+            raise CannotApply(f"side {needed} is not up (answered and connected)")
+    old, partner = _side_uuid(record, side), _side_uuid(record, other)
+    new = str(uuid.uuid4())
+    if not store.claim_transfer(dial_id, new, time.time_ns() // 1_000_000, TRANSFER_STALE_MS):
+        raise CannotApply("a transfer of this call is already under way")
+    try:
+        return _transfer_leg(dial_id, control, record, old, partner, new)
+    finally:
+        store.clear_call_fields(dial_id, "transfer")
+
+
+def _transfer_leg(dial_id: str, control: Control, record: dict[str, str], old: str, partner: str, new: str) -> Done:
+    settings, store = context.settings(), context.store()
+    side, number = control.side, control.phone_number
+    ring = min(settings.originate_timeout, TRANSFER_MAX_RING)
+    ids = {
+        originate.VAR_DIAL_ID: dial_id,
+        originate.VAR_ORG_ID: record["org_id"],
+        originate.VAR_USER_ID: record["user_id"],
+    }
+    provider = record.get("call_provider", "")
+    leg = originate.Leg(side, number, control.caller_id or _original_caller_id(record, side), new, provider)
+    dial = commands.dial_string(
+        originate.endpoint(settings, provider, number), originate.transfer_variables(settings, ids, leg, ring)
+    )
+    client = context.esl_pool(record.get("node", "")).client()
+    try:
+        client.api(commands.originate(dial, commands.app("park")), timeout=ring + TRANSFER_MARGIN)
+    except EslCommandError as exc:  # -ERR <cause>: the new leg was refused, or rang out; nothing changed
+        cause = str(exc).removeprefix("-ERR").strip()
+        cause = cause if _CAUSE.fullmatch(cause) else "NORMAL_UNSPECIFIED"
+        raise CannotApply(f"the new leg to {number} failed: {cause}", cause=cause) from None
+    except EslUncertainError:  # it may still ring or be parked: never leave it so, nor dial again (no retry)
+        _quietly(record, commands.uuid_kill(new))
+        raise CannotApply("FreeSWITCH did not answer the originate of the new leg in time; it was hung up") from None
+    except EslConnectionError as exc:
+        raise CannotApply(f"FreeSWITCH could not be reached: {exc}") from None
+    # the new leg answered and is parked: the replaced leg is marked before the bridge that ends it
+    try:
+        client.api(commands.uuid_setvar(old, originate.VAR_REPLACED_BY, new))
+        client.api(commands.uuid_bridge(partner, new))
+    except (EslCommandError, EslUncertainError, EslConnectionError) as exc:
+        if not (isinstance(exc, EslUncertainError) and _replaced(record, old)):
+            _quietly(record, commands.uuid_setvar(old, originate.VAR_REPLACED_BY))
+            _quietly(record, commands.uuid_kill(new))
+            raise CannotApply(f"the new leg could not be bridged in: {exc}") from None
+        logger.warning("dial_id=%s uuid_bridge went unanswered, but the replaced leg is gone: bridged", dial_id)
+    store.transferred(dial_id, record, side, new, events.answer(side, transfer=True))
+    # from now on the new leg's hangup is the side's own (announced by the listener, after the answer-event above)
+    _quietly(record, commands.uuid_setvar(new, originate.VAR_TRANSFER, originate.TRANSFER_BRIDGED))
+    return Done(record, ack={"side": side, "phone_number": number})
+
+
+def _replaced(record: dict[str, str], old: str) -> bool:
+    """After a ``uuid_bridge`` whose reply never came: did it run? Its replaced leg is gone within milliseconds when
+    it did (the reply was awaited for ESL_TIMEOUT seconds). Unknown (no answer again) counts as not bridged."""
+    try:
+        return _api(record, commands.uuid_exists(old)).strip() == "false"
+    except (EslCommandError, EslUncertainError, EslConnectionError):
+        return False
+
+
+def _original_caller_id(record: dict[str, str], side: str) -> str:
+    """The caller id the side was dialled with (the job's ``caller_id_lega`` for side 0, ``caller_id_legb`` for 1)."""
+    try:
+        job = json.loads(record.get("job", "{}"))
+    except ValueError:
+        job = {}
+    found = job.get("caller_id_lega" if side == "0" else "caller_id_legb") if isinstance(job, dict) else None
+    if not isinstance(found, str) or not found:
+        raise CannotApply("the call record does not say which caller id the side showed: give caller_id")
+    return found
+
+
+def _quietly(record: dict[str, str], command: str) -> None:
+    """Best effort, on a connection of its own if this thread's failed (clean-up after a failed transfer)."""
+    try:
+        _api(record, command)
+    except (EslCommandError, EslUncertainError, EslConnectionError) as exc:
+        logger.info("clean-up %r failed: %s", command, exc)
+
+
 def _unthreeway(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
     record = _barger_record(record)
     if record.get("barger_mode") != "threeway":
@@ -344,6 +464,11 @@ start_record = _control_actor("record", _record)
 stop_record = _control_actor("stop-record", _stop_record)
 play = _control_actor("play", _play)
 stop_play = _control_actor("stop-play", _stop_play)
+#: The worker's thread waits while the new leg rings (``TRANSFER_MAX_RING``): its own time limit, and no retry (a
+#: retry could ring the new number twice; every failure is answered ``error``).
+transfer = _control_actor(
+    "transfer", _transfer, time_limit=(TRANSFER_MAX_RING + 3 * TRANSFER_MARGIN) * 1000, max_retries=0
+)
 
 ACTORS = {
     actor.actor_name: actor
@@ -362,5 +487,6 @@ ACTORS = {
         stop_record,
         play,
         stop_play,
+        transfer,
     )
 }

@@ -276,14 +276,46 @@ def add_send(subparsers: Subparsers) -> None:
     )
     parser.add_argument("dial_id")
     parser.add_argument("kind", choices=CONTROL_TYPES, metavar="{" + ",".join(CONTROL_TYPES) + "}")
-    parser.add_argument("--phone", default=None, help="barge: the number (or SIP address user@host) to dial")
-    parser.add_argument("--caller-id", default=None, help="barge: the caller id shown (default: --phone)")
-    parser.add_argument("--side", default=None, help="send-dtmf, hold, unhold: side 0 or 1; play, stop-play: or both")
+    parser.add_argument(
+        "--phone", default=None, help="barge: the number (or SIP address user@host) to dial; transfer: the number"
+    )
+    parser.add_argument(
+        "--caller-id",
+        default=None,
+        help="barge: the caller id shown (default: --phone); transfer: (default: the side's own caller id)",
+    )
+    parser.add_argument(
+        "--side", default=None, help="send-dtmf, hold, unhold, transfer: side 0 or 1; play, stop-play: or both"
+    )
     parser.add_argument("--file", default=None, help="play: a file name in SOUNDS_DIR")
     parser.add_argument("--digits", default=None, help="send-dtmf: the DTMF digits (0-9 * # A-D)")
     parser.add_argument("--by", default=None, help="who sends it (logged by the worker)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply (default 10)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for the reply (default 10; transfer: 10 more than the new leg may ring)",
+    )
     parser.set_defaults(handler=run_send)
+
+
+def _send_message(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The message's numbers from ``--phone`` and ``--caller-id`` (barge, transfer); None (said why) when wrong."""
+    message: dict[str, Any] = {"type": args.kind}
+    if args.kind == "barge":
+        if not args.phone:
+            print("redswitch send: barge needs --phone", file=sys.stderr)
+            return None
+        message.update(phone_number=args.phone, caller_id=args.caller_id or args.phone)
+    elif args.kind == "transfer":
+        if not args.phone or not args.side:
+            print("redswitch send: transfer needs --side and --phone", file=sys.stderr)
+            return None
+        message.update(phone_number=args.phone, **({"caller_id": args.caller_id} if args.caller_id else {}))
+    elif args.phone or args.caller_id:
+        print(f"redswitch send: --phone and --caller-id are for barge and transfer, not {args.kind}", file=sys.stderr)
+        return None
+    return message
 
 
 def run_send(args: argparse.Namespace, settings: Settings) -> int:
@@ -291,17 +323,11 @@ def run_send(args: argparse.Namespace, settings: Settings) -> int:
     first ``ack`` or ``error`` of that type. Exit 0 on ``ack``, 1 on ``error`` or no reply, 2 on bad arguments."""
     from redswitch import auth
     from redswitch.errors import PayloadError
-    from redswitch.messages import ID_PATTERN, parse_control
+    from redswitch.messages import ID_PATTERN, TRANSFER_MAX_RING, parse_control
     from redswitch.store.connection import redis_from_settings
 
-    message: dict[str, Any] = {"type": args.kind}
-    if args.kind == "barge":
-        if not args.phone:
-            print("redswitch send: barge needs --phone", file=sys.stderr)
-            return 2
-        message.update(phone_number=args.phone, caller_id=args.caller_id or args.phone)
-    elif args.phone or args.caller_id:
-        print(f"redswitch send: --phone and --caller-id are for barge, not {args.kind}", file=sys.stderr)
+    message = _send_message(args)
+    if message is None:
         return 2
     message.update({k: v for k in ("side", "digits", "file", "by") if (v := getattr(args, k)) is not None})
     try:
@@ -318,9 +344,12 @@ def run_send(args: argparse.Namespace, settings: Settings) -> int:
     pubsub.subscribe(args.dial_id)
     pubsub.get_message(timeout=5)  # the subscription's confirmation: replies from here on reach us
     client.publish(args.dial_id, payload)
-    deadline = time.monotonic() + args.timeout
+    timeout = args.timeout
+    if timeout is None:  # a transfer is answered once the new leg answered or failed
+        timeout = 10.0 + (min(settings.originate_timeout, TRANSFER_MAX_RING) if args.kind == "transfer" else 0)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        got = pubsub.get_message(ignore_subscribe_messages=True, timeout=min(0.2, args.timeout))
+        got = pubsub.get_message(ignore_subscribe_messages=True, timeout=min(0.2, timeout))
         if got is None:
             continue
         try:
@@ -330,7 +359,7 @@ def run_send(args: argparse.Namespace, settings: Settings) -> int:
         if isinstance(reply, dict) and reply.get("type") in ("ack", "error") and reply.get("event") == args.kind:
             print(json.dumps(reply), flush=True)
             return 0 if reply["type"] == "ack" else 1
-    reason = f"no ack or error within {args.timeout:g}s (no active call {args.dial_id!r}, or no bridge running)"
+    reason = f"no ack or error within {timeout:g}s (no active call {args.dial_id!r}, or no bridge running)"
     print(json.dumps({"type": "error", "event": args.kind, "reason": reason}), flush=True)
     return 1
 

@@ -122,6 +122,20 @@ def uuid_break(uuid: str, both: bool = False) -> str:
     return f"uuid_break {check_uuid(uuid)} both" if both else f"uuid_break {check_uuid(uuid)}"
 
 
+def uuid_bridge(uuid: str, other: str) -> str:
+    """``uuid_bridge <uuid> <other>``: bridge two live channels (each leaves whatever bridge it was in)."""
+    return f"uuid_bridge {check_uuid(uuid)} {check_uuid(other)}"
+
+
+_SETVAR_VALUE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def uuid_setvar(uuid: str, name: str, value: str = "") -> str:
+    """``uuid_setvar <uuid> <name> [<value>]``; no value unsets the variable. Values: ids and uuids only."""
+    command = f"uuid_setvar {check_uuid(uuid)} {_check(_VAR_NAME, name, 'channel variable name')}"
+    return f"{command} {_check(_SETVAR_VALUE, value, 'channel variable value')}" if value else command
+
+
 def uuid_exists(uuid: str) -> str:
     return f"uuid_exists {check_uuid(uuid)}"
 

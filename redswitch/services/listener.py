@@ -34,7 +34,15 @@ from redswitch.config import EslNode, Settings
 from redswitch.errors import EslError, LeaseLost
 from redswitch.esl.stream import EventStream
 from redswitch.messages import ID_PATTERN
-from redswitch.originate import VAR_DIAL_ID, VAR_ORG_ID, VAR_SIDE, VAR_USER_ID
+from redswitch.originate import (
+    TRANSFER_PENDING,
+    VAR_DIAL_ID,
+    VAR_ORG_ID,
+    VAR_REPLACED_BY,
+    VAR_SIDE,
+    VAR_TRANSFER,
+    VAR_USER_ID,
+)
 from redswitch.protocol import callstates, parse_event_plain
 from redswitch.protocol.pick import event_name, header_picker
 from redswitch.services.ownership import assign
@@ -43,14 +51,24 @@ from redswitch.store import events as protocol_events
 
 logger = logging.getLogger(__name__)
 
-EVENTS = ["CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP", "BACKGROUND_JOB"]
+EVENTS = ["CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP", "BACKGROUND_JOB", "RECORD_START", "RECORD_STOP"]
 SIDES = ("0", "1", "2")
 #: FreeSWITCH cause names; anything else is reported as NORMAL_UNSPECIFIED.
 CAUSE_PATTERN = re.compile(r"[A-Z0-9_]{1,64}")
 #: A SIP final response code, as FreeSWITCH records it in sip_term_status / sip_invite_failure_status.
 SIP_CODE_PATTERN = re.compile(r"[1-6][0-9]{2}")
 #: The protocol event each kind of action publishes (for the events-published metric).
-_EVENT_TYPES = {"answered": "answer-event", "hung_up": "hangup-event"}
+_EVENT_TYPES = {
+    "answered": "answer-event",
+    "hung_up": "hangup-event",
+    "record_start": "record-event",
+    "record_stop": "record-event",
+}
+#: A recording's file name as the record-event carries it (the base name of ``Record-File-Path``).
+RECORD_FILE_PATTERN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_\-.]{0,127}")
+#: ``Record-Completion-Cause`` (switch_ivr_async.c: ``success-maxtime``, ``no-input-timeout``, ...).
+RECORD_CAUSE_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+_RECORD_KINDS = {"RECORD_START": "record_start", "RECORD_STOP": "record_stop"}
 #: Socket reads translated but not yet applied, per node: past this the reader waits (and so does the switch's
 #: socket), as while Redis is away.
 BACKLOG = 64
@@ -73,7 +91,7 @@ GONE_AFTER = 1.0
 class Action:
     """What one FreeSWITCH event means for one call."""
 
-    kind: str  # "created" | "answered" | "hung_up" | "job_done"
+    kind: str  # "created" | "answered" | "hung_up" | "job_done" | "record_start" | "record_stop"
     dial_id: str
     org_id: str = ""
     user_id: str = ""
@@ -83,6 +101,7 @@ class Action:
     result: str = ""
     sip_code: str = ""  # the SIP final response FreeSWITCH recorded for a refused leg ("" when none)
     retryable: bool | None = None  # for a side that never answered: is its cause worth another attempt?
+    file: str = ""  # a recording's file name (record_start, record_stop)
 
 
 #: The actions of each socket read, with when it was read, from the reading thread to the applying one; or
@@ -114,6 +133,10 @@ def translate(headers: Mapping[str, str], body: str = "") -> Action | None:
     if not all(ID_PATTERN.fullmatch(value) for value in ids) or side not in SIDES:
         return None
     dial_id, org_id, user_id = ids
+    if name in _RECORD_KINDS:
+        return _record_action(headers, _RECORD_KINDS[name], dial_id, org_id, user_id, side)
+    if headers.get(f"variable_{VAR_TRANSFER}") == TRANSFER_PENDING or headers.get(f"variable_{VAR_REPLACED_BY}"):
+        return None  # a transfer's new leg not bridged in yet, or the leg it replaced: the transfer announces them
     if name == "CHANNEL_CREATE":
         return Action("created", dial_id, org_id, user_id, side)
     if name == "CHANNEL_ANSWER":
@@ -134,6 +157,19 @@ def _hangup_action(headers: Mapping[str, str], dial_id: str, org_id: str, user_i
     return Action("hung_up", dial_id, org_id, user_id, side, cause=cause, sip_code=sip, retryable=retryable)
 
 
+def _record_action(
+    headers: Mapping[str, str], kind: str, dial_id: str, org_id: str, user_id: str, side: str
+) -> Action | None:
+    """A recording of one of our channels started or stopped: its file's name (a name we cannot vouch for is not
+    published) and, on a stop, FreeSWITCH's completion cause if it gave one."""
+    name = headers.get("Record-File-Path", "").rpartition("/")[2]
+    if not RECORD_FILE_PATTERN.fullmatch(name):
+        return None
+    cause = headers.get("Record-Completion-Cause", "") if kind == "record_stop" else ""
+    cause = cause if RECORD_CAUSE_PATTERN.fullmatch(cause) else ""
+    return Action(kind, dial_id, org_id, user_id, side, cause=cause, file=name)
+
+
 def _job_action(headers: Mapping[str, str], body: str) -> Action | None:
     """The result of a background originate: evidence for the actor, and a failure to report if no leg existed."""
     if headers.get("Job-Command") != "originate":
@@ -143,7 +179,7 @@ def _job_action(headers: Mapping[str, str], body: str) -> Action | None:
     return Action("job_done", dial_id="", cause=cause, job_uuid=headers.get("Job-UUID", ""), result=result[:200])
 
 
-_IDS = [f"variable_{var}" for var in (VAR_DIAL_ID, VAR_ORG_ID, VAR_USER_ID, VAR_SIDE)]
+_IDS = [f"variable_{var}" for var in (VAR_DIAL_ID, VAR_ORG_ID, VAR_USER_ID, VAR_SIDE, VAR_TRANSFER, VAR_REPLACED_BY)]
 #: What each event we act on needs, picked without decoding the rest of the event.
 _PICKERS = {
     "CHANNEL_CREATE": header_picker(_IDS),
@@ -157,6 +193,8 @@ _PICKERS = {
             "variable_sip_invite_failure_status",
         ]
     ),
+    "RECORD_START": header_picker([*_IDS, "Record-File-Path"]),
+    "RECORD_STOP": header_picker([*_IDS, "Record-File-Path", "Record-Completion-Cause"]),
 }
 
 
@@ -176,7 +214,13 @@ def action_of(payload: bytes) -> Action | None:
     return translate(headers)
 
 
-_CHANGE_KINDS = {"created": "seen", "answered": "answered", "hung_up": "hung_up"}
+_CHANGE_KINDS = {
+    "created": "seen",
+    "answered": "answered",
+    "hung_up": "hung_up",
+    "record_start": "record_start",
+    "record_stop": "record_stop",
+}
 
 
 def change_of(action: Action, node: str) -> ChannelChange | None:
@@ -189,6 +233,9 @@ def change_of(action: Action, node: str) -> ChannelChange | None:
         event = _answer_event(action.side)
     elif kind == "hung_up":
         event = _hangup_event(action.side, action.cause, action.sip_code, action.retryable)
+    elif kind in ("record_start", "record_stop"):
+        state = "start" if kind == "record_start" else "stop"
+        event = protocol_events.encode(protocol_events.record(state, action.file, action.side, action.cause))
     return ChannelChange(kind, action.dial_id, action.org_id, action.user_id, action.side, node, event)
 
 

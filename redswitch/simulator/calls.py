@@ -332,14 +332,51 @@ class CallEngine:
         self.emit("CHANNEL_BRIDGE", a, extra=bridge_ids)
 
     def uuid_bridge(self, a_uuid: str, b_uuid: str) -> str:
+        """``switch_ivr_uuid_bridge``: each channel leaves what it was doing (a park ends: CHANNEL_UNPARK; a bridge
+        ends: CHANNEL_UNBRIDGE, and the partner left alone hangs up, see :meth:`_leave_bridge`), then ``a`` bridges
+        to ``b``. Needs media on one of them (``a`` answered, else ``b``: the order is reversed)."""
         a, b = self.channels.get(a_uuid), self.channels.get(b_uuid)
         if a is None or b is None or a is b:
             return "-ERR Invalid uuid\n"
+        if not a.answered:
+            if not b.answered:
+                return "-ERR Invalid uuid\n"  # "Neither channel is answered, cannot bridge them."
+            a, b = b, a
+        left = [old for old in (self._leave_bridge(a), self._leave_bridge(b)) if old is not None]
         for ch in (a, b):
             if ch.app == "park":
                 self.emit("CHANNEL_UNPARK", ch)
+        for ch, other in ((a, b), (b, a)):  # uuid_bridge_on_soft_execute: for "show channels"
+            ch.app, ch.app_arg = "uuid_bridge", other.uuid
+            self.emit("CHANNEL_EXECUTE", ch, tail=(("Application", "uuid_bridge"), ("Application-Data", other.uuid)))
         self._link(a, b)
-        return f"+OK {b.uuid}\n"
+        for old in left:
+            self._left_alone(old)
+        return f"+OK {b_uuid}\n"
+
+    def _leave_bridge(self, ch: Channel) -> Channel | None:
+        """``ch`` leaves its bridge for a ``uuid_bridge`` (CF_TRANSFER): the bridge's originator fires
+        CHANNEL_UNBRIDGE; the partner it leaves, returned, is no longer bridged (it is ended by :meth:`_left_alone`)."""
+        partner = self.channels.get(ch.other_uuid) if ch.bridged and ch.other_uuid else None
+        if partner is None or not partner.alive:
+            return None
+        originator = ch if ch.other_type == "originatee" else partner
+        self.emit("CHANNEL_UNBRIDGE", originator)
+        for x in (ch, partner):
+            x.bridged, x.other_uuid, x.other_type = False, None, None
+        return partner
+
+    def _left_alone(self, ch: Channel) -> None:
+        """The partner a ``uuid_bridge`` took away from ``ch``: with ``park_after_bridge`` it parks; otherwise it
+        hangs up NORMAL_CLEARING (answered), whichever end of the bridge it was: the b-leg in
+        ``audio_bridge_on_exchange_media``, the originator's ``bridge`` application returning with nothing after it
+        (``switch_ivr_bridge.c``); an unanswered b-leg hangs up ORIGINATOR_CANCEL."""
+        if not ch.alive:
+            return
+        if _truthy(ch.variables.get("park_after_bridge")):
+            self.start_app(ch, "park", "")
+            return
+        self.hangup(ch.uuid, "NORMAL_CLEARING" if ch.answered else "ORIGINATOR_CANCEL")
 
     def _eavesdrop_app(self, spy: Channel, target_uuid: str) -> None:
         target = self.channels.get(target_uuid.strip())

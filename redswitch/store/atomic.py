@@ -11,6 +11,7 @@ from redswitch.errors import LeaseLost
 from redswitch.store import events
 from redswitch.store.base import (
     GO,
+    RECORD_KINDS,
     SESSIONS_PER_CALL,
     STALE_WAITER,
     WINDOW,
@@ -34,7 +35,7 @@ from redswitch.store.keys import ACTIVE_TTL, CALL_TTL, HISTORY_TTL
 from redswitch.store.lua import script
 
 #: The events script's letter for each kind of change.
-_KINDS = {"seen": "S", "answered": "A", "hung_up": "H"}
+_KINDS = {"seen": "S", "answered": "A", "hung_up": "H", "record_start": "R", "record_stop": "T"}
 
 
 class AtomicStore(CallStore):
@@ -85,7 +86,10 @@ class AtomicStore(CallStore):
                 if logged:
                     keys.append(k.events(dial_id))
                 calls += [dial_id, k.channel(dial_id), f"end:{dial_id}"]
-            steps += [_KINDS[change.kind] + change.side, slot, change.event]
+            letter = _KINDS[change.kind]
+            if change.kind in RECORD_KINDS and self.history_all:
+                letter = letter.lower()  # a record-event kept in the history too
+            steps += [letter + change.side, slot, change.event]
         keys.append(k.node_lease(fence.node) if fence else k.listener_batches(batch.listener))
         args: list[str | int] = [ACTIVE_TTL, HISTORY_TTL, batch.number, k.lifecycle(), self.push_flag]
         args += [*self.log_args(), len(slots), *calls, *steps, fence.token if fence else ""]

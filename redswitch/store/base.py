@@ -68,10 +68,15 @@ class NodeLease:
         return self.token.rsplit("/", 2)[0] if self.token else ""
 
 
+#: The changes a recording's RECORD_START / RECORD_STOP make (a ``record-event``; a stop clears ``recording``).
+RECORD_KINDS = frozenset(("record_start", "record_stop"))
+
+
 class ChannelChange(NamedTuple):
     """What one FreeSWITCH channel event changes for its call: the listener's input to :meth:`CallStore.apply`.
 
-    ``kind``: ``seen`` (a leg of the call exists), ``answered`` or ``hung_up``; ``event`` is the encoded protocol
+    ``kind``: ``seen`` (a leg of the call exists), ``answered``, ``hung_up``, ``record_start`` or ``record_stop``
+    (:data:`RECORD_KINDS`); ``event`` is the encoded protocol
     event announcing it (empty for ``seen``, which announces nothing); ``node`` the FreeSWITCH node it came from.
     A tuple: the listener makes one per event, tens of thousands a second.
     """
@@ -469,6 +474,32 @@ class CallStore(abc.ABC):
         raw, active, _, holder, _ = pipe.execute()
         record = _text_map(raw) if raw and active else None
         return record, reply_text(holder or "") == taker
+
+    def listed(self, dial_id: str, org_id: str, user_id: str) -> set[str]:
+        """The sides the call's active list names (answered and not hung up)."""
+        return listed_sides(self.client.lrange(self.keys.active(dial_id, org_id, user_id), 0, -1))
+
+    def claim_transfer(self, dial_id: str, new_uuid: str, now_ms: int, stale_ms: int) -> bool:
+        """Reserve the call's one transfer under way for ``new_uuid`` (``transfer`` = ``<uuid>/<ms>``); False when
+        another is under way. A reservation older than ``stale_ms`` (its worker was killed) is taken over."""
+        key, value = self.keys.call(dial_id), f"{new_uuid}/{now_ms}"
+        if self.client.hsetnx(key, "transfer", value):
+            return True
+        held = reply_text(self.client.hget(key, "transfer") or b"")
+        since = held.rpartition("/")[2]
+        if held and since.isdigit() and now_ms - int(since) < stale_ms:
+            return False
+        self.client.hset(key, "transfer", value)
+        return True
+
+    def transferred(self, dial_id: str, record: Mapping[str, str], side: str, new_uuid: str, event: JsonDict) -> None:
+        """A transfer bridged ``side``'s new leg in: the record learns its uuid (and that it is not on hold),
+        ``ACTIVE.<side>`` stays listed (as the newest entry) and ``event`` (its ``answer-event``) is announced."""
+        stage = self.transaction()
+        stage.hset(self.keys.call(dial_id), mapping={f"uuid{side}": new_uuid})
+        stage.hdel(self.keys.call(dial_id), f"held{side}")
+        self.side_answered(stage, dial_id, record["org_id"], record["user_id"], side, event)
+        stage.execute()
 
     def claim_barger(self, dial_id: str, barger_uuid: str) -> bool:
         """Reserve the call's one barge for ``barger_uuid``; False when a barge is already up."""

@@ -12,6 +12,7 @@ and nothing announced (docs/operations.md, "Redis Cluster"). The events are the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from redswitch.store import events
 from redswitch.store.base import (
     BARGER_FIELDS,
     GO,
+    RECORD_KINDS,
     SESSIONS_PER_CALL,
     STALE_WAITER,
     WINDOW,
@@ -211,6 +213,15 @@ class ClusterStore(CallStore):
         k = self.keys
         stage = OrderedStage(self.client)
         for change in changes:
+            if change.kind in RECORD_KINDS:
+                if change.kind == "record_stop":
+                    file = str(json.loads(change.event).get("file", ""))
+                    stage.script("record_stop", [k.call(change.dial_id)], [file])
+                if self.history_all:
+                    self.push(stage, k.history(change.org_id, change.user_id), change.event)
+                    stage.expire(k.history(change.org_id, change.user_id), HISTORY_TTL)
+                self.publish_event(stage, change.dial_id, change.event)
+                continue
             stage.script("touch_record", [k.call(change.dial_id)], [_KINDS[change.kind], change.side])
             if change.kind == "seen":
                 continue

@@ -31,9 +31,22 @@ def call_start(dial_id: str) -> dict[str, Any]:
     return {"type": "call-start", "dial_id": dial_id}
 
 
-def answer(side: str, reason: str = "") -> dict[str, Any]:
-    """``answer-event``; ``reason`` marks one reconstructed by the reconciler rather than seen live."""
-    return {"type": "answer-event", "side": side, **({"reason": reason} if reason else {})}
+def answer(side: str, reason: str = "", *, transfer: bool = False) -> dict[str, Any]:
+    """``answer-event``; ``reason`` marks one reconstructed by the reconciler rather than seen live, ``transfer``
+    the answer of a transfer's new leg, bridged in as the side."""
+    event: dict[str, Any] = {"type": "answer-event", "side": side, **({"reason": reason} if reason else {})}
+    if transfer:
+        event["transfer"] = True
+    return event
+
+
+def record(state: str, file: str, side: str, cause: str = "") -> dict[str, Any]:
+    """``record-event``: a recording of the call started or stopped (FreeSWITCH's RECORD_START / RECORD_STOP);
+    ``file`` is its name in RECORDINGS_DIR, ``side`` the side whose channel is recorded."""
+    event: dict[str, Any] = {"type": "record-event", "state": state, "file": file, "side": side}
+    if cause:
+        event["cause"] = cause
+    return event
 
 
 def hangup(

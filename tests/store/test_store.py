@@ -146,6 +146,45 @@ def test_a_bargers_answer_and_hangup_set_and_clear_its_fields(store: CallStore, 
     assert store.is_active("c3")  # a barger leaving does not end the call
 
 
+def test_record_events_are_published_logged_and_a_stop_clears_the_recording_it_names(
+    store: CallStore, client: redis.Redis
+) -> None:
+    claimed(store, "c9")
+    store.update_call("c9", recording="c9_2.wav")
+    pubsub = subscribed(client, "c9")
+    start = change("record_start", "c9", "0", events.record("start", "c9_2.wav", "0"))
+    old_stop = change("record_stop", "c9", "0", events.record("stop", "c9_1.wav", "0"))  # an earlier recording's
+    store.apply([start, old_stop], Batch("l", 1))
+    assert store.call_record("c9")["recording"] == "c9_2.wav"
+    store.apply([change("record_stop", "c9", "0", events.record("stop", "c9_2.wav", "0"))], Batch("l", 2))
+    assert "recording" not in store.call_record("c9")
+    got = [e for e in heard(pubsub) if e["type"] == "record-event"]
+    assert [(e["state"], e["file"]) for e in got] == [("start", "c9_2.wav"), ("stop", "c9_1.wav"), ("stop", "c9_2.wav")]
+    entries: list[tuple[str, dict[str, str]]] = client.xrange(store.keys.events("c9"))  # type: ignore[assignment]
+    logged = [json.loads(fields["event"]) for _, fields in entries]
+    assert [e["type"] for e in logged].count("record-event") == 3
+    assert not [e for e in history(client, store, "c9") if e["type"] == "record-event"]  # HISTORY_EVENTS=call
+    assert store.is_active("c9") and active(client, store, "c9") == []
+    pubsub.close()
+
+
+def test_a_transfer_is_reserved_once_and_its_new_leg_becomes_the_side(store: CallStore, client: redis.Redis) -> None:
+    record = claimed(store, "c10", uuid1="old-1", held1="1")
+    store.apply([answered("c10", "0"), answered("c10", "1")], Batch("l", 1))
+    assert store.listed("c10", "org", "c10") == {"0", "1"}
+    assert store.claim_transfer("c10", "new-1", 1_000, 60_000)
+    assert not store.claim_transfer("c10", "new-2", 2_000, 60_000)  # one at a time
+    assert store.claim_transfer("c10", "new-3", 70_000, 60_000)  # a killed worker's stale reservation
+    pubsub = subscribed(client, "c10")
+    store.transferred("c10", record, "1", "new-1", events.answer("1", transfer=True))
+    got = store.call_record("c10")
+    assert got["uuid1"] == "new-1" and "held1" not in got
+    assert sorted(active(client, store, "c10")) == ["ACTIVE.0", "ACTIVE.1"]
+    assert heard(pubsub) == [{"type": "answer-event", "side": "1", "transfer": True}]
+    assert history(client, store, "c10")[0] == {"type": "answer-event", "side": "1", "transfer": True}
+    pubsub.close()
+
+
 def test_changes_of_a_call_without_a_record_are_announced_and_create_no_record(
     store: CallStore, client: redis.Redis
 ) -> None:

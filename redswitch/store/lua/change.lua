@@ -28,3 +28,19 @@ local function apply_change(kind, side, call, active, history, node_calls, strea
     if cfg.logged then compact_log(stream) end
   end
 end
+-- A recording of the call started ('R') or stopped ('T'), from FreeSWITCH's RECORD_START / RECORD_STOP: a stop
+-- clears the record's `recording` when it names that file (a hangup closed it, or a transfer's replaced leg went),
+-- so that `record` may start another. Lower case ('r', 't'): the history keeps it too (HISTORY_EVENTS=all).
+local function record_change(kind, call, history, stream, dial, channel, event, cfg)
+  local lower = string.lower(kind)
+  if lower == 't' and redis.call('EXISTS', call) == 1 then
+    local file = cjson.decode(event)['file']
+    if file and redis.call('HGET', call, 'recording') == file then redis.call('HDEL', call, 'recording') end
+  end
+  if lower == kind then
+    redis.call(cfg.push, history, event)
+    redis.call('EXPIRE', history, cfg.history_ttl)
+  end
+  if cfg.logged then log_event(stream, cfg.firehose, dial, event, cfg.stream_ttl, cfg.stream_max, cfg.fire_max) end
+  redis.call('PUBLISH', channel, event)
+end
