@@ -137,6 +137,11 @@ class Pipeline:
         assert self.stack is not None
         self.stack.spawn("worker", worker_command())
 
+    def commands_since(self, before: int) -> list[str]:
+        """The command lines the switch got since the ``before``-th, but the channel listings the listener and the
+        reconciler read (the listener lists the channels again 1 s and 3 s after it connects)."""
+        return [line for line in self.switch.commands()[before:] if not line.startswith("api show channels")]
+
     def originated(self, marker: str) -> list[str]:
         """dial_ids of every originate (of a call, not a barge) the switch received whose dial_id has ``marker``."""
         found = []

@@ -337,4 +337,4 @@ def test_redswitch_send_publishes_waits_for_the_reply_prints_it_and_exits_0_only
         bad = send(pipeline, *args)
         assert bad.returncode == 2 and bad.stderr.startswith("redswitch send:"), (args, bad.stderr)
     assert send(pipeline, "cli_ctl", "explode").returncode == 2
-    assert pipeline.switch.commands()[before:] == []
+    assert pipeline.commands_since(before) == []

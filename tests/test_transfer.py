@@ -42,7 +42,7 @@ def pipeline(redis_server: RedisServer) -> Iterator[Pipeline]:
 
 
 def since(pipeline: Pipeline, before: int) -> list[str]:
-    return pipeline.switch.commands()[before:]
+    return pipeline.commands_since(before)
 
 
 def published(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from redswitch.esl.client import EslClient
-from tests.pipeline import Pipeline, has
+from tests.pipeline import Pipeline, has, hung_up
 from tests.servers import RedisServer
 from tests.switch import real_address
 from tests.test_control import command, reply_to, unique
@@ -138,3 +138,41 @@ def test_coach_callee_on_a_barged_call(pipeline: Pipeline) -> None:
     assert pipeline.client.hget(f"redswitch:call:{dial_id}", "barger_mode") == "coach"
     command(pipeline, pubsub, dial_id, {"type": "mute"}, "mute")
     assert dump(pipeline, barger)["Answer-State"] == "answered"  # still eavesdropping
+
+
+def test_transfer_of_side_1_bridges_the_new_number_and_ends_the_replaced_leg_on_the_switch(pipeline: Pipeline) -> None:
+    dial_id = unique("vxfer")
+    pubsub = pipeline.call(dial_id)
+    caller, callee = pipeline.channel_of_side(dial_id, "0"), pipeline.channel_of_side(dial_id, "1")
+    before = len(pipeline.switch.commands())
+    ack = command(
+        pipeline, pubsub, dial_id, {"type": "transfer", "side": "1", "phone_number": "15105550777"}, "transfer"
+    )
+    assert ack["phone_number"] == "15105550777"
+    bridge = [line for line in pipeline.commands_since(before) if line.startswith("api uuid_bridge ")]
+    assert len(bridge) == 1 and bridge[0].startswith(f"api uuid_bridge {caller} "), bridge
+    new = bridge[0].split()[-1]
+    # the switch: the replaced leg is gone, the caller talks to the new leg, both answered
+    assert pipeline.wait_for(lambda: callee not in pipeline.switch.channels(), timeout=5)
+    assert pipeline.channel_of_side(dial_id, "1") == new
+    assert dump(pipeline, new)["Answer-State"] == "answered"
+    assert pipeline.wait_for(lambda: dump(pipeline, caller).get("Other-Leg-Unique-ID") == new, timeout=5), dump(
+        pipeline, caller
+    ).get("Other-Leg-Unique-ID")
+    assert pipeline.client.hget(f"redswitch:call:{dial_id}", "uuid1") == new
+    # and the call goes on: a hangup of side 0 still ends it, the new leg with it
+    pipeline.publish(dial_id, {"type": "hangup"})
+    events = pipeline.events_until(pubsub, lambda ev: reply_to("hangup")(ev) and hung_up("0", "1")(ev))
+    assert [e for e in events if e["type"] == "hangup-event" and e["side"] == "1"], events
+    assert pipeline.wait_for(lambda: new not in pipeline.switch.channels(), timeout=5)
+
+
+def test_a_transfer_to_a_busy_number_leaves_the_call_as_it_was_on_the_switch(pipeline: Pipeline) -> None:
+    dial_id = unique("vxferbusy")
+    pubsub = pipeline.call(dial_id)
+    caller, callee = pipeline.channel_of_side(dial_id, "0"), pipeline.channel_of_side(dial_id, "1")
+    message = {"type": "transfer", "side": "1", "phone_number": "15105550486"}
+    error = command(pipeline, pubsub, dial_id, message, "transfer", "error")
+    assert error["cause"] == "USER_BUSY", error
+    assert dump(pipeline, caller).get("Other-Leg-Unique-ID") == callee
+    assert pipeline.channel_of_side(dial_id, "1") == callee
