@@ -149,6 +149,7 @@ class View:
         self._new_failures: list[dict[str, Any]] = []
         self._new_replies: list[dict[str, Any]] = []
         self._slow_changed = False
+        self._last_rates: dict[str, Any] = {}
         self.last_ms = 0
 
     # -- folding events ------------------------------------------------------------------------------------
@@ -349,7 +350,11 @@ class View:
         if self._slow_changed:
             delta.update(self._slow())
         if rates:
-            delta["rates"] = self.rates.summary(now_ms // 1000 - 1)
+            summary = self.rates.summary(now_ms // 1000 - 1)
+            if summary["series"] != self._last_rates.get("series") or summary["causes"] != self._last_rates.get(
+                "causes"
+            ):
+                delta["rates"] = self._last_rates = summary
         self._changed, self._removed, self._new_failures, self._new_replies = set(), set(), [], []
         self._slow_changed = False
         if not delta:
