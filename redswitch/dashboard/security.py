@@ -30,7 +30,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.@+\-]{1,48}")
 TOKEN_NAME = "token"
 NO_AUTH_NAME = "local"
 
-#: Headers on every answer: no script but the dashboard's own files, no framing, no sniffing, no referrer.
+#: Headers on every answer: no script but the dashboard's own files, no framing, no sniffing, no referrer elsewhere.
 SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -38,7 +38,9 @@ SECURITY_HEADERS = {
     ),
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    # not no-referrer: with it a browser sends `Origin: null` on a form POST, and the login could not be told from a
+    # cross-site one
+    "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
 

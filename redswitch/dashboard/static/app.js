@@ -215,10 +215,13 @@ async function select(dialId) {
   await loadTimeline(dialId);
 }
 
-function eventText(entry) {
-  const e = entry.event || {};
+function eventItem(event, at) {
+  const e = event || {};
   const rest = Object.entries(e).filter(([k]) => k !== "type").map(([k, v]) => `${k}=${v}`).join(" ");
-  return `${e.type || e.text || ""} ${rest}`;
+  const item = el("li");
+  if (at) item.append(el("time", clock(at)), " ");
+  item.append(el("span", e.type || e.text || "", "kind"), " ", el("span", rest));
+  return item;
 }
 
 async function loadTimeline(dialId) {
@@ -234,8 +237,8 @@ async function loadTimeline(dialId) {
   }
   const data = await answer.json();
   if (data.dial_id !== state.selected) return;
-  timeline.replaceChildren(...data.events.map((entry) => el("li", `${clock(entry.at)} ${eventText(entry)}`)));
-  history.replaceChildren(...data.history.map((event) => el("li", eventText({ event }))));
+  timeline.replaceChildren(...data.events.map((entry) => eventItem(entry.event, entry.at)));
+  history.replaceChildren(...data.history.map((event) => eventItem(event, 0)));
   const items = [];
   for (const [k, v] of Object.entries(data.record)) items.push(el("dt", k), el("dd", v));
   record.replaceChildren(...items);
