@@ -310,3 +310,22 @@ def test_the_command_refuses_to_serve_without_a_token_unless_no_auth_on_loopback
         assert "loopback" in capsys.readouterr().err
     monkeypatch.setenv("DASHBOARD_TOKEN", "t")
     assert main(["dashboard", "--no-auth", "--host", "0.0.0.0", "--port", "1"]) == 2
+
+
+def test_a_feed_that_stops_is_told_to_every_page(
+    served: Served, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = EventStream(served, bearer())
+    try:
+        assert stream.next()[0] == "snapshot"
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("a bug in folding")
+
+        monkeypatch.setattr(served.dashboard.view, "apply", broken)
+        redis_client.xadd(Keys.firehose(), {"dial_id": "x1", "event": json.dumps({"type": "call-start"})})
+        events = stream.until(lambda seen: any(kind == "feed-error" for kind, _ in seen))
+        assert "a bug in folding" in events[-1][1]["reason"]
+    finally:
+        stream.close()
+    assert "a bug in folding" in served.json("GET", "/api/state", headers=bearer())[1]["feed_error"]

@@ -103,6 +103,8 @@ class Dashboard:
         self.feed = feed_module.Feed(settings, self.client, self.view, self.lock)
         self.pages: set[asyncio.Queue[str]] = set()
         self.stop = threading.Event()
+        #: Why the feed stopped ('' while it runs): the pages must not show stale calls as live.
+        self.feed_error = ""
         self.files = {name: (STATIC / name).read_bytes() for name in ("index.html", "login.html", "app.js", "app.css")}
 
     def who(self, request: Request) -> str | None:
@@ -121,8 +123,12 @@ class Dashboard:
     async def pump(self) -> None:
         """Every :data:`FLUSH` seconds, the view's changes to every page (the rates once a second)."""
         last_second = 0
+        announced = False
         while True:
             await asyncio.sleep(FLUSH)
+            if self.feed_error and not announced:
+                announced = True
+                self.broadcast(encode("feed-error", {"reason": self.feed_error}))
             now = now_ms()
             with self.lock:
                 self.view.prune(now)
@@ -131,9 +137,12 @@ class Dashboard:
             if delta is not None and self.pages:
                 self.broadcast(encode("delta", delta))
 
+    def stopped(self, exc: BaseException) -> None:
+        self.feed_error = f"{type(exc).__name__}: {exc}"[:300]
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        feed_module.start(self.feed, self.stop)
+        feed_module.start(self.feed, self.stop, self.stopped)
         pump = asyncio.create_task(self.pump())
         try:
             yield
@@ -195,7 +204,7 @@ class Dashboard:
         if self.who(request) is None:
             return _unauthorized()
         with self.lock:
-            return JSONResponse(self.view.snapshot(now_ms()))
+            return JSONResponse({**self.view.snapshot(now_ms()), "feed_error": self.feed_error})
 
     async def events(self, request: Request) -> Response:
         if self.who(request) is None:
@@ -203,7 +212,7 @@ class Dashboard:
         queue: asyncio.Queue[str] = asyncio.Queue(maxsize=BACKLOG)
         self.pages.add(queue)  # before the snapshot: nothing drained after it can be missed
         with self.lock:
-            first = encode("snapshot", self.view.snapshot(now_ms()))
+            first = encode("snapshot", {**self.view.snapshot(now_ms()), "feed_error": self.feed_error})
 
         async def stream() -> AsyncIterator[str]:
             try:

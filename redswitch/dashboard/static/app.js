@@ -319,15 +319,24 @@ function apply(data, snapshot) {
   if (state.selected && (data.calls || []).some((c) => c.dial_id === state.selected)) loadTimeline(state.selected);
 }
 
+function stalled(reason) {
+  const status = document.getElementById("connection");
+  status.textContent = `data stopped: ${reason}`;
+  status.className = "bad";
+}
+
 function connect() {
   const status = document.getElementById("connection");
   const source = new EventSource("/api/events");
   source.addEventListener("snapshot", (e) => {
+    const data = JSON.parse(e.data);
     status.textContent = "live";
     status.className = "good";
-    apply(JSON.parse(e.data), true);
+    apply(data, true);
+    if (data.feed_error) stalled(data.feed_error);
   });
   source.addEventListener("delta", (e) => apply(JSON.parse(e.data), false));
+  source.addEventListener("feed-error", (e) => stalled(JSON.parse(e.data).reason));
   source.onerror = () => {
     status.textContent = "reconnecting…";
     status.className = "bad";
