@@ -36,12 +36,12 @@ ARGS = [
     "--disable-sync",
 ]
 TOKEN = "browser-test-token"
-#: Side 0 numbers ending 7001 ring 1.5 s before answering; side 1 numbers ending 7002 ring 1 s, answer, and the
+#: Side 0 numbers ending 7001 ring 2.5 s before answering; side 1 numbers ending 7002 ring 1.5 s, answer, and the
 #: far end hangs up 1.5 s later (every other number answers at once and stays up).
 SCENARIO = Scenario(
     rules=(
-        Rule(Outcome(ring=1.5), suffix="7001"),
-        Rule(Outcome(ring=1.0, hangup_after=1.5), suffix="7002"),
+        Rule(Outcome(ring=2.5), suffix="7001"),
+        Rule(Outcome(ring=1.5, hangup_after=1.5), suffix="7002"),
         *DEFAULT_RULES,
     )
 )
@@ -53,7 +53,7 @@ pytestmark = pytest.mark.sim_only  # a scenario of its own
 
 @pytest.fixture(scope="module")
 def pipeline(redis_server: RedisServer) -> Iterator[Pipeline]:
-    running = Pipeline(redis_server.url, scenario=SCENARIO).start()
+    running = Pipeline(redis_server.url, scenario=SCENARIO, originate_timeout=10).start()
     yield running
     running.stop()
 
@@ -105,13 +105,13 @@ def test_a_pushed_call_appears_and_changes_state_live(page: Page, pipeline: Pipe
     dial_id = unique("web")
     pipeline.push(dial_id=dial_id, user_id="agent-1", caller_number="15105557001", callee_number="14155557002")
     call = row(page, dial_id)
-    expect(call.locator("td.side0")).to_have_text("ringing", timeout=5000)  # side 0 rings for 1.5 s
+    expect(call.locator("td.side0")).to_have_text("ringing", timeout=5000)  # side 0 rings for 2.5 s
     expect(call.locator("td.status")).to_have_text("dialling")
     expect(call.locator("td").nth(1)).to_have_text("talkiq_org_id")
     expect(call.locator("td").nth(2)).to_have_text("agent-1")
     expect(call.locator("td.side0")).to_have_text("answered", timeout=5000)
     expect(call.locator("td.status")).to_have_text("live")
-    expect(call.locator("td.side1")).to_have_text("ringing")  # side 1 rings for 1 s
+    expect(call.locator("td.side1")).to_have_text("ringing")  # side 1 rings for 1.5 s
     expect(call.locator("td.side1")).to_have_text("answered", timeout=5000)
     # the far end hangs up after 1.5 s: both sides hung up, with their causes
     expect(call.locator("td.side1")).to_have_text("hung up NORMAL_CLEARING", timeout=8000)
