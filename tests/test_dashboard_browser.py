@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -136,21 +137,32 @@ def test_a_barge_and_a_hangup_from_the_page_reach_the_switch_and_come_back_acked
     call.click()
     expect(page.locator("#call-id")).to_have_text(dial_id)
     expect(page.locator("#timeline li").first).to_contain_text("call-start", timeout=5000)
+    log = page.locator("#control-log li").first
+    # refused by the dashboard (validated as the worker would): nothing published
+    page.fill("#barge-phone", "1510 555")
+    page.click("button[data-verb=barge]")
+    expect(log).to_contain_text("barge: refused: field 'phone_number' must be a phone number")
+    # answered error by the worker: no barger to whisper to yet
+    page.click("button[data-verb=whisper]")
+    expect(log).to_have_text(re.compile(r"whisper: error: no barger on this call$"), timeout=10000)
+    expect(log).to_have_class("error")
     page.fill("#barge-phone", "15105550177")
     page.fill("#barge-caller-id", "777-777-7777")
     page.click("button[data-verb=barge]")
-    expect(page.locator("#control-log li").first).to_contain_text("barge: ack", timeout=10000)
+    expect(log).to_contain_text("barge: ack", timeout=10000)
     barges = [c for c in pipeline.switch.commands() if "originate" in c and "eavesdrop" in c and dial_id in c]
     assert len(barges) == 1 and "15105550177" in barges[0]
     expect(call.locator("td.barger")).to_contain_text("listen", timeout=5000)
     expect(call.locator("td.reply")).to_have_text("ack barge")
 
-    page.click("button[data-verb=whisper]")
-    expect(page.locator("#control-log li").first).to_contain_text("whisper: ack", timeout=10000)
-    expect(call.locator("td.barger")).to_contain_text("whisper", timeout=5000)
+    for verb, mode in [("whisper", "whisper"), ("threeway", "threeway"), ("unthreeway", "whisper"), ("mute", "listen")]:
+        page.click(f"button[data-verb={verb}]")
+        expect(log).to_contain_text(f"{verb}: ack", timeout=10000)
+        expect(call.locator("td.barger")).to_contain_text(mode, timeout=5000)
+    assert pipeline.simulator.eavesdrop_mode(pipeline.channel_of_side(dial_id, "2")) == "listen"
 
     page.click("button[data-verb=hangup]")
-    expect(page.locator("#control-log li").first).to_contain_text("hangup: ack", timeout=10000)
+    expect(log).to_contain_text("hangup: ack", timeout=10000)
     expect(call.locator("td.side0")).to_have_text("hung up NORMAL_CLEARING", timeout=10000)
     expect(call.locator("td.status")).to_have_text("ended")
     assert pipeline.wait_for(
@@ -164,8 +176,8 @@ def test_a_barge_and_a_hangup_from_the_page_reach_the_switch_and_come_back_acked
     # hangup-events it caused)
     expect(page.locator("#timeline li", has_text="side=0 cause=NORMAL_CLEARING")).to_have_count(1, timeout=5000)
     kinds = page.locator("#timeline li .kind").all_text_contents()
-    assert kinds[:3] == ["call-start", "answer-event", "answer-event"] and kinds.count("ack") == 3, kinds
-    assert kinds.index("ack") < kinds.index("hangup-event")  # the barge's ack
+    assert kinds[:3] == ["call-start", "answer-event", "answer-event"] and kinds.count("ack") == 6, kinds
+    assert kinds.index("error") < kinds.index("ack") < kinds.index("hangup-event")  # whisper's error, barge's ack
 
 
 def test_a_hostile_dial_id_and_cause_show_as_text_and_run_nothing(page: Page, pipeline: Pipeline) -> None:
