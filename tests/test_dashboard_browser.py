@@ -195,6 +195,8 @@ def test_a_hostile_dial_id_and_cause_show_as_text_and_run_nothing(page: Page, pi
         assert page.locator("main img").count() == 0 and page.locator("main script").count() == 0
         cell.click()  # its timeline is refused (not an id), and nothing runs
         expect(page.locator("#timeline li").first).to_have_text("cannot load: 400")
+        page.click("button[data-verb=mute]")  # no control can be sent to it either
+        expect(page.locator("#control-log li").first).to_contain_text("mute: refused: a dial_id is 1 to 64 letters")
         page.wait_for_timeout(300)
         assert page.evaluate("window.__pwned") is None
     finally:

@@ -245,6 +245,7 @@ class Dashboard:
             return _unauthorized()
         bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
         if not self.access.same_origin(request.headers, request.url.scheme, bearer=bearer):
+            logger.warning("dashboard: refused a control from another origin (%s)", _client(request))
             return JSONResponse({"error": "forbidden: not from this page"}, status_code=403)
         dial_id = request.path_params["dial_id"]
         if not ID_PATTERN.fullmatch(dial_id):

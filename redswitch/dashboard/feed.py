@@ -26,7 +26,7 @@ from redswitch.config import Settings
 from redswitch.dashboard.view import View
 from redswitch.store import open_store
 from redswitch.store.connection import reply_text
-from redswitch.store.eventlog import _entries, last_id
+from redswitch.store.eventlog import last_id, reply_entries
 from redswitch.store.keys import Keys
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Feed:
         """One read of the firehose (waiting up to :data:`BLOCK_MS`), folded; then the records of new calls and,
         when due, the slow state. The position after what was read."""
         reply = self.client.xread({Keys.firehose(): position}, count=1000, block=BLOCK_MS)
-        entries = _entries(reply)
+        entries = reply_entries(reply)
         if entries:
             with self.lock:
                 for entry_id, fields in entries:

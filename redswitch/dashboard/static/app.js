@@ -3,6 +3,8 @@
 // name, or SVG attributes of numbers. Never innerHTML, never insertAdjacentHTML.
 "use strict";
 
+const REPLY_TIMEOUT = 10000; // ms, as `redswitch send`
+
 const state = {
   calls: new Map(), // dial_id -> call object as the server sent it
   rows: new Map(), // dial_id -> <tr>
@@ -278,8 +280,21 @@ async function send(verb) {
     item.className = "error";
     return;
   }
+  if (data.receivers === 0) {
+    item.textContent = `${verb}: sent, but nothing heard it (no bridge running?)`;
+    item.className = "error";
+    return;
+  }
   item.textContent = `${verb}: sent${data.signed ? " (signed)" : ""}, waiting for its ack…`;
-  state.pending.push({ dialId, verb, item });
+  const waiting = { dialId, verb, item };
+  state.pending.push(waiting);
+  setTimeout(() => {
+    const index = state.pending.indexOf(waiting);
+    if (index < 0) return;
+    state.pending.splice(index, 1);
+    item.textContent = `${verb}: no ack or error within ${REPLY_TIMEOUT / 1000} s`;
+    item.className = "error";
+  }, REPLY_TIMEOUT);
 }
 
 function onReplies(replies) {
