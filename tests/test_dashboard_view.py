@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redswitch.dashboard.view import LINGER_MS, WINDOW, View, stream_ms
+from redswitch.dashboard.view import LINGER_MS, TEXT_MAX, WINDOW, View, stream_ms
 
 T0 = 1_800_000_000_000  # ms
 
@@ -150,6 +150,13 @@ def test_replies_for_unknown_calls_make_no_call_and_any_text_is_kept_as_data() -
     view.apply(at(1), hostile, {"type": "call-start"})
     view.apply(at(2), hostile, {"type": "failure", "cause": "<b>x</b>", "reason": "</td><script>"})
     assert view.calls[hostile].to_json()["failure"] == {"cause": "<b>x</b>", "reason": "</td><script>"}
+
+
+def test_text_from_an_event_is_bounded() -> None:
+    view = View()
+    view.apply(at(0), "x" * 100_000, {"type": "failure", "cause": "c" * 100_000, "reason": "r" * 100_000})
+    (call,) = view.calls.values()
+    assert len(call.dial_id) == TEXT_MAX and len(call.failure) == TEXT_MAX and len(call.reason) == TEXT_MAX
 
 
 def test_stream_ms() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from redswitch.config import Settings
-from redswitch.dashboard.view import View
+from redswitch.dashboard.view import TEXT_MAX, View
 from redswitch.store import open_store
 from redswitch.store.connection import reply_text
 from redswitch.store.eventlog import last_id, reply_entries
@@ -39,8 +39,6 @@ DEAD_SHOWN = 20
 BLOCK_MS = 500
 #: Calls read per pipeline in the snapshot.
 CHUNK = 200
-#: Characters kept of any free text read from Redis (a reason, a payload) before it reaches the page.
-TEXT_MAX = 300
 
 
 class Feed:

@@ -30,6 +30,15 @@ RECENT = 100
 MODES = {"barge": "listen", "whisper": "whisper", "mute": "listen", "threeway": "threeway", "coach-callee": "coach"}
 
 
+#: Characters kept of any text an event carries (a reason, a cause, a dial_id): valid ones are far shorter, and a
+#: hostile entry written straight into the firehose must not make every page carry megabytes.
+TEXT_MAX = 300
+
+
+def _text(event: Mapping[str, Any], name: str) -> str:
+    return str(event.get(name, ""))[:TEXT_MAX]
+
+
 def stream_ms(entry_id: str) -> int:
     """The milliseconds of a stream id (``<ms>-<seq>``): when Redis appended the entry."""
     head = entry_id.split("-", 1)[0]
@@ -157,8 +166,9 @@ class View:
     def apply(self, entry_id: str, dial_id: str, event: Mapping[str, Any], live: bool = True) -> None:
         """Fold one event of ``dial_id`` (appended at ``entry_id``) into the model."""
         at = stream_ms(entry_id)
+        dial_id = dial_id[:TEXT_MAX]
         self.last_ms = max(self.last_ms, at)
-        kind = str(event.get("type", ""))
+        kind = _text(event, "type")
         if kind in ("ack", "error"):
             self._reply(dial_id, kind, event, at, live)
             return
@@ -224,12 +234,12 @@ class View:
     def _queued(self, call: Call, event: Mapping[str, Any], at: int, live: bool) -> None:
         if call.status in ("dialling", "queued"):
             call.status = "queued"
-            call.queue_reason = str(event.get("reason", ""))
+            call.queue_reason = _text(event, "reason")
             position = event.get("position")
             call.queue_position = position if isinstance(position, int) else 0
 
     def _answer(self, call: Call, event: Mapping[str, Any], at: int, live: bool) -> None:
-        name = str(event.get("side", ""))
+        name = _text(event, "side")
         side = call.sides.get(name)
         if side is not None and side.state == "hungup":
             return  # a replayed answer after its hangup
@@ -244,21 +254,21 @@ class View:
             self._mark(call, at, "answers")
 
     def _hangup(self, call: Call, event: Mapping[str, Any], at: int, live: bool) -> None:
-        name = str(event.get("side", ""))
-        cause = str(event.get("cause", ""))
+        name = _text(event, "side")
+        cause = _text(event, "cause")
         before = call.sides.get(name)
         answered = before is not None and before.answered
-        call.sides[name] = Side("hungup", at, cause, str(event.get("sip_code", "")), answered)
+        call.sides[name] = Side("hungup", at, cause, _text(event, "sip_code"), answered)
         if name == "2":
             call.barger_mode = call.barger_prev = ""
         if not answered and live and name in ("0", "1"):
-            self._failed(call, at, cause, str(event.get("reason", "")), f"side {name}")
+            self._failed(call, at, cause, _text(event, "reason"), f"side {name}")
         if name == "0":
             self._end(call, at, "ended")
 
     def _failure(self, call: Call, event: Mapping[str, Any], at: int, live: bool) -> None:
-        call.failure = str(event.get("cause", ""))
-        call.reason = str(event.get("reason", ""))
+        call.failure = _text(event, "cause")
+        call.reason = _text(event, "reason")
         side = call.sides.get("0")
         if side is not None and side.state != "hungup":
             call.sides["0"] = Side("hungup", at, call.failure)
@@ -279,8 +289,8 @@ class View:
         self._ended.append((at, call.dial_id))
 
     def _reply(self, dial_id: str, kind: str, event: Mapping[str, Any], at: int, live: bool) -> None:
-        verb = str(event.get("event", ""))
-        reply = {"dial_id": dial_id, "type": kind, "event": verb, "reason": str(event.get("reason", "")), "at": at}
+        verb = _text(event, "event")
+        reply = {"dial_id": dial_id, "type": kind, "event": verb, "reason": _text(event, "reason"), "at": at}
         call = self.calls.get(dial_id)
         if call is not None:
             call.reply = reply
