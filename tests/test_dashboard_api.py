@@ -329,3 +329,24 @@ def test_a_feed_that_stops_is_told_to_every_page(
     finally:
         stream.close()
     assert "a bug in folding" in served.json("GET", "/api/state", headers=bearer())[1]["feed_error"]
+
+
+def test_a_burst_of_events_reaches_a_page_in_a_few_coalesced_deltas(served: Served, redis_client: redis.Redis) -> None:
+    stream = EventStream(served, bearer())
+    try:
+        assert stream.next()[0] == "snapshot"
+        pipe = redis_client.pipeline()
+        for n in range(300):
+            event = {"type": "call-start", "dial_id": f"c{n}"}
+            pipe.xadd(Keys.firehose(), {"dial_id": f"c{n}", "event": json.dumps(event)})
+        pipe.execute()
+        seen: set[str] = set()
+
+        def all_seen(events: list[tuple[str, Any]]) -> bool:
+            seen.update(call["dial_id"] for _, data in events[-1:] for call in data.get("calls", []))
+            return len(seen) == 300
+
+        deltas = stream.until(all_seen)
+    finally:
+        stream.close()
+    assert len(deltas) <= 3, [len(data.get("calls", [])) for _, data in deltas]
