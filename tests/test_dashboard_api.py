@@ -145,6 +145,7 @@ def test_a_control_from_the_page_is_validated_published_with_its_sender_and_logg
         ({"type": "send-dtmf", "side": "1", "digits": "1"}, "type must be one of"),
         ({"type": "hangup", "by": "someone-else"}, None),
         ("not json", "JSON"),
+        (json.dumps({"type": "hangup", "padding": "x" * 1_000_000}), "too long"),
     ],
 )
 def test_a_bad_control_is_refused_and_nothing_is_published(

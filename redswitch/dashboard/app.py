@@ -60,6 +60,8 @@ FLUSH = 0.2
 KEEPALIVE = 15.0
 #: Pushes a page may fall behind before it is dropped (its browser reconnects and starts from a new snapshot).
 BACKLOG = 200
+#: Bytes a login or a control request may have.
+BODY_MAX = 4096
 #: The verbs the page offers.
 VERBS = ("barge", "whisper", "mute", "threeway", "unthreeway", "hangup")
 #: Fields of a call record the timeline shows (not ``job``: the whole job is long and adds nothing here).
@@ -175,7 +177,7 @@ class Dashboard:
     async def login(self, request: Request) -> Response:
         if not self.access.same_origin(request.headers, request.url.scheme, bearer=False):
             return Response("forbidden: not from this page", status_code=403, media_type="text/plain")
-        form = urllib.parse.parse_qs((await request.body())[:4096].decode(errors="replace"))
+        form = urllib.parse.parse_qs((await _body(request)).decode(errors="replace"))
         name = (form.get("name") or [""])[0].strip() or "operator"
         token = (form.get("token") or [""])[0]
         if not self.access.token:
@@ -243,14 +245,13 @@ class Dashboard:
         name = self.who(request)
         if name is None:
             return _unauthorized()
-        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
-        if not self.access.same_origin(request.headers, request.url.scheme, bearer=bearer):
+        if not self.access.same_origin(request.headers, request.url.scheme, bearer=self.access.bearer(request.headers)):
             logger.warning("dashboard: refused a control from another origin (%s)", _client(request))
             return JSONResponse({"error": "forbidden: not from this page"}, status_code=403)
         dial_id = request.path_params["dial_id"]
         if not ID_PATTERN.fullmatch(dial_id):
             return JSONResponse({"error": "a dial_id is 1 to 64 letters, digits, _ or -"}, status_code=400)
-        body = await request.body()
+        body = await _body(request)
         try:
             payload = control_message(body, sender(name), self.settings.control_secret)
         except PayloadError as exc:
@@ -314,7 +315,7 @@ def control_message(body: bytes, by: str, secret: str) -> dict[str, Any]:
     """The message to publish for a request's JSON body: one of :data:`VERBS` with the fields it takes, ``by``
     the sender, validated as the worker will (``parse_control``), and signed when ``secret`` is set. Raises
     PayloadError with the reason to show."""
-    if len(body) > 4096:
+    if len(body) > BODY_MAX:
         raise PayloadError("the request is too long")
     try:
         asked = json.loads(body)
@@ -359,6 +360,17 @@ def call_timeline(client: redis.Redis, dial_id: str) -> dict[str, Any]:
         "events": events,
         "history": history,
     }
+
+
+async def _body(request: Request) -> bytes:
+    """The request's body, read no further than :data:`BODY_MAX` bytes (a longer one is cut there, and then
+    refused as malformed): nothing the page sends is longer."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > BODY_MAX:
+            return body[: BODY_MAX + 1]
+    return body
 
 
 def _unauthorized() -> Response:

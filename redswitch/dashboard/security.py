@@ -87,13 +87,17 @@ class Access:
         """The name of whoever sent a request with these headers and cookies, or None when it may not."""
         if not self.token:
             return NO_AUTH_NAME if is_loopback(host_name(headers.get("host", ""))) else None
-        scheme, _, given = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token_matches(self.token, given.strip()):
+        if self.bearer(headers):
             return TOKEN_NAME
         name, _, mac = cookies.get(COOKIE, "").rpartition(".")
         if NAME_PATTERN.fullmatch(name) and hmac.compare_digest(mac.encode(), _mac(self.token, name).encode()):
             return name
         return None
+
+    def bearer(self, headers: Mapping[str, str]) -> bool:
+        """Whether the request carries the token itself (``Authorization: Bearer``): a script, not a browser page."""
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and token_matches(self.token, given.strip())
 
     @staticmethod
     def same_origin(headers: Mapping[str, str], scheme: str, bearer: bool) -> bool:
