@@ -188,12 +188,12 @@ class View:
         call = self.calls.get(dial_id)
         if call is None or not record:
             return
-        call.org_id = record.get("org_id", call.org_id)
-        call.user_id = record.get("user_id", call.user_id)
-        call.gateway = record.get("call_provider", call.gateway)
-        call.node = record.get("node", call.node)
+        call.org_id = _text(record, "org_id") or call.org_id
+        call.user_id = _text(record, "user_id") or call.user_id
+        call.gateway = _text(record, "call_provider") or call.gateway
+        call.node = _text(record, "node") or call.node
         if record.get("barger_mode") and not call.barger_mode:
-            call.barger_mode = record["barger_mode"]
+            call.barger_mode = _text(record, "barger_mode")
         if call.status == "queued" and record.get("state") in ("dialling", "sent"):
             call.status, call.queue_reason = "dialling", ""
         call.described = True
