@@ -102,6 +102,7 @@ class Settings:
     control_signed_verbs: str = ""
     recordings_dir: str = ""
     sounds_dir: str = ""
+    dashboard_token: str = ""
 
     def signed_verbs(self) -> frozenset[str]:
         """The control verbs that need a signature when ``CONTROL_SECRET`` is set (all of them when unlisted)."""
@@ -360,4 +361,5 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "control_signed_verbs": _optional_text,
     "recordings_dir": lambda name, raw: _directory(name, raw) if raw.strip() else "",
     "sounds_dir": lambda name, raw: _directory(name, raw) if raw.strip() else "",
+    "dashboard_token": _optional_text,
 }

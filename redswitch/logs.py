@@ -13,7 +13,7 @@ from redswitch.config import Settings
 
 #: Ids a log call may pass as ``extra={...}``: written as fields of their own in JSON lines (the text format keeps
 #: them in the message).
-ID_FIELDS = ("dial_id", "node", "listener")
+ID_FIELDS = ("dial_id", "node", "listener", "by", "verb")
 
 
 class JsonFormatter(logging.Formatter):

@@ -113,3 +113,18 @@ def test_setting_up_the_broker_imports_no_metrics() -> None:
     code = "import sys, redswitch.broker; print('prometheus_client' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_the_agent_s_processes_never_import_the_dashboard_s_web_stack() -> None:
+    """The dashboard is an optional extra: the worker, the services and the command line load without it."""
+    code = (
+        "import sys, redswitch.actors, redswitch.cli, redswitch.cli.commands, redswitch.services.bridge, "
+        "redswitch.services.listener, redswitch.services.relay, redswitch.services.scheduler, redswitch.client; "
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'redswitch.dashboard', 'playwright') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
+    # and the check sees an import when there is one
+    code = "import sys, redswitch.dashboard.app; print('starlette' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "True"

@@ -10,6 +10,7 @@
     redswitch events     follow every call's events (the firehose), alone or in a consumer group
     redswitch send       send a control message to a call and wait for its ack or error
     redswitch check      health check of Redis and FreeSWITCH
+    redswitch dashboard  the live operations page (optional extra: ``pip install redswitch[dashboard]``)
 
 The worker itself is Dramatiq's: ``dramatiq redswitch.actors``.
 """

@@ -422,6 +422,40 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if problems else 0
 
 
+def add_dashboard(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "dashboard", help="serve the live operations page (needs DASHBOARD_TOKEN, or --no-auth on loopback)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument(
+        "--no-auth", action="store_true", help="serve without a token: only on a loopback address, for one person"
+    )
+    parser.set_defaults(handler=run_dashboard)
+
+
+def run_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    """Refuse to serve the page to a network without a token; refuse without the optional web stack installed."""
+    from redswitch.dashboard.security import may_serve
+
+    refusal = may_serve(settings.dashboard_token, args.host, args.no_auth)
+    if refusal:
+        print(f"redswitch dashboard: {refusal}", file=sys.stderr)
+        return 2
+    if not settings.event_streams or not settings.firehose_maxlen:
+        print(
+            "redswitch dashboard: it follows the firehose: EVENT_STREAMS must be on, FIREHOSE_MAXLEN > 0",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        from redswitch.dashboard.app import serve
+    except ImportError as exc:
+        print(f"redswitch dashboard: {exc}; install it with: pip install 'redswitch[dashboard]'", file=sys.stderr)
+        return 2
+    return serve(settings, args.host, args.port, args.no_auth)
+
+
 REGISTRY: list[Callable[[Subparsers], None]] = [
     add_simulate,
     add_bridge,
@@ -434,4 +468,5 @@ REGISTRY: list[Callable[[Subparsers], None]] = [
     add_events,
     add_send,
     add_check,
+    add_dashboard,
 ]

@@ -53,7 +53,7 @@ def last_id(client: redis.Redis, stream: str) -> str:
     return reply_text(newest[0][0]) if newest else START
 
 
-def _entries(reply: Any) -> list[tuple[Any, Any]]:
+def reply_entries(reply: Any) -> list[tuple[Any, Any]]:
     """The entries of an ``XREAD``/``XREADGROUP`` reply on one stream, whatever the protocol's shape."""
     if not reply:
         return []
@@ -90,7 +90,7 @@ def follow(
         if live and wait <= 0:
             return
         reply = client.xread({stream: position}, count=500, block=max(1, int(wait * 1000)) if live else None)
-        entries = _entries(reply)
+        entries = reply_entries(reply)
         for entry_id, fields in entries:
             position = reply_text(entry_id)
             logged = _logged(entry_id, fields, dial_id)
@@ -170,7 +170,7 @@ class GroupReader:
             pipe.xreadgroup(self.group, self.consumer, {self.stream: ">"}, self.count, int(self.block * 1000))
         else:
             pipe.xreadgroup(self.group, self.consumer, {self.stream: own}, self.count)
-        entries = _entries(pipe.execute()[-1])
+        entries = reply_entries(pipe.execute()[-1])
         gone = [reply_text(entry_id) for entry_id, fields in entries if not fields]
         self.ack(gone)  # trimmed away while pending: nothing left to hand over
         found = [logged for entry_id, fields in entries if (logged := _logged(entry_id, fields)) is not None]
