@@ -127,6 +127,18 @@ def test_a_pushed_call_appears_and_changes_state_live(page: Page, pipeline: Pipe
     expect(call).to_be_hidden()
 
 
+def test_the_duration_of_a_call_in_view_counts_up_each_second(page: Page, pipeline: Pipeline) -> None:
+    dial_id = unique("tick")
+    pipeline.push(dial_id=dial_id, user_id="agent-2")  # answers at once and stays up
+    call = row(page, dial_id)
+    expect(call.locator("td.status")).to_have_text("live", timeout=5000)
+    first = int(call.locator("td.duration").inner_text().rstrip("s"))
+    # only the rows in view tick (an IntersectionObserver): a new call is at the top, in view
+    expect(call.locator("td.duration")).to_have_text(f"{first + 2}s", timeout=4000)
+    pipeline.publish(dial_id, {"type": "hangup"})
+    expect(call.locator("td.status")).to_have_text("ended", timeout=5000)
+
+
 def test_a_barge_and_a_hangup_from_the_page_reach_the_switch_and_come_back_acked(
     page: Page, pipeline: Pipeline
 ) -> None:
