@@ -216,6 +216,34 @@ def test_a_hostile_dial_id_and_cause_show_as_text_and_run_nothing(page: Page, pi
         client.delete(Keys.call(HOSTILE), pipeline.settings.effective_dead_key)
 
 
+def test_a_thousand_calls_draw_only_the_rows_in_view_and_scrolling_draws_the_others(
+    page: Page, pipeline: Pipeline
+) -> None:
+    client = pipeline.client
+    prefix = unique("many")
+    names = [f"{prefix}_{n:04d}" for n in range(1000)]
+    writes = client.pipeline(transaction=False)
+    for name in names:  # oldest first: the page lists the newest first
+        writes.sadd(Keys.active_calls(), name)
+        writes.hset(Keys.call(name), mapping={"org_id": "bulk", "user_id": name, "node": "fs1"})
+        writes.xadd(Keys.firehose(), {"dial_id": name, "event": json.dumps({"type": "call-start", "dial_id": name})})
+    writes.execute()
+    first, last = row(page, names[0]), row(page, names[-1])
+    expect(last).to_be_visible(timeout=10_000)
+    expect(page.locator("#calls-count")).to_contain_text("shown", timeout=10_000)
+    drawn = page.locator("#calls tbody tr[data-dial-id]").count()
+    assert 10 <= drawn <= 120, drawn  # the view and its margins, not a thousand rows
+    assert first.count() == 0  # the oldest is far below the view: not drawn
+    page.locator("#calls-panel").evaluate("panel => { panel.scrollTop = panel.scrollHeight; }")
+    expect(first).to_be_visible(timeout=5000)  # scrolled to the bottom: the oldest is drawn, in view
+    assert last.count() == 0
+    assert page.locator("#calls tbody tr[data-dial-id]").count() <= 120
+    page.locator("#calls-panel").evaluate("panel => { panel.scrollTop = 0; }")
+    expect(last).to_be_visible(timeout=5000)
+    client.srem(Keys.active_calls(), *names)
+    client.delete(*(Keys.call(name) for name in names))
+
+
 def test_the_nodes_panel_shows_the_switch_and_its_listener(page: Page, pipeline: Pipeline) -> None:
     node = page.locator("#nodes tbody tr").first
     expect(node.locator("td").first).to_have_text(pipeline.settings.nodes()[0].name, timeout=5000)

@@ -153,7 +153,8 @@ class View:
         self.dead: list[dict[str, Any]] = []
         self.dead_length = 0
         self._ended: collections.deque[tuple[int, str]] = collections.deque()
-        self._changed: set[str] = set()
+        #: Calls changed since the last drain, in the order they first changed (so new calls come oldest first).
+        self._changed: dict[str, None] = {}
         self._removed: set[str] = set()
         self._new_failures: list[dict[str, Any]] = []
         self._new_replies: list[dict[str, Any]] = []
@@ -181,7 +182,7 @@ class View:
         handler = _HANDLERS.get(kind)
         if handler is not None:
             handler(self, call, event, at, live)
-            self._changed.add(dial_id)
+            self._changed[dial_id] = None
 
     def describe(self, dial_id: str, record: Mapping[str, str]) -> None:
         """What the call record adds: org, user, gateway, node, barger mode; and the rates its marks waited for."""
@@ -200,7 +201,7 @@ class View:
         for kind, second, _cause in call.pending:
             self._count_dims(call, second, kind)
         call.pending.clear()
-        self._changed.add(dial_id)
+        self._changed[dial_id] = None
 
     def needs_record(self, dial_id: str) -> bool:
         """Whether the feed should read this call's record: never read, or its node still unknown while it runs."""
@@ -296,7 +297,7 @@ class View:
             call.reply = reply
             if kind == "ack":
                 self._mode(call, verb, at)
-            self._changed.add(dial_id)
+            self._changed[dial_id] = None
         if live:
             self.replies.append(reply)
             self._new_replies.append(reply)
@@ -331,7 +332,7 @@ class View:
             call = self.calls.get(dial_id)
             if call is not None and call.ended and call.ended <= now_ms - LINGER_MS:
                 del self.calls[dial_id]
-                self._changed.discard(dial_id)
+                self._changed.pop(dial_id, None)
                 self._removed.add(dial_id)
         self.rates.prune(now_ms // 1000)
 
@@ -339,7 +340,7 @@ class View:
         """Everything, for a page that just connected."""
         return {
             "now": now_ms,
-            "calls": [call.to_json() for call in self.calls.values()],
+            "calls": [call.to_json() for call in sorted(self.calls.values(), key=lambda call: call.started)],
             "failures": list(self.failures),
             "replies": list(self.replies),
             "rates": self.rates.summary(now_ms // 1000 - 1),
@@ -365,7 +366,7 @@ class View:
                 "causes"
             ):
                 delta["rates"] = self._last_rates = summary
-        self._changed, self._removed, self._new_failures, self._new_replies = set(), set(), [], []
+        self._changed, self._removed, self._new_failures, self._new_replies = {}, set(), [], []
         self._slow_changed = False
         if not delta:
             return None

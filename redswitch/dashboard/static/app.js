@@ -7,37 +7,21 @@ const REPLY_TIMEOUT = 10000; // ms, as `redswitch send`
 
 const state = {
   calls: new Map(), // dial_id -> call object as the server sent it
-  rows: new Map(), // dial_id -> <tr>
+  order: [], // dial_ids, newest first (every call the page holds)
+  rows: new Map(), // dial_id -> its <tr>, for the rows drawn now (the window) only
+  dirty: new Set(), // dial_ids whose call changed since its row was drawn
   selected: null,
   skew: 0, // server clock minus ours, ms
   pending: [], // controls sent from this page, waiting for their ack or error
-  onScreen: new Set(), // dial_ids whose row is within the calls panel's visible part
 };
 
-// The durations tick each second only for the rows one can see: rewriting a thousand cells a second kept the
-// page's main thread busy (a script evaluation waited 33 ms at the median under bench/bench_dashboard.py's load,
-// 2.7 ms without the tick).
-let rowWatcher = null;
-
-function watchRow(row) {
-  if (!rowWatcher) {
-    rowWatcher = new IntersectionObserver(
-      (entries) => {
-        for (const entry of entries) {
-          const dialId = entry.target.dataset.dialId;
-          if (entry.isIntersecting) {
-            state.onScreen.add(dialId);
-            refreshDuration(dialId);
-          } else {
-            state.onScreen.delete(dialId);
-          }
-        }
-      },
-      { root: document.getElementById("calls-panel") },
-    );
-  }
-  rowWatcher.observe(row);
-}
+// The calls table draws only the rows in its panel's view (plus a margin), between two spacer rows that keep the
+// scroll height: with a thousand live calls, a table of every row made each delta and each second's durations
+// re-lay out the whole table (a script evaluation on the page waited about 30 ms at the median under
+// bench/bench_dashboard.py's load). Rows are one line high (CSS), so a row's place is its index times ROW_HEIGHT.
+const ROW_HEIGHT = 22; // px, as #calls tbody tr in app.css
+const ROW_MARGIN = 10; // rows drawn above and below the view
+let drawPending = false;
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -89,21 +73,14 @@ function visible(call) {
   return (!org || call.org_id.includes(org)) && (!user || call.user_id.includes(user));
 }
 
-function renderCall(call) {
-  let row = state.rows.get(call.dial_id);
-  if (!row) {
-    row = el("tr");
-    row.dataset.dialId = call.dial_id;
-    row.addEventListener("click", () => select(row.dataset.dialId));
-    state.rows.set(call.dial_id, row);
-    document.querySelector("#calls tbody").prepend(row);
-    watchRow(row);
-  }
+function buildRow(call) {
+  const row = el("tr");
+  row.dataset.dialId = call.dial_id;
+  row.addEventListener("click", () => select(row.dataset.dialId));
   const sides = call.sides || {};
   const barger = sides["2"] ? `${call.barger_mode || ""} (${sideText(sides["2"])})` : call.barger_mode;
-  const dial = el("td", call.dial_id, "dial-id");
   cells(row, [
-    dial,
+    el("td", call.dial_id, "dial-id"),
     call.org_id,
     call.user_id,
     el("td", call.status, "status"),
@@ -116,25 +93,63 @@ function renderCall(call) {
     el("td", replyText(call.reply), "reply"),
   ]);
   row.className = `status-${call.status}`;
-  row.hidden = !visible(call);
   if (state.selected === call.dial_id) row.classList.add("selected");
+  return row;
+}
+
+function spacer(rows) {
+  const row = el("tr", null, "spacer");
+  const cell = el("td");
+  cell.colSpan = 11;
+  cell.style.height = `${rows * ROW_HEIGHT}px`;
+  row.append(cell);
+  return row;
+}
+
+// Draw the rows in view: reuse the rows of calls that did not change, build the others.
+function drawCalls() {
+  drawPending = false;
+  const shown = state.order.filter((id) => visible(state.calls.get(id)));
+  const panel = document.getElementById("calls-panel");
+  const body = document.querySelector("#calls tbody");
+  const bodyTop = body.getBoundingClientRect().top - panel.getBoundingClientRect().top + panel.scrollTop;
+  const top = Math.max(0, panel.scrollTop - bodyTop);
+  const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - ROW_MARGIN);
+  const last = Math.min(shown.length, Math.ceil((top + panel.clientHeight) / ROW_HEIGHT) + ROW_MARGIN);
+  const drawn = new Map();
+  for (const id of shown.slice(first, last)) {
+    const kept = state.rows.get(id);
+    drawn.set(id, kept && !state.dirty.has(id) ? kept : buildRow(state.calls.get(id)));
+  }
+  state.rows = drawn;
+  state.dirty.clear();
+  body.replaceChildren(spacer(first), ...drawn.values(), spacer(shown.length - last));
+  document.getElementById("calls-count").textContent = countText(shown.length);
+}
+
+function scheduleDraw() {
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(drawCalls);
+}
+
+function renderCall(call) {
+  if (!state.calls.has(call.dial_id)) state.order.unshift(call.dial_id);
+  state.calls.set(call.dial_id, call);
+  state.dirty.add(call.dial_id);
 }
 
 function removeCall(dialId) {
-  state.calls.delete(dialId);
-  const row = state.rows.get(dialId);
-  if (row) {
-    if (rowWatcher) rowWatcher.unobserve(row);
-    row.remove();
-  }
-  state.rows.delete(dialId);
-  state.onScreen.delete(dialId);
+  if (!state.calls.delete(dialId)) return;
+  const index = state.order.indexOf(dialId);
+  if (index >= 0) state.order.splice(index, 1);
+  state.dirty.delete(dialId);
 }
 
-function renderCounts() {
+function countText(shown) {
   let live = 0;
   for (const call of state.calls.values()) if (call.status === "live" || call.status === "dialling") live++;
-  document.getElementById("calls-count").textContent = `(${live} up, ${state.calls.size} shown)`;
+  return `(${live} up, ${shown} shown)`;
 }
 
 function renderQueued() {
@@ -152,15 +167,12 @@ function renderQueued() {
   document.getElementById("queued-count").textContent = `(${rows.length})`;
 }
 
-function refreshDuration(dialId) {
-  const call = state.calls.get(dialId);
-  const row = state.rows.get(dialId);
-  const cell = row && row.querySelector(".duration");
-  if (call && cell && !call.ended) cell.textContent = duration(call);
-}
-
 function tick() {
-  for (const dialId of state.onScreen) refreshDuration(dialId);
+  for (const [dialId, row] of state.rows) {
+    const call = state.calls.get(dialId);
+    const cell = row.querySelector(".duration");
+    if (call && cell && !call.ended) cell.textContent = duration(call);
+  }
 }
 
 // -- failures, dead list, nodes, rates ---------------------------------------------------------------------
@@ -351,19 +363,16 @@ function apply(data, snapshot) {
     for (const id of [...state.calls.keys()]) removeCall(id);
     document.querySelector("#failures tbody").replaceChildren();
   }
-  for (const call of data.calls || []) {
-    state.calls.set(call.dial_id, call);
-    renderCall(call);
-  }
+  for (const call of data.calls || []) renderCall(call);
   for (const id of data.removed || []) removeCall(id);
   if (data.failures) addFailures(data.failures);
   if (data.replies && !snapshot) onReplies(data.replies);
   if (data.nodes) renderNodes(data.nodes);
   if (data.dead) renderDead(data.dead);
   if (data.rates) renderChart(data.rates);
-  if (data.calls || data.removed) {
+  if (data.calls || data.removed || snapshot) {
     renderQueued();
-    renderCounts();
+    scheduleDraw();
   }
   if (state.selected && (data.calls || []).some((c) => c.dial_id === state.selected)) loadTimeline(state.selected);
 }
@@ -394,10 +403,9 @@ function connect() {
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const input of [document.getElementById("filter-org"), document.getElementById("filter-user")]) {
-    input.addEventListener("input", () => {
-      for (const [id, row] of state.rows) row.hidden = !visible(state.calls.get(id));
-    });
+    input.addEventListener("input", scheduleDraw);
   }
+  document.getElementById("calls-panel").addEventListener("scroll", scheduleDraw, { passive: true });
   for (const button of document.querySelectorAll("button[data-verb]")) {
     button.addEventListener("click", () => send(button.dataset.verb));
   }
