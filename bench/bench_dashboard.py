@@ -38,22 +38,12 @@ from redswitch.cli.launcher import redswitch_command
 from redswitch.config import Settings
 from redswitch.store import Batch, CallStore, ChannelChange, events, open_store
 from redswitch.store.connection import redis_from_settings
+from tests.browser import launch
 from tests.servers import RedisServer, free_port
 
 NODE = "fs1"
 ORGS = 10
 GATEWAYS = ("flowroute", "twilio", "bandwidth")
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: Wraps the page's EventSource before its script runs: every ``delta`` is kept with when it arrived (wall clock,
 #: ms) and how long the page's own handlers took with it.
 PROBE = """
@@ -224,7 +214,7 @@ def main() -> None:
     server = serve(settings, port, log_dir)
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = launch(playwright)
             page = browser.new_page()
             page.add_init_script(PROBE)
             page.goto(f"http://127.0.0.1:{port}/")

@@ -18,13 +18,11 @@ from playwright.sync_api import sync_playwright
 
 from redswitch.simulator import Scenario
 from redswitch.simulator.scenario import DEFAULT_RULES, Outcome, Rule
+from tests.browser import launch
 from tests.dashboard import Served
 from tests.pipeline import Pipeline, has
 from tests.servers import RedisServer
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
-ARGS += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: Callees ending 7002 ring for a minute: a call whose callee is still ringing when the picture is taken.
 SCENARIO = Scenario(rules=(Rule(Outcome(ring=60.0), suffix="7002"), *DEFAULT_RULES))
 CALLS = [
@@ -53,7 +51,7 @@ def main() -> None:
         pipeline.publish("acme_7f3a91", {"type": "whisper"})
         time.sleep(2.5)
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = launch(playwright)
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.goto(f"{served.origin}/")
             page.locator('#calls tr[data-dial-id="acme_7f3a91"]').click()

@@ -21,21 +21,11 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from redswitch.simulator import Scenario
 from redswitch.simulator.scenario import DEFAULT_RULES, Outcome, Rule
 from redswitch.store.keys import Keys
+from tests.browser import launch
 from tests.dashboard import Served
 from tests.pipeline import Pipeline
 from tests.servers import RedisServer
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN = "browser-test-token"
 #: Side 0 numbers ending 7001 ring 2.5 s before answering; side 1 numbers ending 7002 ring 1.5 s, answer, and the
 #: far end hangs up 1.5 s later (every other number answers at once and stays up).
@@ -69,7 +59,7 @@ def served(pipeline: Pipeline) -> Iterator[Served]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        launched = launch(playwright)
         yield launched
         launched.close()
 
