@@ -66,7 +66,17 @@ DTMF_PATTERN = re.compile(r"[0-9*#A-D]{1,32}")
 SENDER_PATTERN = re.compile(r"[A-Za-z0-9_.@+\-]{1,64}")
 #: A signature: the HMAC-SHA256 of the canonical message, in lower-case hex (``redswitch/auth.py``).
 SIG_PATTERN = re.compile(r"[0-9a-f]{64}")
-EVENT_TYPES = ("call-start", "answer-event", "hangup-event", "failure", "ack", "error", "queued", "record-event")
+EVENT_TYPES = (
+    "call-start",
+    "answer-event",
+    "hangup-event",
+    "failure",
+    "ack",
+    "error",
+    "queued",
+    "record-event",
+    "early-media-event",
+)
 #: Fields the relay adds to a control message it forwards (never read from what a client published): its entry in
 #: the call's control log, which one execution takes; the execution that took it (a hangup waiting for its call's
 #: originate sends itself again); until when that hangup waits.

@@ -28,11 +28,13 @@ from tests.servers import RedisServer
 
 TOKEN = "browser-test-token"
 #: Side 0 numbers ending 7001 ring 2.5 s before answering; side 1 numbers ending 7002 ring 1.5 s, answer, and the
-#: far end hangs up 1.5 s later (every other number answers at once and stays up).
+#: far end hangs up 1.5 s later; side 0 numbers ending 7003 send early media for 2 s, then answer (every other
+#: number answers at once and stays up).
 SCENARIO = Scenario(
     rules=(
         Rule(Outcome(ring=2.5), suffix="7001"),
         Rule(Outcome(ring=1.5, hangup_after=1.5), suffix="7002"),
+        Rule(Outcome(early_media=2.0), suffix="7003"),
         *DEFAULT_RULES,
     )
 )
@@ -115,6 +117,16 @@ def test_a_pushed_call_appears_and_changes_state_live(page: Page, pipeline: Pipe
     expect(call).to_be_visible()
     page.fill("#filter-user", "nobody-has-this-user")
     expect(call).to_be_hidden()
+
+
+def test_a_side_with_early_media_shows_it_until_it_answers(page: Page, pipeline: Pipeline) -> None:
+    dial_id = unique("early")
+    pipeline.push(dial_id=dial_id, user_id="agent-3", caller_number="15105557003")  # 2 s of early media
+    call = row(page, dial_id)
+    expect(call.locator("td.side0")).to_have_text("early media", timeout=5000)
+    expect(call.locator("td.side0")).to_have_text("answered", timeout=5000)
+    pipeline.publish(dial_id, {"type": "hangup"})
+    expect(call.locator("td.status")).to_have_text("ended", timeout=5000)
 
 
 def test_the_duration_of_a_call_in_view_counts_up_each_second(page: Page, pipeline: Pipeline) -> None:

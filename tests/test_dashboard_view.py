@@ -176,3 +176,18 @@ def test_deltas_and_snapshots_list_new_calls_oldest_first_so_the_page_can_put_ea
     for n, name in reversed(list(enumerate(names))):
         fold(loaded, name, [(n, {"type": "call-start", "dial_id": name})], live=False)
     assert [call["dial_id"] for call in loaded.snapshot(T0 + 1000)["calls"]] == names
+
+
+def test_early_media_shows_on_a_ringing_side_until_it_answers() -> None:
+    view = View()
+    fold(view, "em", [(0, {"type": "call-start", "dial_id": "em"}), (100, {"type": "early-media-event", "side": "0"})])
+    assert view.calls["em"].to_json()["sides"]["0"]["state"] == "early media"
+    fold(view, "em", [(900, {"type": "answer-event", "side": "0"}), (950, {"type": "early-media-event", "side": "0"})])
+    assert view.calls["em"].to_json()["sides"]["0"]["state"] == "answered"  # a late copy changes nothing
+    fold(view, "em", [(1000, {"type": "early-media-event", "side": "1"})])
+    assert view.calls["em"].to_json()["sides"]["1"] == {
+        "state": "early media",
+        "since": T0 + 1000,
+        "cause": "",
+        "sip_code": "",
+    }

@@ -73,6 +73,10 @@ def test_callee_is_dialled_only_after_the_user_answers_through_early_media(
     published = pipeline.events_until(pubsub, lambda ev: has("answer-event", "1")(ev))
     answers = [e["side"] for e in published if e["type"] == "answer-event"]
     assert answers == ["0", "1"]
+    # and were told of side 0's early media (once) before its answer
+    kinds = [(e["type"], e.get("side")) for e in published if e["type"] != "call-start"]
+    assert kinds[:2] == [("early-media-event", "0"), ("answer-event", "0")], kinds
+    assert kinds.count(("early-media-event", "0")) == 1 and ("early-media-event", "1") not in kinds
     pipeline.publish(dial_id, {"type": "hangup"})
     pipeline.events_until(pubsub, hung_up("0", "1"))
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from redswitch.protocol import Event, parse_event_plain, serialize_event_plain
 from redswitch.protocol.pick import header_picker
-from redswitch.services.listener import Action, action_of, change_of, translate
+from redswitch.services.listener import EVENTS, Action, action_of, change_of, translate
 from redswitch.store import ChannelChange
 
 OURS = {
@@ -126,6 +126,18 @@ def test_a_transfers_pending_leg_and_the_leg_it_replaced_are_not_announced() -> 
     # once bridged in, the new leg is the side: its hangup is announced as any side's
     bridged = action_of(payload("CHANNEL_HANGUP", **OURS, variable_redswitch_transfer="bridged", **hangup))
     assert bridged == Action("hung_up", "d1", "o1", "u1", "0", cause="NORMAL_CLEARING")
+
+
+def test_early_media_on_a_side_becomes_an_early_media_event() -> None:
+    early = action_of(payload("CHANNEL_PROGRESS_MEDIA", **OURS))
+    assert early == Action("early_media", "d1", "o1", "u1", "0")
+    change = change_of(early, "n1")
+    assert change is not None and change.kind == "early_media"
+    assert json.loads(change.event) == {"type": "early-media-event", "side": "0"}
+    # not ours, or a transfer's new leg still ringing: nothing
+    assert action_of(payload("CHANNEL_PROGRESS_MEDIA")) is None
+    assert action_of(payload("CHANNEL_PROGRESS_MEDIA", **OURS, variable_redswitch_transfer="pending")) is None
+    assert "CHANNEL_PROGRESS_MEDIA" in EVENTS
 
 
 def test_record_start_and_stop_become_record_events_with_the_file_name() -> None:

@@ -47,7 +47,7 @@ def stream_ms(entry_id: str) -> int:
 
 @dataclasses.dataclass
 class Side:
-    state: str  # ringing, answered, hungup
+    state: str  # ringing, early media, answered, hungup
     since: int  # ms
     cause: str = ""
     sip_code: str = ""
@@ -175,7 +175,7 @@ class View:
             return
         call = self.calls.get(dial_id)
         if call is None:
-            if kind not in ("call-start", "queued", "answer-event", "hangup-event", "failure"):
+            if kind not in ("call-start", "queued", "early-media-event", "answer-event", "hangup-event", "failure"):
                 return
             call = self.calls[dial_id] = Call(dial_id, at, sides={"0": Side("ringing", at)})
             self._removed.discard(dial_id)
@@ -253,6 +253,13 @@ class View:
             call.sides.setdefault("1", Side("ringing", at))
         if name == "1" and live:
             self._mark(call, at, "answers")
+
+    def _early(self, call: Call, event: Mapping[str, Any], at: int, live: bool) -> None:
+        """Early media on a side still ringing (a replayed one after its answer or hangup changes nothing)."""
+        name = _text(event, "side")
+        side = call.sides.get(name)
+        if side is None or side.state == "ringing":
+            call.sides[name] = Side("early media", at)
 
     def _hangup(self, call: Call, event: Mapping[str, Any], at: int, live: bool) -> None:
         name = _text(event, "side")
@@ -380,6 +387,7 @@ class View:
 _HANDLERS = {
     "call-start": View._start,
     "queued": View._queued,
+    "early-media-event": View._early,
     "answer-event": View._answer,
     "hangup-event": View._hangup,
     "failure": View._failure,

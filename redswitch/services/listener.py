@@ -51,7 +51,15 @@ from redswitch.store import events as protocol_events
 
 logger = logging.getLogger(__name__)
 
-EVENTS = ["CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_HANGUP", "BACKGROUND_JOB", "RECORD_START", "RECORD_STOP"]
+EVENTS = [
+    "CHANNEL_CREATE",
+    "CHANNEL_PROGRESS_MEDIA",
+    "CHANNEL_ANSWER",
+    "CHANNEL_HANGUP",
+    "BACKGROUND_JOB",
+    "RECORD_START",
+    "RECORD_STOP",
+]
 SIDES = ("0", "1", "2")
 #: FreeSWITCH cause names; anything else is reported as NORMAL_UNSPECIFIED.
 CAUSE_PATTERN = re.compile(r"[A-Z0-9_]{1,64}")
@@ -63,6 +71,7 @@ _EVENT_TYPES = {
     "hung_up": "hangup-event",
     "record_start": "record-event",
     "record_stop": "record-event",
+    "early_media": "early-media-event",
 }
 #: A recording's file name as the record-event carries it (the base name of ``Record-File-Path``).
 RECORD_FILE_PATTERN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_\-.]{0,127}")
@@ -91,7 +100,7 @@ GONE_AFTER = 1.0
 class Action:
     """What one FreeSWITCH event means for one call."""
 
-    kind: str  # "created" | "answered" | "hung_up" | "job_done" | "record_start" | "record_stop"
+    kind: str  # "created" | "early_media" | "answered" | "hung_up" | "job_done" | "record_start" | "record_stop"
     dial_id: str
     org_id: str = ""
     user_id: str = ""
@@ -141,6 +150,8 @@ def translate(headers: Mapping[str, str], body: str = "") -> Action | None:
         return Action("created", dial_id, org_id, user_id, side)
     if name == "CHANNEL_ANSWER":
         return Action("answered", dial_id, org_id, user_id, side)
+    if name == "CHANNEL_PROGRESS_MEDIA":
+        return Action("early_media", dial_id, org_id, user_id, side)
     if name == "CHANNEL_HANGUP":
         return _hangup_action(headers, dial_id, org_id, user_id, side)
     return None
@@ -193,6 +204,7 @@ _PICKERS = {
             "variable_sip_invite_failure_status",
         ]
     ),
+    "CHANNEL_PROGRESS_MEDIA": header_picker(_IDS),
     "RECORD_START": header_picker([*_IDS, "Record-File-Path"]),
     "RECORD_STOP": header_picker([*_IDS, "Record-File-Path", "Record-Completion-Cause"]),
 }
@@ -220,6 +232,7 @@ _CHANGE_KINDS = {
     "hung_up": "hung_up",
     "record_start": "record_start",
     "record_stop": "record_stop",
+    "early_media": "early_media",
 }
 
 
@@ -233,6 +246,8 @@ def change_of(action: Action, node: str) -> ChannelChange | None:
         event = _answer_event(action.side)
     elif kind == "hung_up":
         event = _hangup_event(action.side, action.cause, action.sip_code, action.retryable)
+    elif kind == "early_media":
+        event = protocol_events.encode(protocol_events.early_media(action.side))
     elif kind in ("record_start", "record_stop"):
         state = "start" if kind == "record_start" else "stop"
         event = protocol_events.encode(protocol_events.record(state, action.file, action.side, action.cause))

@@ -10,8 +10,8 @@ import redis
 from redswitch.errors import LeaseLost
 from redswitch.store import events
 from redswitch.store.base import (
+    ANNOUNCE_KINDS,
     GO,
-    RECORD_KINDS,
     SESSIONS_PER_CALL,
     STALE_WAITER,
     WINDOW,
@@ -35,7 +35,7 @@ from redswitch.store.keys import ACTIVE_TTL, CALL_TTL, HISTORY_TTL
 from redswitch.store.lua import script
 
 #: The events script's letter for each kind of change.
-_KINDS = {"seen": "S", "answered": "A", "hung_up": "H", "record_start": "R", "record_stop": "T"}
+_KINDS = {"seen": "S", "answered": "A", "hung_up": "H", "record_start": "R", "record_stop": "T", "early_media": "E"}
 
 
 class AtomicStore(CallStore):
@@ -87,8 +87,8 @@ class AtomicStore(CallStore):
                     keys.append(k.events(dial_id))
                 calls += [dial_id, k.channel(dial_id), f"end:{dial_id}"]
             letter = _KINDS[change.kind]
-            if change.kind in RECORD_KINDS and self.history_all:
-                letter = letter.lower()  # a record-event kept in the history too
+            if change.kind in ANNOUNCE_KINDS and self.history_all:
+                letter = letter.lower()  # a record-event or an early-media-event kept in the history too
             steps += [letter + change.side, slot, change.event]
         keys.append(k.node_lease(fence.node) if fence else k.listener_batches(batch.listener))
         args: list[str | int] = [ACTIVE_TTL, HISTORY_TTL, batch.number, k.lifecycle(), self.push_flag]

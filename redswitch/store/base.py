@@ -70,13 +70,16 @@ class NodeLease:
 
 #: The changes a recording's RECORD_START / RECORD_STOP make (a ``record-event``; a stop clears ``recording``).
 RECORD_KINDS = frozenset(("record_start", "record_stop"))
+#: The changes that only announce their event (in the history too with ``HISTORY_EVENTS=all``): the recordings'
+#: and a side's early media (``early-media-event``); the call's state is the same before and after.
+ANNOUNCE_KINDS = RECORD_KINDS | {"early_media"}
 
 
 class ChannelChange(NamedTuple):
     """What one FreeSWITCH channel event changes for its call: the listener's input to :meth:`CallStore.apply`.
 
     ``kind``: ``seen`` (a leg of the call exists), ``answered``, ``hung_up``, ``record_start`` or ``record_stop``
-    (:data:`RECORD_KINDS`); ``event`` is the encoded protocol
+    (:data:`RECORD_KINDS`), ``early_media``; ``event`` is the encoded protocol
     event announcing it (empty for ``seen``, which announces nothing); ``node`` the FreeSWITCH node it came from.
     A tuple: the listener makes one per event, tens of thousands a second.
     """

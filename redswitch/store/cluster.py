@@ -19,9 +19,9 @@ from typing import Any
 from redswitch.errors import LeaseLost
 from redswitch.store import events
 from redswitch.store.base import (
+    ANNOUNCE_KINDS,
     BARGER_FIELDS,
     GO,
-    RECORD_KINDS,
     SESSIONS_PER_CALL,
     STALE_WAITER,
     WINDOW,
@@ -213,7 +213,7 @@ class ClusterStore(CallStore):
         k = self.keys
         stage = OrderedStage(self.client)
         for change in changes:
-            if change.kind in RECORD_KINDS:
+            if change.kind in ANNOUNCE_KINDS:
                 if change.kind == "record_stop":
                     file = str(json.loads(change.event).get("file", ""))
                     stage.script("record_stop", [k.call(change.dial_id)], [file])

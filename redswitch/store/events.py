@@ -40,6 +40,12 @@ def answer(side: str, reason: str = "", *, transfer: bool = False) -> dict[str, 
     return event
 
 
+def early_media(side: str) -> dict[str, Any]:
+    """``early-media-event``: the side's far end sends early media (FreeSWITCH's CHANNEL_PROGRESS_MEDIA: a 183 with
+    a ringback tone or an announcement) before it answers, or refuses."""
+    return {"type": "early-media-event", "side": side}
+
+
 def record(state: str, file: str, side: str, cause: str = "") -> dict[str, Any]:
     """``record-event``: a recording of the call started or stopped (FreeSWITCH's RECORD_START / RECORD_STOP);
     ``file`` is its name in RECORDINGS_DIR, ``side`` the side whose channel is recorded."""

@@ -168,6 +168,29 @@ def test_record_events_are_published_logged_and_a_stop_clears_the_recording_it_n
     pubsub.close()
 
 
+@pytest.mark.parametrize("history_events", ["call", "all"])
+def test_early_media_is_announced_and_logged_and_changes_no_state(
+    store: CallStore, client: redis.Redis, settings: Settings, history_events: str
+) -> None:
+    store = open_store(client, dataclasses.replace(settings, history_events=history_events))
+    claimed(store, "e1")
+    before = store.call_record("e1")
+    pubsub = subscribed(client, "e1")
+    store.apply([change("early_media", "e1", "0", events.early_media("0")), answered("e1", "0")], Batch("l", 1))
+    assert [e for e in heard(pubsub) if e["type"] != "call-start"] == [
+        {"type": "early-media-event", "side": "0"},
+        {"type": "answer-event", "side": "0"},
+    ]
+    entries: list[tuple[str, dict[str, str]]] = client.xrange(store.keys.events("e1"))  # type: ignore[assignment]
+    assert [json.loads(fields["event"])["type"] for _, fields in entries][-2:] == ["early-media-event", "answer-event"]
+    in_history = [e["type"] for e in history(client, store, "e1")]
+    assert ("early-media-event" in in_history) == (history_events == "all"), in_history
+    assert active(client, store, "e1") == ["ACTIVE.0"]  # only the answer lists the side
+    after = store.call_record("e1")
+    assert {k: v for k, v in after.items() if k != "seen"} == {k: v for k, v in before.items() if k != "seen"}
+    pubsub.close()
+
+
 def test_a_transfer_is_reserved_once_and_its_new_leg_becomes_the_side(store: CallStore, client: redis.Redis) -> None:
     record = claimed(store, "c10", uuid1="old-1", held1="1")
     store.apply([answered("c10", "0"), answered("c10", "1")], Batch("l", 1))

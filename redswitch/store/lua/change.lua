@@ -28,10 +28,11 @@ local function apply_change(kind, side, call, active, history, node_calls, strea
     if cfg.logged then compact_log(stream) end
   end
 end
--- A recording of the call started ('R') or stopped ('T'), from FreeSWITCH's RECORD_START / RECORD_STOP: a stop
--- clears the record's `recording` when it names that file (a hangup closed it, or a transfer's replaced leg went),
--- so that `record` may start another. Lower case ('r', 't'): the history keeps it too (HISTORY_EVENTS=all).
-local function record_change(kind, call, history, stream, dial, channel, event, cfg)
+-- An event that only announces: a recording of the call started ('R') or stopped ('T'), from FreeSWITCH's
+-- RECORD_START / RECORD_STOP, or a side's early media ('E', CHANNEL_PROGRESS_MEDIA). A recording's stop clears the
+-- record's `recording` when it names that file (a hangup closed it, or a transfer's replaced leg went), so that
+-- `record` may start another. Lower case ('r', 't', 'e'): the history keeps it too (HISTORY_EVENTS=all).
+local function announce_change(kind, call, history, stream, dial, channel, event, cfg)
   local lower = string.lower(kind)
   if lower == 't' and redis.call('EXISTS', call) == 1 then
     local file = cjson.decode(event)['file']

@@ -8,7 +8,7 @@
 --       (L: newest first, as the original's LPUSH; R: appended), [6] event log ('1': on, '': off), [7] stream TTL,
 --       [8] stream max length, [9] firehose max length, [10] the number of calls, then per call its dial_id, its
 --       channel and its lifecycle end message, then per change: kind and side ('A0': S seen, A answered, H hung
---       up, R/T a recording started/stopped, r/t the same kept in the history too), the call's index (from 0), the
+--       up, R/T a recording started/stopped, E early media, r/t/e the same kept in the history too), the call's index (from 0), the
 --       encoded event.
 -- Fencing (listener hand-over): the last KEY is the node's listener lease, the last ARGV the token this listener
 -- holds it with ('': unfenced); a batch from a listener that no longer holds the lease is refused whole (-1).
@@ -33,8 +33,8 @@ for a = 11 + 3 * calls, #ARGV, 3 do
   local call, active, history, node_calls = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   if kind == 'S' then
     if redis.call('EXISTS', call) == 1 then redis.call('HSET', call, 'seen', '1') end
-  elseif kind == 'R' or kind == 'T' or kind == 'r' or kind == 't' then
-    record_change(kind, call, history, KEYS[k + 4], dial, channel, event, cfg)
+  elseif string.find('RTErte', kind, 1, true) then
+    announce_change(kind, call, history, KEYS[k + 4], dial, channel, event, cfg)
   else
     apply_change(kind, side, call, active, history, node_calls, KEYS[k + 4], dial, channel, event, ended, cfg)
   end
