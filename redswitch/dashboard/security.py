@@ -55,12 +55,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: The shortest DASHBOARD_TOKEN accepted: the token is the only thing between a network and the calls' controls,
+#: and a login form can be tried at will (``openssl rand -hex 24`` makes 48 characters).
+TOKEN_MIN = 16
+
+
 def may_serve(token: str, host: str, no_auth: bool) -> str:
     """Why the dashboard may not start with these options ('' when it may)."""
     if no_auth and not is_loopback(host):
         return f"--no-auth serves the page to anyone who can reach it: only on a loopback address, not {host}"
     if not token and not no_auth:
         return "set DASHBOARD_TOKEN (or, on a loopback address only, pass --no-auth)"
+    if not no_auth and len(token) < TOKEN_MIN:
+        return f"DASHBOARD_TOKEN is {len(token)} characters: use at least {TOKEN_MIN} (e.g. openssl rand -hex 24)"
     return ""
 
 
