@@ -6,7 +6,10 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY redswitch ./redswitch
-RUN pip install . && useradd --system --no-create-home redswitch
+# EXTRAS: optional parts, e.g. "[dashboard]" for the image of `redswitch dashboard` (compose builds that one so);
+# the agent's own processes never import them.
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS}" && useradd --system --no-create-home redswitch
 USER redswitch
 
 # Health: Redis answers, FreeSWITCH authenticates and says it is ready (exit 0), or says which part failed.

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose"
 CONF = COMPOSE / "freeswitch" / "conf"
 FILES = ["compose.yaml", "compose.simulator.yaml"]
-SERVICES = {"redis", "freeswitch", "worker", "bridge", "listener", "scheduler"}
+SERVICES = {"redis", "freeswitch", "worker", "bridge", "listener", "scheduler", "dashboard"}
 #: Variables read by Dramatiq itself (its Prometheus middleware, its worker), not by our settings.
 DRAMATIQ_VARIABLE = re.compile(r"dramatiq_[a-z_]+")
 
@@ -51,6 +51,12 @@ def entry_point(command: list[str]) -> list[str]:
     return command
 
 
+def ours(service: dict[str, Any]) -> bool:
+    """A service built from this repository (``build: ..``, or a build context of ``..`` with its args)."""
+    build = service.get("build")
+    return build == ".." or (isinstance(build, dict) and build.get("context") == "..")
+
+
 def env_example() -> dict[str, str]:
     pairs = [line.split("=", 1) for line in (COMPOSE / ".env.example").read_text().splitlines()]
     return {pair[0]: pair[1] for pair in pairs if len(pair) == 2 and not pair[0].startswith("#")}
@@ -60,17 +66,22 @@ def env_example() -> dict[str, str]:
 def test_compose_file_runs_every_redswitch_process(name: str) -> None:
     services = load(name)["services"]
     assert set(services) == SERVICES
-    ours = {key: service for key, service in services.items() if service.get("build") == ".."}
-    commands = {key: entry_point(service["command"]) for key, service in ours.items()}
+    built = {key: service for key, service in services.items() if ours(service)}
+    commands = {key: entry_point(service["command"]) for key, service in built.items()}
     assert commands["worker"][:2] == ["dramatiq", "redswitch.actors"]
     assert {commands[key][1] for key in ("bridge", "listener", "scheduler")} == {"bridge", "listen", "schedule"}
+    # the dashboard: opt-in, its own image with the extra, a token (never --no-auth), the host's loopback only
+    dashboard = services["dashboard"]
+    assert commands["dashboard"][1] == "dashboard" and "--no-auth" not in commands["dashboard"]
+    assert dashboard["profiles"] == ["dashboard"] and dashboard["build"]["args"]["EXTRAS"] == "[dashboard]"
+    assert all(port.startswith("127.0.0.1:") for port in dashboard["ports"])
 
 
 @pytest.mark.parametrize("name", FILES)
 def test_compose_commands_are_real_entry_points(name: str) -> None:
     known = subcommands()
     for key, service in load(name)["services"].items():
-        if service.get("build") != "..":
+        if not ours(service):
             continue
         program, *args = entry_point(service["command"])
         if program == "redswitch":
@@ -98,7 +109,7 @@ def test_compose_sets_only_variables_the_settings_know(name: str) -> None:
         known = names | freeswitch_variables() if key == "freeswitch" and name == "compose.yaml" else names
         for variable in service.get("environment") or {}:
             assert variable in known or DRAMATIQ_VARIABLE.fullmatch(variable), f"{key}: unknown {variable}"
-        if service.get("build") == "..":
+        if ours(service):
             assert service["env_file"] == ".env", key
 
 
@@ -109,8 +120,10 @@ def test_compose_files_mount_files_that_exist(name: str) -> None:
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (COMPOSE / source).is_file(), source
-        if service.get("build"):
-            assert (COMPOSE / service["build"] / "Dockerfile").is_file()
+        build = service.get("build")
+        if build:
+            context = build["context"] if isinstance(build, dict) else build
+            assert (COMPOSE / context / "Dockerfile").is_file()
 
 
 def test_env_example_lists_exactly_the_settings_with_valid_values() -> None:
@@ -125,7 +138,7 @@ def test_dockerfile_copies_what_exists_and_installs_the_package() -> None:
         if line.startswith("COPY "):
             *sources, _ = line.split()[1:]
             assert all((ROOT / source).exists() for source in sources), line
-    assert "pip install ." in dockerfile
+    assert 'pip install ".${EXTRAS}"' in dockerfile and 'ARG EXTRAS=""' in dockerfile  # the package, extras asked
     # docker run of the image with no command starts every process (it printed --help before)
     assert dockerfile.rstrip().splitlines()[-1] == 'CMD ["redswitch", "run"]'
 
