@@ -25,7 +25,10 @@ from tests.test_control import command, reply_to, unique
 
 SECRET = "verbs-secret"
 WINDOW = 60
-SIGNED = "hangup,barge,whisper,mute,threeway,unthreeway,coach-callee,send-dtmf,hold,record,stop-record,play,stop-play"
+SIGNED = (
+    "hangup,barge,whisper,mute,threeway,unthreeway,coach-callee,send-dtmf,hold,record,stop-record,play,stop-play,"
+    "transfer"
+)
 RECORDINGS = "/var/lib/freeswitch/recordings"
 
 pytestmark = pytest.mark.sim_only  # reads what the simulator's channels did (held, DTMF sent, eavesdrop mode)
@@ -171,6 +174,27 @@ def test_unsigned_bad_stale_and_replayed_messages_are_refused_and_change_nothing
     time.sleep(0.3)
     worker_log = pipeline.full_log("worker")
     assert "replayed signature" in worker_log and "by=supervisor-7 hold done" in worker_log
+
+
+def test_a_transfer_runs_only_signed_for_its_side_and_number(pipeline: Pipeline) -> None:
+    dial_id = unique("xfersig")
+    pubsub = pipeline.call(dial_id)
+    callee = pipeline.channel_of_side(dial_id, "1")
+    before = len(pipeline.switch.commands())
+    good = signed({"type": "transfer", "side": "1", "phone_number": "15105550777"})
+    for message in (
+        {"type": "transfer", "side": "1", "phone_number": "15105550777"},  # unsigned
+        {**good, "phone_number": "15105550999"},  # signed for another number
+        {**good, "side": "0"},  # signed for the other side
+    ):
+        error = command(pipeline, pubsub, dial_id, message, "transfer", "error")
+        assert error["reason"] == auth.UNAUTHORIZED, message
+    assert pipeline.commands_since(before) == []  # nothing was dialled
+    ack = command(pipeline, pubsub, dial_id, good, "transfer")
+    assert ack["phone_number"] == "15105550777"
+    assert callee not in pipeline.simulator.channels()  # replaced
+    originates = [line for line in pipeline.commands_since(before) if line.startswith("api originate ")]
+    assert len(originates) == 1 and originates[0].endswith("/15105550777 &park()"), originates
 
 
 def test_redswitch_send_signs_with_the_secret(pipeline: Pipeline) -> None:
