@@ -31,6 +31,9 @@ def test_answered_call_events_and_variables(simulator: Simulator) -> None:
     names = [e.name for e in events if e.unique_id == "u-a"]
     assert names == ["CHANNEL_OUTGOING", "CHANNEL_CREATE", "CHANNEL_ORIGINATE", "CHANNEL_PROGRESS", "CHANNEL_ANSWER"]
     assert events[1].get("variable_dial_id") == "d1"
+    # CHANNEL_PROGRESS is fired before the call state becomes RINGING (switch_channel.c): it shows the one before
+    states = {e.name: e.get("Channel-Call-State") for e in events if e.unique_id == "u-a"}
+    assert (states["CHANNEL_PROGRESS"], states["CHANNEL_ANSWER"]) == ("DOWN", "RINGING")
     assert client.command("api uuid_getvar u-a dial_id").body == "d1"
     assert simulator.channels()["u-a"].answered
     assert client.command("api uuid_kill u-a").body == "+OK\n"

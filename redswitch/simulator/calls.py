@@ -214,9 +214,12 @@ class CallEngine:
         loop = asyncio.get_running_loop()
         ch.waiter = loop.create_future()
         if outcome.progress and outcome.kind != FAIL:
+            # switch_channel_perform_mark_ring_ready_value fires CHANNEL_PROGRESS, then sets the call state RINGING:
+            # the event shows the state before it
             ch.times["progress"] = time.time()
-            ch.callstate, ch.state = "RINGING", "CS_CONSUME_MEDIA"
+            ch.state = "CS_CONSUME_MEDIA"
             self.emit("CHANNEL_PROGRESS", ch)
+            ch.callstate = "RINGING"
         no_answer = loop.call_later(timeout, self.hangup, ch.uuid, "NO_ANSWER")
         ch.timers.append(no_answer)
         after = outcome.ring
