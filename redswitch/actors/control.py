@@ -22,7 +22,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from redswitch.messages import (
     Control,
     parse_control,
 )
-from redswitch.protocol import commands
+from redswitch.protocol import commands, reported_cause
 from redswitch.store import events
 
 logger = logging.getLogger(__name__)
@@ -348,7 +347,6 @@ def _stop_play(dial_id: str, control: Control, record: dict[str, str], message: 
 TRANSFER_MARGIN = 10
 #: A transfer reservation older than this (ms) is a killed worker's: another transfer may take it over.
 TRANSFER_STALE_MS = (TRANSFER_MAX_RING + 2 * TRANSFER_MARGIN) * 1000
-_CAUSE = re.compile(r"[A-Z0-9_]{1,64}")
 
 
 def _transfer(dial_id: str, control: Control, record: dict[str, str], message: dict[str, Any]) -> Done:
@@ -389,8 +387,7 @@ def _transfer_leg(dial_id: str, control: Control, record: dict[str, str], old: s
     try:
         client.api(commands.originate(dial, commands.app("park")), timeout=ring + TRANSFER_MARGIN)
     except EslCommandError as exc:  # -ERR <cause>: the new leg was refused, or rang out; nothing changed
-        cause = str(exc).removeprefix("-ERR").strip()
-        cause = cause if _CAUSE.fullmatch(cause) else "NORMAL_UNSPECIFIED"
+        cause = reported_cause(str(exc).removeprefix("-ERR").strip())
         raise CannotApply(f"the new leg to {number} failed: {cause}", cause=cause) from None
     except EslUncertainError:  # it may still ring or be parked: never leave it so, nor dial again (no retry)
         _quietly(record, commands.uuid_kill(new))

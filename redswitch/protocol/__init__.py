@@ -12,7 +12,7 @@ Typical client use::
 
 from __future__ import annotations
 
-from redswitch.protocol.causes import CAUSES, cause_code, cause_name
+from redswitch.protocol.causes import CAUSES, cause_code, cause_name, reported_cause
 from redswitch.protocol.codec import (
     DISCONNECT_GOODBYE,
     MAX_CONTENT_LENGTH,
@@ -52,6 +52,7 @@ __all__ = [
     "ProtocolError",
     "cause_code",
     "cause_name",
+    "reported_cause",
     "encode_api_response",
     "encode_auth_request",
     "encode_command",

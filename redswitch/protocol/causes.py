@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["CAUSES", "cause_code", "cause_name"]
+import re
+
+__all__ = ["CAUSES", "cause_code", "cause_name", "reported_cause"]
 
 #: name -> numeric code (1..127 are Q.850), in FreeSWITCH's table order.
 CAUSES: dict[str, int] = {
@@ -99,6 +101,16 @@ def cause_name(value: str, default: str = "NORMAL_CLEARING") -> str:
         return _BY_CODE.get(int(text), default)
     upper = text.upper()
     return upper if upper in CAUSES else default
+
+
+#: What a cause name looks like: a FreeSWITCH newer than this table may report names it does not hold.
+_CAUSE_NAME = re.compile(r"[A-Z0-9_]{1,64}")
+
+
+def reported_cause(text: str) -> str:
+    """A cause FreeSWITCH reported (a ``Hangup-Cause`` header, an ``-ERR <cause>`` reply), kept when it looks like a
+    cause name; anything else becomes ``NORMAL_UNSPECIFIED``, so no free text reaches an event."""
+    return text if _CAUSE_NAME.fullmatch(text) else "NORMAL_UNSPECIFIED"
 
 
 def cause_code(name: str) -> int:

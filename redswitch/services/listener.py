@@ -43,7 +43,7 @@ from redswitch.originate import (
     VAR_TRANSFER,
     VAR_USER_ID,
 )
-from redswitch.protocol import callstates, parse_event_plain
+from redswitch.protocol import callstates, parse_event_plain, reported_cause
 from redswitch.protocol.pick import event_name, header_picker
 from redswitch.services.ownership import assign
 from redswitch.store import Batch, ChannelChange, Fence, open_store
@@ -61,8 +61,6 @@ EVENTS = [
     "RECORD_STOP",
 ]
 SIDES = ("0", "1", "2")
-#: FreeSWITCH cause names; anything else is reported as NORMAL_UNSPECIFIED.
-CAUSE_PATTERN = re.compile(r"[A-Z0-9_]{1,64}")
 #: A SIP final response code, as FreeSWITCH records it in sip_term_status / sip_invite_failure_status.
 SIP_CODE_PATTERN = re.compile(r"[1-6][0-9]{2}")
 #: The protocol event each kind of action publishes (for the events-published metric).
@@ -159,8 +157,7 @@ def translate(headers: Mapping[str, str], body: str = "") -> Action | None:
 
 def _hangup_action(headers: Mapping[str, str], dial_id: str, org_id: str, user_id: str, side: str) -> Action:
     """A side hung up: its cause, and for a side that never answered, the SIP code and whether to try again."""
-    cause = headers.get("Hangup-Cause", "")
-    cause = cause if CAUSE_PATTERN.fullmatch(cause) else "NORMAL_UNSPECIFIED"
+    cause = reported_cause(headers.get("Hangup-Cause", ""))
     sip = headers.get("variable_sip_invite_failure_status") or headers.get("variable_sip_term_status", "")
     sip = sip if SIP_CODE_PATTERN.fullmatch(sip) else ""
     answered = headers.get("Caller-Channel-Answered-Time", "0") not in ("", "0")
