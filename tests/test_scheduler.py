@@ -20,6 +20,7 @@ from redswitch.cli.launcher import redswitch_command
 from redswitch.config import Settings
 from redswitch.esl.client import EslClient
 from redswitch.messages import AspCall
+from redswitch.services.absences import Absences
 from redswitch.services.scheduler import RECONCILED_REASON, Lease, Reconciler, Scheduler
 from redswitch.simulator import Scenario, Simulator
 from redswitch.store import Batch, CallStore, ChannelChange, Keys, events, open_store
@@ -76,10 +77,10 @@ def dial_in_simulator(settings: Settings, dial_id: str, record: dict[str, str], 
     assert {record["uuid0"], record["uuid1"]} <= set(sim.channels())
 
 
-def reconcile(settings: Settings, client: redis.Redis, missing: dict[str, float] | None = None) -> Any:
+def reconcile(settings: Settings, client: redis.Redis, missing: Absences | None = None) -> Any:
     esl = EslClient(settings.esl_url, settings.esl_port, settings.esl_password)
     try:
-        return Reconciler(settings, client, esl, {} if missing is None else missing).run_once()
+        return Reconciler(settings, client, esl, Absences() if missing is None else missing).run_once()
     finally:
         esl.close()
 
@@ -186,7 +187,7 @@ def test_reconcile_waits_the_grace_period_across_passes(
     # Given a lost call and a grace period of 0.3 s
     settings = settings_for(redis_server, switch, reconcile_grace=0.3)
     place_call(redis_client, settings, "graced_call")
-    missing: dict[str, float] = {}
+    missing = Absences()
     # When the first pass sees it missing, Then it does nothing yet
     assert reconcile(settings, redis_client, missing).ended == []
     # And a pass after the grace period ends it

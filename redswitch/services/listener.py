@@ -45,8 +45,9 @@ from redswitch.originate import (
 )
 from redswitch.protocol import callstates, parse_event_plain, reported_cause
 from redswitch.protocol.pick import event_name, header_picker
+from redswitch.services.absences import Absences
 from redswitch.services.ownership import assign
-from redswitch.store import Batch, ChannelChange, Fence, open_store
+from redswitch.store import Batch, ChannelChange, Fence, leg_uuids, open_store
 from redswitch.store import events as protocol_events
 
 logger = logging.getLogger(__name__)
@@ -277,8 +278,8 @@ class Listener:
         self.client = client
         self.store = open_store(client, settings)
         self.resend = resend
-        #: Per node, the legs the last listing lacked and when a listing first lacked each (see ``GONE_AFTER``).
-        self._absent: dict[str, dict[str, float]] = {}
+        #: Per node, the legs the listings lacked and since when (see ``GONE_AFTER``).
+        self._absent: dict[str, Absences] = {}
 
     def apply(self, pending: Pending) -> None:
         """Apply the channel actions in order in one store call, then the job results, each step once."""
@@ -332,17 +333,16 @@ class Listener:
         lacked it (``read_at``: when this one was read, monotonic)."""
         channels = {str(row.get("uuid", "")): str(row.get("callstate", "")) for row in rows}
         now = time.monotonic() if read_at is None else read_at
-        absent_before, absent_now = self._absent.get(node, {}), {}
+        absent = self._absent.setdefault(node, Absences())
         changes: list[ChannelChange] = []
         for dial_id in sorted(self.store.node_calls(node)):
             record = self.store.call_record(dial_id)
             if record.get("state") != "sent" or not ("org_id" in record and "user_id" in record):
                 continue  # still being dialled (its node may not have the channel yet), or gone
-            missing = {leg for leg in _legs(record).values() if leg not in channels}
-            absent_now.update({leg: absent_before.get(leg, now) for leg in missing})
-            gone = {leg for leg in missing if now - absent_now[leg] >= GONE_AFTER}
+            missing = [leg for leg in leg_uuids(record).values() if leg not in channels]
+            gone = {leg for leg in missing if absent.missing_for(leg, now) >= GONE_AFTER}
             changes += _recovered_changes(dial_id, record, channels, node, gone)
-        self._absent[node] = absent_now
+        absent.end_look()
         if not changes:
             return 0
         done = self.store.recover(changes, fence)
@@ -550,12 +550,6 @@ class Listener:
                     return False
 
 
-def _legs(record: Mapping[str, str]) -> dict[str, str]:
-    """The call's leg uuids by side (those it has)."""
-    legs = {side: record.get(field, "") for side, field in (("0", "uuid0"), ("1", "uuid1"), ("2", "barger_uuid"))}
-    return {side: leg for side, leg in legs.items() if leg}
-
-
 def _recovered_changes(
     dial_id: str, record: Mapping[str, str], channels: Mapping[str, str], node: str, gone_legs: Set[str]
 ) -> list[ChannelChange]:
@@ -564,7 +558,7 @@ def _recovered_changes(
     gone counts only when a leg of the call was seen or the originate succeeded: before that, its channel may
     simply not exist yet (the reconciler judges such calls later)."""
     org_id, user_id = record["org_id"], record["user_id"]
-    legs = _legs(record)
+    legs = leg_uuids(record)
     answered = [side for side, leg in legs.items() if channels.get(leg, "") in callstates.ANSWERED]
     gone = [side for side, leg in legs.items() if leg in gone_legs]
     existed = record.get("seen") == "1" or record.get("job_result", "").startswith("+OK")

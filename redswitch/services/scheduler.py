@@ -40,7 +40,8 @@ from redswitch.esl.stream import EventStream
 from redswitch.messages import ID_PATTERN
 from redswitch.originate import VAR_DIAL_ID
 from redswitch.protocol import callstates, commands
-from redswitch.store import CallStore, events, open_store
+from redswitch.services.absences import Absences
+from redswitch.store import CallStore, events, leg_uuids, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ RECONCILED_CAUSE = "NORMAL_UNSPECIFIED"
 RECONCILED_REASON = "reconciled: FreeSWITCH no longer has this channel"
 #: The ``reason`` of an answer-event the scheduler publishes: FreeSWITCH shows the channel answered, Redis did not.
 RECONCILED_ANSWER_REASON = "reconciled: FreeSWITCH shows this channel answered"
-#: Record fields naming each side's leg.
-LEG_FIELDS = {"0": "uuid0", "1": "uuid1", "2": "barger_uuid"}
 
 
 class Lease:
@@ -85,7 +84,7 @@ class Reconciler:
 
     A side is only reported lost after FreeSWITCH has lacked its leg for ``RECONCILE_GRACE`` seconds (across
     passes), and a call whose record is not yet ``sent`` is left to its actor: both keep the scheduler off
-    calls that are just starting. ``missing_since`` carries those first sightings from pass to pass.
+    calls that are just starting. ``missing`` carries those first sightings from pass to pass.
     """
 
     def __init__(
@@ -93,7 +92,7 @@ class Reconciler:
         settings: Settings,
         client: redis.Redis,
         esl: EslClient | Mapping[str, EslClient | None],
-        missing_since: dict[str, float],
+        missing: Absences,
     ):
         """``esl``: one client (a single node), or a client per node name — ``None`` for a node that is lost
         (unreachable for NODE_LOST_AFTER seconds), which then counts as having no channel left."""
@@ -103,23 +102,21 @@ class Reconciler:
         self.esls = dict(esl) if isinstance(esl, Mapping) else {first: esl}
         self.first_node = first
         self.channel_nodes: dict[str, str] = {}
-        #: Channels FreeSWITCH shows answered (``callstate`` ``ACTIVE``).
+        #: Channels FreeSWITCH shows answered (a ``callstate`` of ``callstates.ANSWERED``).
         self.answered_channels: set[str] = set()
         self.store = open_store(client, settings)
-        self.missing_since = missing_since
+        self.missing = missing
         self.foreign: set[str] = set()
 
     def run_once(self) -> Report:
         report = Report()
         channels = self._channels()
         known: set[str] = set()
-        seen_missing: set[str] = set()
         for dial_id in self.store.active_calls():
             record = self.store.call_record(dial_id)
-            known.update(record[field] for field in LEG_FIELDS.values() if record.get(field))
-            self._check_call(dial_id, record, channels, report, seen_missing)
-        for key in set(self.missing_since) - seen_missing:
-            del self.missing_since[key]
+            known.update(leg_uuids(record).values())
+            self._check_call(dial_id, record, channels, report)
+        self.missing.end_look()
         self._find_orphans(channels - known, report)
         return report
 
@@ -134,9 +131,7 @@ class Reconciler:
             self.answered_channels.update(row["uuid"] for row in rows if row.get("callstate") in callstates.ANSWERED)
         return set(self.channel_nodes)
 
-    def _check_call(
-        self, dial_id: str, record: dict[str, str], channels: set[str], report: Report, seen_missing: set[str]
-    ) -> None:
+    def _check_call(self, dial_id: str, record: dict[str, str], channels: set[str], report: Report) -> None:
         if not record:  # the record expired (24 h): nothing left to tell, only the stale membership
             logger.warning("dial_id=%s active without a call record; ending it", dial_id)
             self.store.end_call(dial_id, "")
@@ -144,13 +139,13 @@ class Reconciler:
             return
         if record.get("state") != "sent" or record.get("node", self.first_node) not in self.esls:
             return  # still being dialled, or on a node we could not ask this time
-        legs = {side: record[field] for side, field in LEG_FIELDS.items() if record.get(field)}
+        legs = leg_uuids(record)
         up = {side for side, leg in legs.items() if leg in self.answered_channels}
-        answered = {side for side in up if self._missing_long_enough(f"{dial_id}/{side}/answer", seen_missing)}
+        answered = {side for side in up if self._missing_long_enough(f"{dial_id}/{side}/answer")}
         if answered:
             self._repair_answers(dial_id, record, answered, report)
         gone = {side for side, leg in legs.items() if leg not in channels}
-        lost = {side for side in gone if self._missing_long_enough(f"{dial_id}/{side}", seen_missing)}
+        lost = {side for side in gone if self._missing_long_enough(f"{dial_id}/{side}")}
         if lost:
             self._repair(dial_id, record, lost, call_over=lost == set(legs), report=report)
 
@@ -163,10 +158,8 @@ class Reconciler:
             report.answered.append((dial_id, side))
         metrics.SIDES_RECONCILED.inc(len(sides or []))
 
-    def _missing_long_enough(self, key: str, seen_missing: set[str]) -> bool:
-        seen_missing.add(key)
-        first = self.missing_since.setdefault(key, time.monotonic())
-        return time.monotonic() - first >= self.settings.reconcile_grace
+    def _missing_long_enough(self, key: str) -> bool:
+        return self.missing.missing_for(key, time.monotonic()) >= self.settings.reconcile_grace
 
     def _repair(self, dial_id: str, record: dict[str, str], lost: set[str], call_over: bool, report: Report) -> None:
         """Publish the lost sides' hangups (side 0 last: it ends the call), with the state change they describe."""
@@ -263,7 +256,7 @@ class Scheduler:
         self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.store = open_store(client, settings)
         self.lease = Lease(self.store, self.holder, settings.scheduler_lease)
-        self.missing_since: dict[str, float] = {}
+        self.missing = Absences()
         self.unreachable_since: dict[str, float] = {}
 
     def lead(self) -> bool:
@@ -278,11 +271,11 @@ class Scheduler:
 
     def reconcile(self) -> Report | None:
         if not self.lead():
-            self.missing_since.clear()  # another scheduler acts: our sightings would be stale on takeover
+            self.missing.clear()  # another scheduler acts: our sightings would be stale on takeover
             return None
         esls = self._connect_nodes()
         try:
-            return Reconciler(self.settings, self.client, esls, self.missing_since).run_once()
+            return Reconciler(self.settings, self.client, esls, self.missing).run_once()
         except (EslError, redis.exceptions.RedisError, ValueError) as exc:
             logger.warning("reconciliation skipped: %s", exc)
             return None

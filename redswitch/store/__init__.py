@@ -15,6 +15,7 @@ from redswitch.store.atomic import AtomicStore
 from redswitch.store.base import (
     BARGER_FIELDS,
     GO,
+    LEG_FIELDS,
     Batch,
     CallStore,
     ChannelChange,
@@ -24,6 +25,7 @@ from redswitch.store.base import (
     Limit,
     NodeLease,
     StoreWrite,
+    leg_uuids,
 )
 from redswitch.store.cluster import ClusterStore
 from redswitch.store.connection import is_cluster_client
@@ -35,6 +37,7 @@ __all__ = [
     "CALL_TTL",
     "GO",
     "HISTORY_TTL",
+    "LEG_FIELDS",
     "Batch",
     "CallStore",
     "ChannelChange",
@@ -46,6 +49,7 @@ __all__ = [
     "NodeLease",
     "StoreWrite",
     "events",
+    "leg_uuids",
     "open_store",
 ]
 

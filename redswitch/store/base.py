@@ -33,6 +33,13 @@ from redswitch.store.lua import script
 
 #: Record fields of a barger; cleared when the barger's leg is gone.
 BARGER_FIELDS = ("barger_uuid", "barger_mode", "barger_prev_mode", "barger_answered")
+#: Record fields naming each side's leg (the uuids Redswitch gave FreeSWITCH's channels).
+LEG_FIELDS = {"0": "uuid0", "1": "uuid1", "2": "barger_uuid"}
+
+
+def leg_uuids(record: Mapping[str, str]) -> dict[str, str]:
+    """The call's leg uuids by side, for the sides the record names one."""
+    return {side: record[field] for side, field in LEG_FIELDS.items() if record.get(field)}
 
 
 @dataclasses.dataclass(frozen=True)
