@@ -9,7 +9,7 @@ call state goes through :func:`redswitch.store.open_store`, which asks :func:`is
 from __future__ import annotations
 
 import logging
-from typing import cast
+from typing import Any, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -34,27 +34,24 @@ def redis_from_settings(settings: Settings, url: str | None = None, decode: bool
     target = url or settings.pubsub_redis_url
     if is_cluster(target, settings.pubsub_redis_timeout):
         return cast(redis.Redis, _cluster_client(settings, target, decode))
-    return redis.Redis.from_url(
-        target,
-        decode_responses=decode,
-        socket_timeout=settings.pubsub_redis_timeout,
-        socket_connect_timeout=settings.pubsub_redis_timeout,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-    )
+    errors = [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    return redis.Redis.from_url(target, **_options(settings, decode), retry_on_error=errors)
 
 
 def _cluster_client(settings: Settings, url: str, decode: bool) -> RedisCluster:
     """The cluster client: same timeouts; retries on a connection error, which also refresh the slot map."""
-    return RedisCluster.from_url(
-        url,
-        decode_responses=decode,
-        socket_timeout=settings.pubsub_redis_timeout,
-        socket_connect_timeout=settings.pubsub_redis_timeout,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
-    )
+    return RedisCluster.from_url(url, **_options(settings, decode))
+
+
+def _options(settings: Settings, decode: bool) -> dict[str, Any]:
+    """What every client gets, single or cluster: the timeouts, a health check, retries with backoff."""
+    return {
+        "decode_responses": decode,
+        "socket_timeout": settings.pubsub_redis_timeout,
+        "socket_connect_timeout": settings.pubsub_redis_timeout,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
+    }
 
 
 def reply_text(value: object) -> str:
