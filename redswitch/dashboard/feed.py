@@ -25,7 +25,7 @@ import redis
 from redswitch.config import Settings
 from redswitch.dashboard.view import TEXT_MAX, View
 from redswitch.store import open_store
-from redswitch.store.connection import reply_text
+from redswitch.store.connection import reply_map, reply_text
 from redswitch.store.eventlog import last_id, reply_entries
 from redswitch.store.keys import Keys
 
@@ -46,7 +46,6 @@ class Feed:
 
     def __init__(self, settings: Settings, client: redis.Redis, view: View, lock: threading.Lock) -> None:
         self.settings, self.client, self.view, self.lock = settings, client, view, lock
-        self.keys = Keys(settings)
         self.store = open_store(client, settings)
         self.ready = threading.Event()
         self._next_slow = 0.0
@@ -80,7 +79,7 @@ class Feed:
                 for index, dial_id in enumerate(chunk):
                     for entry_id, fields in replies[2 * index]:
                         self._fold(reply_text(entry_id), dial_id, fields, live=False)
-                    self.view.describe(dial_id, _text_map(replies[2 * index + 1]))
+                    self.view.describe(dial_id, reply_map(replies[2 * index + 1]))
         logger.info("dashboard feed: %d active calls loaded, following the firehose after %s", len(active), position)
         return position
 
@@ -91,9 +90,8 @@ class Feed:
         entries = reply_entries(reply)
         if entries:
             with self.lock:
-                for entry_id, fields in entries:
-                    self._fold(reply_text(entry_id), "", fields, live=True)
-                wanted = [d for d in {self._dial_id(fields) for _, fields in entries} if self.view.needs_record(d)]
+                folded = {self._fold(reply_text(entry_id), "", fields, live=True) for entry_id, fields in entries}
+                wanted = [dial_id for dial_id in folded if dial_id and self.view.needs_record(dial_id)]
             position = reply_text(entries[-1][0])
             self.describe(wanted)
         if time.monotonic() >= self._next_slow:
@@ -111,7 +109,7 @@ class Feed:
         records = pipe.execute()
         with self.lock:
             for dial_id, record in zip(dial_ids, records, strict=True):
-                self.view.describe(dial_id, _text_map(record))
+                self.view.describe(dial_id, reply_map(record))
 
     def slow(self) -> None:
         """The nodes, the dead list and the queued calls' records (which say when a call left its line)."""
@@ -120,8 +118,8 @@ class Feed:
         for name in names:
             pipe.scard(Keys.node_calls(name))
             pipe.pttl(Keys.node_down(name))
-        pipe.llen(self.keys.dead)
-        pipe.lrange(self.keys.dead, -DEAD_SHOWN, -1)
+        pipe.llen(self.store.keys.dead)
+        pipe.lrange(self.store.keys.dead, -DEAD_SHOWN, -1)
         *counts, dead_length, dead = pipe.execute()
         leases = self.store.node_leases(names)
         nodes = [
@@ -141,18 +139,17 @@ class Feed:
             queued = self.view.queued()
         self.describe(queued)
 
-    def _fold(self, entry_id: str, dial_id: str, fields: Any, live: bool) -> None:
-        values = _text_map(fields)
+    def _fold(self, entry_id: str, dial_id: str, fields: Any, live: bool) -> str:
+        """Fold one stream entry into the view; its dial_id (the firehose's field, else ``dial_id``)."""
+        values = reply_map(fields)
+        dial_id = values.get("dial_id", dial_id)
         try:
             event = json.loads(values.get("event", ""))
         except ValueError:
-            return
+            return dial_id
         if isinstance(event, dict):
-            self.view.apply(entry_id, values.get("dial_id", dial_id), event, live)
-
-    @staticmethod
-    def _dial_id(fields: Any) -> str:
-        return _text_map(fields).get("dial_id", "")
+            self.view.apply(entry_id, dial_id, event, live)
+        return dial_id
 
 
 def dead_entry(raw: str) -> dict[str, Any]:
@@ -164,10 +161,6 @@ def dead_entry(raw: str) -> dict[str, Any]:
     if not isinstance(entry, dict):
         return {"reason": "(not JSON)", "cause": "", "time": "", "dial_id": ""}
     return {name: str(entry.get(name) or "")[:TEXT_MAX] for name in ("reason", "cause", "time", "dial_id")}
-
-
-def _text_map(raw: Any) -> dict[str, str]:
-    return {reply_text(k): reply_text(v) for k, v in dict(raw or {}).items()}
 
 
 def start(

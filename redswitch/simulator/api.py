@@ -265,8 +265,9 @@ class Api:
         row.update(uuid=ch.uuid, direction=ch.direction, created=created, created_epoch=str(int(ch.created)))
         row.update(name=ch.name, state=ch.state, cid_name=ch.cid_name or "", cid_num=ch.cid_num, dest=ch.number)
         callstate = ch.callstate
-        if as_of is not None and ch.times.get("answered", 0.0) > as_of:
-            callstate = "EARLY" if 0 < ch.times.get("progress_media", as_of + 1) <= as_of else "RINGING"
+        if as_of is not None and ch.times.get("answered", 0.0) > as_of:  # answered since: listed as it was then
+            media = ch.times.get("progress_media")
+            callstate = "EARLY" if media is not None and media <= as_of else "RINGING"
         row.update(application=ch.app, application_data=ch.app_arg, context=ch.context, callstate=callstate)
         row.update(dialplan=ch.dialplan or "", initial_dialplan=ch.dialplan or "")
         row.update(hostname=self.controls.hostname, call_uuid=ch.variables.get("call_uuid", ch.uuid))

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import redis
 
 from redswitch.config import Settings
-from redswitch.store.connection import reply_text
+from redswitch.store.connection import reply_map, reply_text
 from redswitch.store.events import CALL_EVENTS, JsonDict, encode
 from redswitch.store.keys import ACTIVE_TTL, CALL_TTL, HISTORY_TTL, Keys
 from redswitch.store.lua import script
@@ -395,7 +395,7 @@ class CallStore(abc.ABC):
     # -- the call record ------------------------------------------------------------------------------------
 
     def call_record(self, dial_id: str) -> dict[str, str]:
-        return _text_map(self.client.hgetall(self.keys.call(dial_id)))
+        return reply_map(self.client.hgetall(self.keys.call(dial_id)))
 
     def active_call_record(self, dial_id: str) -> dict[str, str] | None:
         """The call record if the call is still active (one round trip for both reads), else None."""
@@ -405,7 +405,7 @@ class CallStore(abc.ABC):
         raw, active = pipe.execute()
         if not raw or not active:
             return None
-        return _text_map(raw)
+        return reply_map(raw)
 
     def is_active(self, dial_id: str) -> bool:
         return bool(self.client.sismember(self.keys.active_calls(), dial_id))
@@ -482,7 +482,7 @@ class CallStore(abc.ABC):
         pipe.hget(log, f"t:{control_id}")
         pipe.pexpire(log, window_ms * 2)
         raw, active, _, holder, _ = pipe.execute()
-        record = _text_map(raw) if raw and active else None
+        record = reply_map(raw) if raw and active else None
         return record, reply_text(holder or "") == taker
 
     def listed(self, dial_id: str, org_id: str, user_id: str) -> set[str]:
@@ -670,7 +670,3 @@ def owed_hangups(lost: set[str], listed: set[str], call_over: bool) -> list[str]
 def listed_sides(items: Sequence[Any]) -> set[str]:
     """The sides an active list names (``ACTIVE.<side>`` items)."""
     return {reply_text(item).partition(".")[2] for item in items}
-
-
-def _text_map(raw: Mapping[Any, Any]) -> dict[str, str]:
-    return {reply_text(k): reply_text(v) for k, v in raw.items()}

@@ -9,6 +9,7 @@ call state goes through :func:`redswitch.store.open_store`, which asks :func:`is
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, cast
 
 import redis
@@ -57,6 +58,11 @@ def _options(settings: Settings, decode: bool) -> dict[str, Any]:
 def reply_text(value: object) -> str:
     """A Redis reply item as text, whether the client decodes replies or hands over bytes."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def reply_map(raw: Mapping[Any, Any] | None) -> dict[str, str]:
+    """A hash or a stream entry's fields as text (None, a missing key: empty)."""
+    return {reply_text(k): reply_text(v) for k, v in (raw or {}).items()}
 
 
 def is_cluster(url: str, timeout: float = 10.0) -> bool:

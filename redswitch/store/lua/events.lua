@@ -8,8 +8,8 @@
 --       (L: newest first, as the original's LPUSH; R: appended), [6] event log ('1': on, '': off), [7] stream TTL,
 --       [8] stream max length, [9] firehose max length, [10] the number of calls, then per call its dial_id, its
 --       channel and its lifecycle end message, then per change: kind and side ('A0': S seen, A answered, H hung
---       up, R/T a recording started/stopped, E early media, r/t/e the same kept in the history too), the call's index (from 0), the
---       encoded event.
+--       up, R/T a recording started/stopped, E early media, r/t/e the same kept in the history too), the call's
+--       index (from 0), the encoded event.
 -- Fencing (listener hand-over): the last KEY is the node's listener lease, the last ARGV the token this listener
 -- holds it with ('': unfenced); a batch from a listener that no longer holds the lease is refused whole (-1).
 local fence_key, fence_token = table.remove(KEYS), table.remove(ARGV)
