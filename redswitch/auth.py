@@ -53,6 +53,12 @@ def sign(message: dict[str, Any], secret: str, now: float | None = None) -> dict
     return {**fields, "sig": signature(secret, fields)}
 
 
+def outgoing(message: dict[str, Any], secret: str) -> dict[str, Any]:
+    """A control message as a sender sends it: validated (PayloadError with the reason), and signed when ``secret``
+    (``CONTROL_SECRET``) is set. The Python client, ``redswitch send`` and the dashboard send through here."""
+    return sign(message, secret) if secret else parse_control(json.dumps(message)).to_dict()
+
+
 def check(control: Control, secret: str, window: int, now: float | None = None) -> None:
     """Raise Unauthorized unless ``control`` is signed with ``secret`` and its ``ts`` is within ``window`` seconds."""
     if not control.sig or control.ts is None:

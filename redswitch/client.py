@@ -19,7 +19,6 @@ duplicate, or every call's events as one member of a consumer group (each event 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -30,8 +29,7 @@ import redis
 
 from redswitch import auth
 from redswitch.config import Settings
-from redswitch.errors import PayloadError
-from redswitch.messages import ID_PATTERN, job_from_dict, parse_control
+from redswitch.messages import check_dial_id, job_from_dict
 from redswitch.store.eventlog import LATEST, START, GroupReader, LoggedEvent, follow
 
 
@@ -49,14 +47,11 @@ def send_control(dial_id: str, message: dict[str, Any]) -> str:
     The ack or error is published on the call's channel, as for messages sent through pub/sub. When
     ``CONTROL_SECRET`` is set the message is signed (``ts`` now, ``sig``); add ``"by"`` to name the sender.
     """
-    if not ID_PATTERN.fullmatch(dial_id):
-        raise PayloadError(f"dial_id must be 1 to 64 letters, digits, _ or -: {dial_id[:40]!r}")
-    control = parse_control(json.dumps(message))
-    secret = Settings.from_env().control_secret
-    payload = auth.sign(message, secret) if secret else control.to_dict()
+    check_dial_id(dial_id)
+    payload = auth.outgoing(message, Settings.from_env().control_secret)
     from redswitch.actors import CONTROL_ACTORS
 
-    return str(CONTROL_ACTORS[control.type].send(dial_id, payload).message_id)
+    return str(CONTROL_ACTORS[payload["type"]].send(dial_id, payload).message_id)
 
 
 def _redis() -> redis.Redis:
@@ -81,8 +76,7 @@ def call_events(
     it), ``dial_id``, ``text`` (the JSON published on the channel) and ``event`` (decoded). ``client``: a Redis
     client of your own (default: one built from the environment, as every Redswitch process does).
     """
-    if not ID_PATTERN.fullmatch(dial_id):
-        raise PayloadError(f"dial_id must be 1 to 64 letters, digits, _ or -: {dial_id[:40]!r}")
+    check_dial_id(dial_id)
     from redswitch.store.keys import Keys
 
     made = client or _redis()

@@ -273,6 +273,13 @@ def _numbers(kind: str, data: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def check_dial_id(dial_id: str) -> str:
+    """``dial_id`` when it is one (it names a channel and keys): else PayloadError saying what one is."""
+    if not ID_PATTERN.fullmatch(dial_id):
+        raise PayloadError(f"dial_id must be 1 to 64 letters, digits, _ or -: {dial_id[:40]!r}")
+    return dial_id
+
+
 def peek_field(raw: bytes | str, name: str) -> str | None:
     """Best effort: the valid id in field ``name`` of a payload that may be otherwise invalid, else None.
 

@@ -323,7 +323,7 @@ def run_send(args: argparse.Namespace, settings: Settings) -> int:
     first ``ack`` or ``error`` of that type. Exit 0 on ``ack``, 1 on ``error`` or no reply, 2 on bad arguments."""
     from redswitch import auth
     from redswitch.errors import PayloadError
-    from redswitch.messages import ID_PATTERN, TRANSFER_MAX_RING, parse_control
+    from redswitch.messages import TRANSFER_MAX_RING, check_dial_id
     from redswitch.store.connection import redis_from_settings
 
     message = _send_message(args)
@@ -331,11 +331,8 @@ def run_send(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     message.update({k: v for k in ("side", "digits", "file", "by") if (v := getattr(args, k)) is not None})
     try:
-        if not ID_PATTERN.fullmatch(args.dial_id):
-            raise PayloadError(f"dial_id must be 1 to 64 letters, digits, _ or -: {args.dial_id[:40]!r}")
-        control = parse_control(json.dumps(message))
-        signed = auth.sign(message, settings.control_secret) if settings.control_secret else control.to_dict()
-        payload = json.dumps(signed)
+        check_dial_id(args.dial_id)
+        payload = json.dumps(auth.outgoing(message, settings.control_secret))
     except PayloadError as exc:
         print(f"redswitch send: {exc.reason}", file=sys.stderr)
         return 2

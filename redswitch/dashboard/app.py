@@ -47,7 +47,7 @@ from redswitch.dashboard.security import COOKIE, NAME_PATTERN, SECURITY_HEADERS,
 from redswitch.dashboard.security import token_matches as matches
 from redswitch.dashboard.view import View, stream_ms
 from redswitch.errors import PayloadError
-from redswitch.messages import ID_PATTERN, parse_control
+from redswitch.messages import ID_PATTERN
 from redswitch.store.connection import redis_from_settings, reply_text
 from redswitch.store.keys import Keys
 
@@ -327,8 +327,7 @@ def control_message(body: bytes, by: str, secret: str) -> dict[str, Any]:
     if asked["type"] == "barge":
         phone = asked.get("phone_number")
         message.update(phone_number=phone, caller_id=asked.get("caller_id") or phone)
-    control = parse_control(json.dumps(message))
-    return auth.sign(message, secret) if secret else control.to_dict()
+    return auth.outgoing(message, secret)
 
 
 def call_timeline(client: redis.Redis, dial_id: str) -> dict[str, Any]:
